@@ -1,0 +1,82 @@
+"""The command line: parse, call one library function per command, map errors to exit codes.
+
+0 success · 1 not reproducible / differences / check failed · 2 bad input · 3 environment failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from reprobuild import __version__, progress
+from reprobuild.commands import COMMANDS
+from reprobuild.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, ReprobuildError
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command takes, after its name (`reprobuild toolchain list --json`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    common.add_argument("--lock", metavar="FILE", help="use this lock instead of ./toolchains.lock "
+                        "(or set REPROBUILD_LOCK)")
+    common.add_argument("--offline", action="store_true", help="never touch the network (REPROBUILD_OFFLINE=1)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log every command reprobuild runs")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reprobuild", description="Hermetic, byte-reproducible builds, with proof.")
+    parser.add_argument("--version", action="version", version=f"reprobuild {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = common_options()
+    for command in COMMANDS:
+        command.add_parser(sub, common)
+    return parser
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM takes the same clean-up path as Ctrl-C.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
+        return int(exc.code or 0)
+    progress.quiet = bool(getattr(args, "quiet", False))
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+                        format="reprobuild: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code: int = args.handler(args)
+        return code
+    except ReprobuildError as exc:
+        return _fail(args, str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        print("reprobuild: interrupted; partial work was discarded", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        return _fail(args, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_ENVIRONMENT)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    print(f"reprobuild: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "exit_code": code, "error": message}, indent=2))
+    return code if code else EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""`reprobuild lock [--check]`: resolve toolchains.yaml into toolchains.lock."""
+
+from __future__ import annotations
+
+import argparse
+
+from reprobuild import resolve
+from reprobuild.commands._common import emit, lock_path
+from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK
+from reprobuild.lockfile import load_lock
+from reprobuild.toolchains import offline_requested
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("lock", help="resolve toolchains.yaml and write toolchains.lock", parents=[common])
+    p.add_argument("--check", action="store_true", help="exit 1 when the lock is stale; write nothing")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = lock_path(args)
+    current = load_lock(path) if path.exists() else None
+    plan, _ = resolve.lock(resolve.inputs_path_for(path), path, current, args.check,
+                           offline_requested(args.offline))
+    data = {"lock": str(path), "stale": plan.stale, "kept": list(plan.keep), "resolved": list(plan.resolve),
+            "dropped": list(plan.drop)}
+    if args.check:
+        lines = [f"{path}: stale — " + "; ".join(
+            [f"changed or new: {', '.join(plan.resolve)}"] * bool(plan.resolve)
+            + [f"no longer wanted: {', '.join(plan.drop)}"] * bool(plan.drop))
+            + "\n  run `reprobuild lock` to update it"] if plan.stale else [f"{path}: up to date"]
+        emit(args, data, "\n".join(lines))
+        return EXIT_DIFFERENT if plan.stale else EXIT_OK
+    emit(args, data, f"{path}: written ({len(plan.keep)} kept, {len(plan.resolve)} resolved, "
+                     f"{len(plan.drop)} dropped)")
+    return EXIT_OK

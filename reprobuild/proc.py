@@ -1,0 +1,91 @@
+"""The one place reprobuild runs subprocesses: logs the command, sets the environment, types the failure."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprobuild.errors import CommandFailed, EnvironmentFailure
+
+log = logging.getLogger("reprobuild.proc")
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def which(tool: str, package_hint: str | None = None) -> str:
+    found = shutil.which(tool)
+    if not found:
+        hint = f"install it (Debian package `{package_hint}`)" if package_hint else f"install `{tool}`"
+        raise EnvironmentFailure(f"`{tool}` is not installed", hint)
+    return found
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    input_text: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+    umask: int | None = None,
+) -> Completed:
+    """Run a command to completion. `env=None` inherits the environment; otherwise `env` is the whole of it.
+
+    With `on_line`, stdout and stderr are merged and each line is handed over as it arrives
+    (progress for long work) and captured as well.
+    """
+    args = [os.fspath(a) for a in argv]
+    log.debug("run: %s (cwd=%s)", " ".join(args), cwd)
+    preexec: Callable[[], object] | None = (lambda: os.umask(umask)) if umask is not None else None
+    try:
+        if on_line is None:
+            proc = subprocess.run(args, env=dict(env) if env is not None else None, cwd=cwd,
+                                  capture_output=True, text=True, timeout=timeout, input=input_text,
+                                  preexec_fn=preexec, check=False)
+            done = Completed(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+        else:
+            done = _run_streaming(args, env, cwd, timeout, on_line, preexec)
+    except FileNotFoundError:
+        raise EnvironmentFailure(f"`{args[0]}` is not installed or not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise EnvironmentFailure(f"command timed out after {timeout:.0f} s: {' '.join(args)}") from None
+    if check and done.returncode != 0:
+        raise CommandFailed(list(args), done.returncode, done.stderr or done.stdout)
+    return done
+
+
+def _run_streaming(args: list[str], env: Mapping[str, str] | None, cwd: Path | None, timeout: float | None,
+                   on_line: Callable[[str], None], preexec: Callable[[], object] | None) -> Completed:
+    proc = subprocess.Popen(args, env=dict(env) if env is not None else None, cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec,
+                            start_new_session=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            on_line(line.rstrip("\n"))
+        proc.wait(timeout=timeout)
+    except BaseException:
+        # Interrupted or timed out: take the whole process group down with us.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    out = "".join(lines)
+    return Completed(tuple(args), proc.returncode, out, out)

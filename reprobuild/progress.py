@@ -1,0 +1,60 @@
+"""Progress for long work: a live bar on a terminal, a few plain lines in CI logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+_console = Console(stderr=True)
+quiet = False
+
+
+class Ticker(Protocol):
+    def advance(self, n: int) -> None: ...
+
+
+def say(message: str) -> None:
+    """One status line on stderr (never stdout, which `--json` owns)."""
+    if not quiet:
+        print(f"reprobuild: {message}", file=sys.stderr, flush=True)
+
+
+class _PlainTicker:
+    def __init__(self, label: str, total: int | None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.last = time.monotonic()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= 5 and not quiet:
+            self.last = now
+            pct = f" ({100 * self.done // self.total}%)" if self.total else ""
+            say(f"{self.label}: {self.done / 1e6:.1f} MB{pct}")
+
+
+class _RichTicker:
+    def __init__(self, progress: Progress, task: object) -> None:
+        self.progress, self.task = progress, task
+
+    def advance(self, n: int) -> None:
+        self.progress.update(self.task, advance=n)  # type: ignore[arg-type]
+
+
+@contextmanager
+def transfer(label: str, total: int | None) -> Iterator[Ticker]:
+    """Progress of a byte transfer (download, hashing, extraction)."""
+    if quiet or not _console.is_terminal:
+        say(f"{label} ...")
+        yield _PlainTicker(label, total)
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=_console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield _RichTicker(progress, task)
