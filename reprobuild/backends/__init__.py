@@ -1,0 +1,126 @@
+"""Backends run one build step hermetically. Both implement `Backend`, so builders say only *what* to run.
+
+A `RunSpec` is written in container paths (the fixed paths below). The Docker backend mounts each
+`Mount` at its target; the local backend runs on the host and maps each target prefix to its source,
+which is why the fixed paths are distinctive (`/rb/...`). With `-trimpath` and the other flags
+reprobuild sets, the output bytes do not depend on where those paths really are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# Fixed paths inside every build.
+SRC = "/rb/src"  # the source tree (read-only)
+OUT = "/rb/out"  # where a step writes its outputs
+TOOLCHAIN = "/rb/toolchain"  # the locked toolchain tree (read-only)
+CACHE = "/rb/cache"  # build caches that never change output bytes (e.g. GOCACHE)
+HOME = "/rb/home"  # an empty, writable HOME
+TMP = "/tmp"
+
+HOSTNAME = "reprobuild"
+UID = 1000
+GID = 1000
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path  # on the host
+    target: str  # inside the build
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A builder image the step runs in (`go`, `debian`, ...), with the toolchain it is made for."""
+
+    name: str
+    toolchain_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    argv: tuple[str, ...]
+    image: ImageRef
+    env: Mapping[str, str]  # the whole environment: see hermetic_env()
+    mounts: tuple[Mount, ...]
+    workdir: str = SRC
+    timeout: float = 3600.0
+    memory_bytes: int | None = None
+    label: str = "build"
+    network: bool = False  # only `vendor` ever asks for the network
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    output: str
+    seconds: float
+    hermetic: bool
+
+
+class Backend(Protocol):
+    name: str
+    hermetic: bool
+
+    def ensure_image(self, image: ImageRef) -> str:
+        """Make sure the image exists (built locally from pinned inputs); return its ID."""
+        ...
+
+    def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
+        """Run one step; the container (if any) is gone when this returns or raises."""
+        ...
+
+
+@dataclass(frozen=True)
+class EnvPolicy:
+    """The allowlisted environment every step gets; nothing else from the host leaks in."""
+
+    source_date_epoch: int
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def hermetic_env(policy: EnvPolicy) -> dict[str, str]:
+    env = {
+        "PATH": f"{TOOLCHAIN}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": HOME,
+        "TMPDIR": TMP,
+        "TZ": "UTC",
+        "LC_ALL": "C.UTF-8",
+        "LANG": "C.UTF-8",
+        "SOURCE_DATE_EPOCH": str(policy.source_date_epoch),
+        "USER": "builder",
+        "HOSTNAME": HOSTNAME,
+    }
+    env.update(policy.extra)
+    return env
+
+
+def select_backend(requested: str | None, say: Callable[[str], None]) -> Backend:
+    """`--backend docker|local`; default docker when an engine answers, local otherwise (said on stderr)."""
+    from reprobuild.errors import EnvironmentFailure
+
+    require = os.environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0")
+    if requested == "local":
+        from reprobuild.backends.local import LocalBackend
+
+        return LocalBackend()
+    if requested == "docker" or require or requested is None:
+        from reprobuild.backends import docker as docker_backend
+
+        reachable, why = docker_backend.probe()
+        if reachable:
+            return docker_backend.DockerBackend()
+        if requested == "docker" or require:
+            raise EnvironmentFailure(
+                f"no Docker engine answers ({why})",
+                "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install docker.io`), "
+                "point DOCKER_HOST at a running engine, or use `--backend local`")
+        say(f"no Docker engine answers ({why}); using the local backend (not hermetic)")
+    from reprobuild.backends.local import LocalBackend
+
+    return LocalBackend()
