@@ -6,6 +6,7 @@ as `"hermetic": false`. Container paths in the spec are mapped to host paths by 
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,23 +49,9 @@ class LocalBackend:
 
 
 def _map_paths(value: str, mapping: list[tuple[str, str]]) -> str:
-    """Replace container path prefixes (at the start or after `:`/`=`/space) with host paths."""
-    for target, source in mapping:
-        if target not in value:
-            continue
-        out = []
-        i = 0
-        while True:
-            j = value.find(target, i)
-            if j < 0:
-                out.append(value[i:])
-                break
-            end = j + len(target)
-            boundary_before = j == 0 or value[j - 1] in ":= ,'\""
-            boundary_after = end == len(value) or value[end] in "/:= ,'\""
-            out.append(value[i:j])
-            out.append(source if boundary_before and boundary_after else target)
-            i = end
-        value = "".join(out)
-    return value
-
+    """Replace container path prefixes (at the start or after `:`, `=`, a space, a comma or a quote) with
+    host paths, in one pass, so a replacement is never itself rewritten."""
+    table = dict(mapping)
+    alternatives = "|".join(re.escape(t) for t in sorted(table, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![^:= ,'\"])({alternatives})(?=$|[/:= ,'\"])")
+    return pattern.sub(lambda m: table[m.group(1)], value)

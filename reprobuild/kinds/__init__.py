@@ -1,0 +1,64 @@
+"""Builder kinds, one module each, in one table: each says *what* to run; backends say *where*."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from reprobuild.backends import Backend
+from reprobuild.model import Lock, Toolchain
+from reprobuild.pipeline import Pipeline
+from reprobuild.toolchains import Installed, ToolchainCache
+
+
+@dataclass
+class BuildContext:
+    lock: Lock
+    overrides: dict[str, str]
+    backend: Backend
+    cache: ToolchainCache
+    staging: Path  # the output dir being written; each pipeline writes under staging/<pipeline name>
+    repo_root: Path
+    toolchains: dict[str, dict[str, Any]] = field(default_factory=dict)  # for the manifest
+    images: dict[str, str] = field(default_factory=dict)  # image name -> ID, for the manifest
+
+    def entry_for(self, pipeline: Pipeline) -> tuple[str, Toolchain]:
+        """The lock entry a pipeline asks for, after `--toolchain NAME=ENTRY` substitution."""
+        assert pipeline.toolchain is not None
+        entry = self.overrides.get(pipeline.toolchain, pipeline.toolchain)
+        return entry, self.lock.toolchain(entry)
+
+    def toolchain_for(self, pipeline: Pipeline) -> tuple[Toolchain, Installed]:
+        """The substituted lock entry, installed (fetched first when needed)."""
+        assert pipeline.toolchain is not None
+        entry, tc = self.entry_for(pipeline)
+        inst = self.cache.ensure(tc)
+        pin = ToolchainCache.pin_for(tc)
+        self.toolchains[pipeline.toolchain] = {
+            "entry": entry, "substituted": entry != pipeline.toolchain, "version": tc.version,
+            "source": tc.source, "platform": pin.platform,
+            "files": [{"name": f.name, "sha256": f.sha256} for f in pin.files]}
+        return tc, inst
+
+
+class Kind(Protocol):
+    def build(self, pipeline: Pipeline, ctx: BuildContext) -> None:
+        """Write the pipeline's artifacts under ctx.staging / pipeline.name."""
+        ...
+
+
+def kind_for(builder: str) -> Kind:
+    from reprobuild.kinds import command, go
+
+    table: dict[str, Kind] = {"go": go, "command": command}
+    if builder not in table:
+        from reprobuild.errors import NotAvailableYet
+
+        raise NotAvailableYet(f"build (builder `{builder}`)")
+    return table[builder]
+
+
+def paddle_pipeline_keys() -> set[str]:
+    """Keys a `builder: paddle` pipeline may carry (the Paddle builder validates them)."""
+    return {"toolchain", "requirements", "steps", "python"}

@@ -1,0 +1,114 @@
+"""`builder: go`: byte-reproducible Go binaries with the locked toolchain, then assertions and packaging."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from reprobuild import goassert
+from reprobuild.backends import CACHE, OUT, SRC, TOOLCHAIN, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+from reprobuild.errors import CheckFailed, FileError, Location
+from reprobuild.kinds import BuildContext
+from reprobuild.model import host_platform
+from reprobuild.normalize import write_tar_gz, write_zip
+from reprobuild.pipeline import GoTarget, Pipeline, source_date_epoch
+from reprobuild.progress import say
+
+# Pinned microarchitecture levels: the defaults, written down so a host setting can't change them.
+ARCH_LEVELS = {"GOAMD64": "v1", "GOARM64": "v8.0", "GOARM": "7", "GO386": "sse2", "GOMIPS": "hardfloat",
+               "GOMIPS64": "hardfloat", "GOPPC64": "power8"}
+
+
+def binary_name(target: GoTarget, platform: str) -> str:
+    goos, goarch = platform.split("/")
+    return f"{target.name}_{goos}_{goarch}" + (".exe" if goos == "windows" else "")
+
+
+def ldflags(target: GoTarget, pipeline: Pipeline, sde: int) -> str:
+    flags = ["-buildid="]
+    for sym, value in target.ldflags_x:
+        value = value.format(version=pipeline.version, source_date_epoch=sde, pipeline=pipeline.name,
+                             target=target.name)
+        flags.append(f"-X={sym}={value}")
+    if target.cgo and not target.keep_gnu_build_id:
+        flags.append("-extldflags=-Wl,--build-id=none")
+    return " ".join(flags)
+
+
+def go_env(goroot: str, platform: str, cgo: bool, sde: int) -> dict[str, str]:
+    goos, goarch = platform.split("/")
+    env = hermetic_env(EnvPolicy(sde))
+    env.update({
+        "PATH": f"{goroot}/bin:/usr/local/bin:/usr/bin:/bin",
+        "GOROOT": goroot, "GOTOOLCHAIN": "local", "GOFLAGS": "", "GOPROXY": "off", "GOSUMDB": "off",
+        "GONOSUMDB": "", "GOPRIVATE": "", "GOWORK": "off", "GOENV": "off", "GOTELEMETRY": "off",
+        "GOPATH": "/rb/home/go", "GOMODCACHE": "/rb/home/go/pkg/mod", "GOCACHE": f"{CACHE}/go-build",
+        "GOOS": goos, "GOARCH": goarch, "CGO_ENABLED": "1" if cgo else "0", **ARCH_LEVELS,
+    })
+    if cgo:
+        env.update({"CC": "gcc", "CXX": "g++", "CGO_CFLAGS": "-O2 -g", "CGO_LDFLAGS": "-O2 -g"})
+    return env
+
+
+def build(pipeline: Pipeline, ctx: BuildContext) -> None:
+    entry, tc = ctx.entry_for(pipeline)
+    goassert.check_go_directive(pipeline.source, entry, tc.version)  # before fetching or building anything
+    host = host_platform().replace("-", "/")
+    for target in pipeline.targets:
+        if target.cgo and any(p != host for p in target.platforms):
+            raise FileError(Location(pipeline.file, target.line),
+                            f"target `{target.name}`: cgo targets are built only for the build machine's platform "
+                            f"({host}): no cross C toolchain is pinned", "set `platforms: [" + host + "]`")
+    tc, inst = ctx.toolchain_for(pipeline)
+    sde = source_date_epoch(pipeline.source_date_epoch)
+    out = ctx.staging / pipeline.name
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o777)  # the build runs as an unprivileged user; the backend hands files back
+    gocache = ctx.cache.root / "gocache" / f"{ctx.backend.name}-{inst.key[:16]}"
+    gocache.mkdir(parents=True, exist_ok=True)
+    os.chmod(gocache, 0o777)
+    pin_root = inst.root.relative_to(inst.tree).as_posix()
+    goroot = f"{TOOLCHAIN}/{pin_root}".rstrip("/")
+    vendored = goassert.vendored_modules(pipeline.source)
+    forbidden = tuple(sorted({str(pipeline.source), str(ctx.staging), str(inst.tree), str(ctx.cache.root), SRC,
+                              OUT, "/rb/home", str(Path.home()) + "/"}))
+    for target in pipeline.targets:
+        image = ImageRef("debian" if target.cgo else "go", inst.tree)
+        ctx.images[image.name] = ctx.backend.ensure_image(image)
+        for platform in target.platforms:
+            name = binary_name(target, platform)
+            say(f"{pipeline.name}: building {target.name} for {platform} ({ctx.backend.name} backend)")
+            argv = [f"{goroot}/bin/go", "build", "-trimpath", "-buildvcs=false", "-mod=vendor"]
+            if target.tags:
+                argv += ["-tags", ",".join(target.tags)]
+            argv += ["-ldflags", ldflags(target, pipeline, sde), "-o", f"{OUT}/{name}", target.package]
+            spec = RunSpec(argv=tuple(argv), image=image, env=go_env(goroot, platform, target.cgo, sde),
+                           mounts=(Mount(pipeline.source, SRC), Mount(out, OUT, read_only=False),
+                                   Mount(gocache, CACHE, read_only=False)),
+                           workdir=SRC, label=f"{pipeline.name}/{target.name} {platform}")
+            result = ctx.backend.run(spec, on_line=lambda line: say(f"  {line}"))
+            if result.returncode != 0:
+                raise CheckFailed(f"{pipeline.name}: `go build` of target `{target.name}` for {platform} failed "
+                                  f"(exit {result.returncode}):\n" + _indent(result.output))
+            binary = out / name
+            goassert.check_binary(binary, inst.go, goassert.Expectation(
+                target=target.name, go_version=tc.version, cgo=target.cgo, vendored=vendored,
+                forbidden_paths=forbidden, keep_gnu_build_id=target.keep_gnu_build_id))
+            os.chmod(binary, 0o755)
+            _package(target, binary, platform, sde)
+
+
+def _package(target: GoTarget, binary: Path, platform: str, sde: int) -> None:
+    if target.archive is None:
+        return
+    inner = target.name + (".exe" if platform.startswith("windows/") else "")
+    stem = binary.name.removesuffix(".exe")
+    if target.archive == "tar.gz":
+        write_tar_gz([(inner, binary)], binary.with_name(stem + ".tar.gz"), sde)
+    else:
+        write_zip([(inner, binary)], binary.with_name(stem + ".zip"), sde)
+
+
+def _indent(text: str, limit: int = 40) -> str:
+    lines = text.strip().splitlines()[-limit:]
+    return "\n".join("    " + line for line in lines)

@@ -1,0 +1,76 @@
+"""Proof of a build: `SHA256SUMS` (sorted, `sha256sum -c` compatible) and `manifest.json`.
+
+Hashing uses every core when there are many files (hashlib releases the GIL on large buffers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from reprobuild.fsutil import atomic_write_text, sha256_file
+
+SUMS = "SHA256SUMS"
+MANIFEST = "manifest.json"
+RESERVED = {SUMS, MANIFEST, "provenance.json"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str  # relative to the output dir, POSIX separators
+    sha256: str
+    size: int
+    mode: str  # octal, e.g. "0755"
+
+
+def list_files(root: Path) -> list[str]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel not in RESERVED:
+                files.append(rel)
+    return sorted(files)
+
+
+def hash_artifacts(root: Path, paths: list[str] | None = None) -> list[Artifact]:
+    rels = sorted(paths if paths is not None else list_files(root))
+    workers = min(os.cpu_count() or 1, 8) if len(rels) > 1 else 1
+
+    def one(rel: str) -> Artifact:
+        p = root / rel
+        st = p.stat()
+        return Artifact(rel, sha256_file(p), st.st_size, f"{st.st_mode & 0o7777:04o}")
+
+    if workers == 1:
+        return [one(r) for r in rels]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, rels))
+
+
+def render_sums(artifacts: list[Artifact]) -> str:
+    return "".join(f"{a.sha256}  {a.path}\n" for a in sorted(artifacts, key=lambda a: a.path))
+
+
+def write_outputs(root: Path, artifacts: list[Artifact], manifest: dict[str, Any]) -> None:
+    data = dict(manifest)
+    data["artifacts"] = [asdict(a) for a in sorted(artifacts, key=lambda a: a.path)]
+    atomic_write_text(root / MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(root / SUMS, render_sums(artifacts))
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    from reprobuild.errors import BadInput
+
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path}: not found (is this a reprobuild output directory?)") from None
+    except ValueError as exc:
+        raise BadInput(f"{path}: not valid JSON: {exc}") from None
+    return data

@@ -1,0 +1,3 @@
+module example.com/gomini
+
+go 1.19
