@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild import __version__
-from reprobuild.backends import Backend, select_backend
+from reprobuild.backends import Backend, Perturbation, select_backend
 from reprobuild.errors import BadInput
 from reprobuild.fsutil import remove_tree
 from reprobuild.kinds import BuildContext, kind_for
@@ -51,7 +51,7 @@ def check_overrides(lock: Lock, overrides: dict[str, str]) -> None:
                            f"(entries: {', '.join(sorted(lock.toolchains))})")
 
 
-def build(opts: BuildOptions, backend: Backend | None = None) -> BuildResult:
+def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbation | None = None) -> BuildResult:
     lock = load_lock(opts.lock_path)
     pipelines = load_pipelines(list(opts.pipelines) or None, opts.repo_root)
     overrides = dict(opts.overrides)
@@ -64,8 +64,9 @@ def build(opts: BuildOptions, backend: Backend | None = None) -> BuildResult:
     for stale in out.parent.glob(f".{out.name}.partial-*"):
         remove_tree(stale)  # left by a build that was killed outright
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    os.chmod(staging, 0o755)  # an unprivileged build user must reach its output dir
+    ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root, perturb=perturb or Perturbation())
     try:
-        ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root)
         for pipeline in pipelines:
             kind_for(pipeline.builder).build(pipeline, ctx)
         _normalize_modes(staging)
@@ -76,6 +77,8 @@ def build(opts: BuildOptions, backend: Backend | None = None) -> BuildResult:
     finally:
         if staging.exists():
             remove_tree(staging)
+        for extra in ctx.cleanup:
+            remove_tree(extra)
     say(f"wrote {len(artifacts)} artifacts, SHA256SUMS and manifest.json to {out}")
     return BuildResult(out, tuple(artifacts), manifest)
 

@@ -32,6 +32,7 @@ class Mount:
     source: Path  # on the host
     target: str  # inside the build
     read_only: bool = True
+    copy: bool = False  # give the step a private, writable copy of `source` (the backend makes and removes it)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,25 @@ class ImageRef:
 
     name: str
     toolchain_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """How `verify` varies one build (reprotest's variations). The default is the normal, fixed build.
+
+    Kinds apply `src` and `env`; backends apply the rest as far as they can (see `supports`).
+    """
+
+    name: str = "control"
+    src: str = SRC  # build_path: where the source is inside the build
+    env: Mapping[str, str] = field(default_factory=dict)  # replaces/extends the hermetic environment
+    umask: int = 0o022
+    hostname: str = HOSTNAME
+    domainname: str = ""
+    uid: int = UID
+    gid: int = GID
+    cpus: int | None = None  # num_cpus: restrict the build to this many CPUs
+    cold_cache: bool = False  # cache: a fresh, empty build cache
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,7 @@ class RunSpec:
     memory_bytes: int | None = None
     label: str = "build"
     network: bool = False  # only `vendor` ever asks for the network
+    perturb: Perturbation = field(default_factory=Perturbation)
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,10 @@ class RunResult:
 class Backend(Protocol):
     name: str
     hermetic: bool
+
+    def supports(self, variation: str) -> bool:
+        """Whether this backend can apply a `verify` variation (e.g. `domain_host` needs a UTS namespace)."""
+        ...
 
     def ensure_image(self, image: ImageRef) -> str:
         """Make sure the image exists (built locally from pinned inputs); return its ID."""

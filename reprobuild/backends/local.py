@@ -1,51 +1,140 @@
 """The local backend: the same steps on the host, in a scratch build root, with the same environment.
 
 It cannot take the network away or make the root filesystem read-only, so its results are recorded
-as `"hermetic": false`. Container paths in the spec are mapped to host paths by prefix.
+as `"hermetic": false`. Container paths in the spec are mapped to host paths by prefix. The scratch
+root sits at a fixed path, taken under a lock, so that a path a build sees (`pwd`, `$HOME`, `$OUT`) is
+the same on every run, as it is in a container.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from filelock import FileLock
+
 from reprobuild import proc
-from reprobuild.backends import HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec
+from reprobuild.backends import HOME, OUT, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec
 from reprobuild.fsutil import remove_tree
+
+# Variations this backend can apply, and what each needs on the host.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "build_path": (), "timezone": (), "locales": (), "umask": (), "environment": (), "home": (), "cache": (),
+    "num_cpus": ("taskset",), "user_group": ("setpriv",), "domain_host": ("unshare", "hostname"),
+    "time": (),
+}
+FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def faketime_library() -> str | None:
+    return next((lib for lib in FAKETIME_LIBS if os.path.exists(lib)), None)
 
 
 class LocalBackend:
     name = "local"
     hermetic = False
 
+    def __init__(self, scratch_base: Path | None = None) -> None:
+        self.scratch_base = scratch_base or Path(tempfile.gettempdir()) / "reprobuild-local"
+
+    def supports(self, variation: str) -> bool:
+        if variation not in _NEEDS:
+            return False
+        if variation in ("user_group", "domain_host") and os.geteuid() != 0:
+            return False
+        if variation == "time" and faketime_library() is None:
+            return False
+        return all(shutil.which(tool) for tool in _NEEDS[variation])
+
     def ensure_image(self, image: ImageRef) -> str:
         return f"local:{image.name}"  # the host is the image
 
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
-        scratch = Path(tempfile.mkdtemp(prefix="reprobuild-local-"))
-        try:
-            (scratch / "home").mkdir()
-            (scratch / "tmp").mkdir()
-            mounts = [*list(spec.mounts), Mount(scratch / "home", HOME, False), Mount(scratch / "tmp", TMP, False)]
-            if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
-                mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
-            mapping = sorted(((m.target, str(m.source)) for m in mounts), key=lambda t: -len(t[0]))
-
-            def host(value: str) -> str:
-                return _map_paths(value, mapping)
-
-            env = {k: host(v) for k, v in spec.env.items()}
-            argv = [host(a) for a in spec.argv]
-            cwd = Path(host(spec.workdir))
-            start = time.monotonic()
-            done = proc.run(argv, env=env, cwd=cwd, check=False, timeout=spec.timeout, umask=0o022,
-                            on_line=on_line or (lambda line: None))
-            return RunResult(done.returncode, done.stdout, time.monotonic() - start, hermetic=False)
-        finally:
+        # One fixed build root, so every path a build can see is the same on every run; runs take turns.
+        # (The build_path variation moves only the source inside it.)
+        self.scratch_base.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.scratch_base, 0o755)
+        scratch = self.scratch_base / "build"
+        with FileLock(str(scratch) + ".lock"):
             remove_tree(scratch)
+            try:
+                return self._run_in(scratch, spec, on_line)
+            finally:
+                remove_tree(scratch)
+
+    def _run_in(self, scratch: Path, spec: RunSpec, on_line: Callable[[str], None] | None) -> RunResult:
+        p = spec.perturb
+        for sub in ("home", "tmp"):
+            (scratch / sub).mkdir(parents=True)
+            os.chmod(scratch / sub, 0o777)
+        mounts: list[Mount] = []
+        hand_back: list[tuple[Path, Path]] = []
+        for m in spec.mounts:
+            if m.target == OUT and not m.read_only:
+                # Outputs are written at a fixed path (as $OUT is in a container), then handed back.
+                fixed = scratch / "out"
+                fixed.mkdir()
+                os.chmod(fixed, 0o777)
+                hand_back.append((fixed, m.source))
+                m = Mount(fixed, m.target, read_only=False)
+            elif m.copy:
+                copy = scratch / "work" / m.target.strip("/").replace("/", "_")
+                shutil.copytree(m.source, copy, symlinks=True)
+                _open_up(copy)
+                m = Mount(copy, m.target, read_only=False)
+            mounts.append(m)
+        mounts += [Mount(scratch / "home", HOME, False), Mount(scratch / "tmp", TMP, False)]
+        if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
+            mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
+        mapping = [(m.target, str(m.source)) for m in mounts]
+
+        def host(value: str) -> str:
+            return _map_paths(value, mapping)
+
+        env = {k: host(v) for k, v in spec.env.items()}
+        argv = [host(a) for a in spec.argv]
+        cwd = Path(host(spec.workdir))
+        argv = self._wrap(argv, spec, env)
+        start = time.monotonic()
+        done = proc.run(argv, env=env, cwd=cwd, check=False, timeout=spec.timeout, umask=p.umask,
+                        on_line=on_line or (lambda line: None))
+        for fixed, real in hand_back:
+            for entry in sorted(fixed.iterdir()):
+                shutil.move(str(entry), str(real / entry.name))
+        return RunResult(done.returncode, done.stdout, time.monotonic() - start, hermetic=False)
+
+    @staticmethod
+    def _wrap(argv: list[str], spec: RunSpec, env: dict[str, str]) -> list[str]:
+        """Apply the variations that need a helper program around the command.
+
+        A preloaded library (libfaketime) must reach the build command only, not the helpers around it
+        (it breaks when the helper changes user), so it is handed over by `env` innermost.
+        """
+        p = spec.perturb
+        default = type(p)()
+        preload = {k: env.pop(k) for k in ("LD_PRELOAD",) if k in env}
+        if preload:
+            argv = ["env", *(f"{k}={v}" for k, v in preload.items()), *argv]
+        if p.cpus is not None:
+            argv = ["taskset", "-c", ",".join(str(i) for i in range(p.cpus)), *argv]
+        if (p.uid, p.gid) != (default.uid, default.gid) and os.geteuid() == 0:
+            argv = ["setpriv", f"--reuid={p.uid}", f"--regid={p.gid}", "--clear-groups", *argv]
+        if (p.hostname, p.domainname) != (default.hostname, default.domainname) and os.geteuid() == 0:
+            script = 'hostname "$0" && { [ -z "$1" ] || domainname "$1" 2>/dev/null || true; } && shift && exec "$@"'
+            argv = ["unshare", "--uts", "--", "/bin/sh", "-c", script, p.hostname, p.domainname, *argv]
+        return argv
+
+
+def _open_up(root: Path) -> None:
+    """A private copy the (possibly unprivileged) build user may write in."""
+    for dirpath, _, _ in os.walk(root):
+        os.chmod(dirpath, 0o777)
 
 
 def _map_paths(value: str, mapping: list[tuple[str, str]]) -> str:

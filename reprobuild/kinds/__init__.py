@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from reprobuild.backends import Backend
+from reprobuild.backends import Backend, EnvPolicy, Perturbation, hermetic_env
 from reprobuild.model import Lock, Toolchain
 from reprobuild.pipeline import Pipeline
 from reprobuild.toolchains import Installed, ToolchainCache
@@ -22,6 +22,15 @@ class BuildContext:
     repo_root: Path
     toolchains: dict[str, dict[str, Any]] = field(default_factory=dict)  # for the manifest
     images: dict[str, str] = field(default_factory=dict)  # image name -> ID, for the manifest
+    perturb: Perturbation = field(default_factory=Perturbation)  # what `verify` varies (nothing by default)
+    cleanup: list[Path] = field(default_factory=list)  # temporary dirs removed when the build ends
+
+    def step_env(self, source_date_epoch: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The hermetic environment of a step, then the step's own variables, then verify's variation."""
+        env = hermetic_env(EnvPolicy(source_date_epoch))
+        env.update(extra or {})
+        env.update(self.perturb.env)
+        return env
 
     def entry_for(self, pipeline: Pipeline) -> tuple[str, Toolchain]:
         """The lock entry a pipeline asks for, after `--toolchain NAME=ENTRY` substitution."""
@@ -49,9 +58,9 @@ class Kind(Protocol):
 
 
 def kind_for(builder: str) -> Kind:
-    from reprobuild.kinds import command, go
+    from reprobuild.kinds import command, go, paddle
 
-    table: dict[str, Kind] = {"go": go, "command": command}
+    table: dict[str, Kind] = {"go": go, "command": command, "paddle": paddle}
     if builder not in table:
         from reprobuild.errors import NotAvailableYet
 

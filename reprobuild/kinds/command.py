@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
-from reprobuild.backends import OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+from reprobuild.backends import OUT, ImageRef, Mount, RunSpec
 from reprobuild.errors import CheckFailed
-from reprobuild.fsutil import remove_tree
 from reprobuild.kinds import BuildContext
 from reprobuild.manifest import list_files
 from reprobuild.pipeline import Pipeline, source_date_epoch
@@ -20,7 +16,7 @@ from reprobuild.progress import say
 def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     assert pipeline.run is not None
     toolchain_root = None
-    env = hermetic_env(EnvPolicy(source_date_epoch(pipeline.source_date_epoch), {"OUT": OUT}))
+    env = ctx.step_env(source_date_epoch(pipeline.source_date_epoch), {"OUT": OUT})
     if pipeline.toolchain:
         _, inst = ctx.toolchain_for(pipeline)
         toolchain_root = inst.tree
@@ -29,20 +25,12 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     out = ctx.staging / pipeline.name
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o777)
-    work = Path(tempfile.mkdtemp(prefix="reprobuild-src-"))
-    try:
-        copy = work / "src"
-        shutil.copytree(pipeline.source, copy, symlinks=True)
-        for dirpath, _, _ in os.walk(copy):
-            os.chmod(dirpath, 0o777)  # the (unprivileged) build user writes in its copy
-        os.chmod(work, 0o755)
-        say(f"{pipeline.name}: running `{pipeline.run}` ({ctx.backend.name} backend)")
-        spec = RunSpec(argv=("/bin/sh", "-c", pipeline.run), image=image, env=env,
-                       mounts=(Mount(copy, SRC, read_only=False), Mount(out, OUT, read_only=False)),
-                       workdir=SRC, label=pipeline.name)
-        result = ctx.backend.run(spec, on_line=lambda line: say(f"  {line}"))
-    finally:
-        remove_tree(work)
+    src = ctx.perturb.src
+    say(f"{pipeline.name}: running `{pipeline.run}` ({ctx.backend.name} backend)")
+    spec = RunSpec(argv=("/bin/sh", "-c", pipeline.run), image=image, env=env,
+                   mounts=(Mount(pipeline.source, src, read_only=False, copy=True), Mount(out, OUT, read_only=False)),
+                   workdir=src, label=pipeline.name, perturb=ctx.perturb)
+    result = ctx.backend.run(spec, on_line=lambda line: say(f"  {line}"))
     if result.returncode != 0:
         tail = "\n".join("    " + line for line in result.output.strip().splitlines()[-40:])
         raise CheckFailed(f"{pipeline.name}: `{pipeline.run}` failed (exit {result.returncode}):\n{tail}")

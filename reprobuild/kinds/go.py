@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from reprobuild import goassert
-from reprobuild.backends import CACHE, OUT, SRC, TOOLCHAIN, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+from reprobuild.backends import CACHE, OUT, SRC, TOOLCHAIN, ImageRef, Mount, RunSpec
 from reprobuild.errors import CheckFailed, FileError, Location
 from reprobuild.kinds import BuildContext
 from reprobuild.model import host_platform
@@ -35,16 +35,15 @@ def ldflags(target: GoTarget, pipeline: Pipeline, sde: int) -> str:
     return " ".join(flags)
 
 
-def go_env(goroot: str, platform: str, cgo: bool, sde: int) -> dict[str, str]:
+def go_env(goroot: str, platform: str, cgo: bool) -> dict[str, str]:
     goos, goarch = platform.split("/")
-    env = hermetic_env(EnvPolicy(sde))
-    env.update({
+    env = {
         "PATH": f"{goroot}/bin:/usr/local/bin:/usr/bin:/bin",
         "GOROOT": goroot, "GOTOOLCHAIN": "local", "GOFLAGS": "", "GOPROXY": "off", "GOSUMDB": "off",
         "GONOSUMDB": "", "GOPRIVATE": "", "GOWORK": "off", "GOENV": "off", "GOTELEMETRY": "off",
         "GOPATH": "/rb/home/go", "GOMODCACHE": "/rb/home/go/pkg/mod", "GOCACHE": f"{CACHE}/go-build",
         "GOOS": goos, "GOARCH": goarch, "CGO_ENABLED": "1" if cgo else "0", **ARCH_LEVELS,
-    })
+    }
     if cgo:
         env.update({"CC": "gcc", "CXX": "g++", "CGO_CFLAGS": "-O2 -g", "CGO_LDFLAGS": "-O2 -g"})
     return env
@@ -64,7 +63,11 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     out = ctx.staging / pipeline.name
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o777)  # the build runs as an unprivileged user; the backend hands files back
-    gocache = ctx.cache.root / "gocache" / f"{ctx.backend.name}-{inst.key[:16]}"
+    if ctx.perturb.cold_cache:
+        gocache = ctx.staging.parent / f".{ctx.staging.name}-coldcache"  # removed with the staging dir's parent
+        ctx.cleanup.append(gocache)
+    else:
+        gocache = ctx.cache.root / "gocache" / f"{ctx.backend.name}-{inst.key[:16]}"
     gocache.mkdir(parents=True, exist_ok=True)
     os.chmod(gocache, 0o777)
     pin_root = inst.root.relative_to(inst.tree).as_posix()
@@ -82,10 +85,11 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
             if target.tags:
                 argv += ["-tags", ",".join(target.tags)]
             argv += ["-ldflags", ldflags(target, pipeline, sde), "-o", f"{OUT}/{name}", target.package]
-            spec = RunSpec(argv=tuple(argv), image=image, env=go_env(goroot, platform, target.cgo, sde),
-                           mounts=(Mount(pipeline.source, SRC), Mount(out, OUT, read_only=False),
+            src = ctx.perturb.src
+            spec = RunSpec(argv=tuple(argv), image=image, env=ctx.step_env(sde, go_env(goroot, platform, target.cgo)),
+                           mounts=(Mount(pipeline.source, src), Mount(out, OUT, read_only=False),
                                    Mount(gocache, CACHE, read_only=False)),
-                           workdir=SRC, label=f"{pipeline.name}/{target.name} {platform}")
+                           workdir=src, label=f"{pipeline.name}/{target.name} {platform}", perturb=ctx.perturb)
             result = ctx.backend.run(spec, on_line=lambda line: say(f"  {line}"))
             if result.returncode != 0:
                 raise CheckFailed(f"{pipeline.name}: `go build` of target `{target.name}` for {platform} failed "

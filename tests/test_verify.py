@@ -1,0 +1,119 @@
+"""`verify`: clean builds pass; each classic source of irreproducibility is caught and blamed on its variation.
+
+The same cases run through the local backend and (with an engine) the Docker backend.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reprobuild.verify import ALL_VARIATIONS, DEFAULT_VARIATIONS, parse_vary
+from tests.conftest import REPO, run_cli
+
+CASES = {
+    # name: (command writing to $OUT, the variation that must be named)
+    "time": ("date -u +%Y-%m-%d > $OUT/out.txt", "time"),
+    "pwd": ("pwd > $OUT/out.txt", "build_path"),
+    "hostname": ("hostname > $OUT/out.txt", "domain_host"),
+    "timezone": ("date -d @1700000000 +%H:%M > $OUT/out.txt", "timezone"),
+    "locale": ("printf 'b\\nA\\na\\nB\\n' | sort > $OUT/out.txt", "locales"),
+    "umask": ("touch $OUT/made && stat -c %a $OUT/made > $OUT/out.txt", "umask"),
+    "uid": ("id -u > $OUT/out.txt", "user_group"),
+    "env": ("env | sort > $OUT/out.txt", "environment"),
+    "nproc": ("nproc > $OUT/out.txt", "num_cpus"),
+    "home": ("echo $HOME > $OUT/out.txt", "home"),
+    "random": ("head -c 16 /dev/urandom | od -An -tx1 > $OUT/out.txt", "unexplained"),
+}
+
+
+def project(root: Path, run: str) -> Path:
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "input.txt").write_text("input\n")
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "case.yaml").write_text(
+        f"version: 1\nname: case\nbuilder: command\nsource: src\nrun: {json.dumps(run)}\nartifacts: ['*.txt']\n")
+    return root
+
+
+@pytest.fixture(params=["local", "docker"])
+def backend_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    if request.param == "local":
+        return ["--backend", "local", "--lock", str(REPO / "toolchains.lock")]
+    lock = request.getfixturevalue("debian_lock")
+    return ["--backend", "docker", "--lock", str(lock)]
+
+
+def _verify(root: Path, args: list[str], *extra: str) -> tuple[int, dict[str, Any], str]:
+    report = root / "report.json"
+    res = run_cli("verify", "pipelines/case.yaml", *args, "--report", str(report), *extra, cwd=root)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return res.returncode, data, res.stderr + res.stdout
+
+
+def test_clean_command_pipeline_is_reproducible(tmp_path: Path, backend_args: list[str]) -> None:
+    root = project(tmp_path / "p", "cp input.txt $OUT/fixed.txt && echo fixed >> $OUT/fixed.txt")
+    code, report, out = _verify(root, backend_args)
+    assert code == 0, out
+    assert report["reproducible"] is True and report["culprits"] == [] and report["runs"] == 2
+    assert report["differences"] == []
+    assert "build_path" in report["variations"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_variation_is_caught_and_named(tmp_path: Path, backend_args: list[str], case: str) -> None:
+    run, culprit = CASES[case]
+    root = project(tmp_path / case, run)
+    code, report, out = _verify(root, backend_args)
+    if culprit in report.get("skipped_variations", {}):
+        pytest.skip(f"{culprit} cannot be varied on this backend here: {report['skipped_variations'][culprit]}")
+    assert code == 1, out
+    assert report["reproducible"] is False
+    assert culprit in report["culprits"], report["culprits"]
+    if culprit != "environment":  # env output is changed by every variation that sets a variable
+        assert report["culprits"] == [culprit]
+    (diff,) = report["differences"]
+    assert diff["artifact"] == "case/out.txt" and diff["status"] == "differs"
+    assert diff["causes"], "the difference must be explained"
+
+
+def test_vary_syntax() -> None:
+    assert parse_vary("all") == tuple(v for v in ALL_VARIATIONS if v in DEFAULT_VARIATIONS)
+    assert parse_vary("-all,+time") == ("time",)
+    assert "build_path" not in parse_vary("-build_path")
+    assert parse_vary("-all,umask,+home") == ("home", "umask")
+
+
+def test_unknown_variation_is_bad_input(tmp_path: Path) -> None:
+    root = project(tmp_path / "p", "echo x > $OUT/x.txt")
+    res = run_cli("verify", "pipelines/case.yaml", "--backend", "local", "--vary", "+tmie", cwd=root)
+    assert res.returncode == 2
+    assert "unknown variation `tmie`" in res.stderr and "did you mean `time`" in res.stderr
+
+
+def test_markdown_summary_goes_to_github_step_summary(tmp_path: Path) -> None:
+    root = project(tmp_path / "p", "pwd > $OUT/out.txt")
+    summary = tmp_path / "summary.md"
+    res = run_cli("verify", "pipelines/case.yaml", "--backend", "local", "--lock", str(REPO / "toolchains.lock"),
+                  "--markdown", "--vary=-all,+build_path", cwd=root, env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert res.returncode == 1
+    text = summary.read_text()
+    assert "not reproducible" in text and "build_path" in text and "`case/out.txt`" in text
+
+
+@pytest.mark.go
+def test_go_example_is_reproducible(tmp_path: Path, go_registry: Any, shared_cache_root: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "examples" / "go-service", root / "examples" / "go-service")
+    shutil.copytree(REPO / "pipelines", root / "pipelines")
+    res = run_cli("verify", "pipelines/go-service.yaml", "--backend", "local", "--toolchain", "go=go-registry",
+                  "--lock", str(REPO / "toolchains.lock"), "--report", "r.json", cwd=root,
+                  env={"REPROBUILD_CACHE": str(shared_cache_root)})
+    assert res.returncode == 0, res.stderr
+    report = json.loads((root / "r.json").read_text())
+    assert report["reproducible"] is True and report["culprits"] == []
+    assert any(a["path"].startswith("go-service/hello_linux_arm64") for a in report["artifacts"])
