@@ -11,6 +11,7 @@ from reprobuild.build import BuildOptions
 from reprobuild.commands._common import emit, lock_path, toolchain_overrides
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK
 from reprobuild.fsutil import atomic_write_text
+from reprobuild.provenance import verification_statement, write_statement
 from reprobuild.toolchains import offline_requested
 from reprobuild.verify import VerifyOptions, parse_vary, render_markdown, render_text, verify
 
@@ -24,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
     p.add_argument("--report", metavar="FILE", type=Path, help="write the JSON report here")
     p.add_argument("--markdown", nargs="?", const="-", metavar="FILE",
                    help="write a Markdown summary (default: $GITHUB_STEP_SUMMARY if set, else stdout)")
+    p.add_argument("--attestation", metavar="FILE", type=Path,
+                   help="write an in-toto statement of the verification, naming the same subjects as the build")
     p.add_argument("--keep", metavar="DIR", type=Path, help="keep every run's output dir under DIR")
     p.add_argument("--backend", choices=["docker", "local"])
     p.add_argument("--toolchain", action="append", metavar="NAME=ENTRY")
@@ -42,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     data = report.to_json()
     if args.report:
         atomic_write_text(args.report, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    if args.attestation:
+        write_statement(args.attestation, verification_statement(report.digests, data))
     if args.markdown:
         target = args.markdown if args.markdown != "-" else os.environ.get("GITHUB_STEP_SUMMARY", "-")
         md = render_markdown(report)
