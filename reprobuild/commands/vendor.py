@@ -1,19 +1,98 @@
-"""`reprobuild vendor [--check]`."""
+"""`reprobuild vendor [PIPELINE ...] [--check] [--goproxy URL] [--toolchain NAME=ENTRY] [--mirror DIR]`.
+
+Vendors (or, with `--check`, checks) the Go module of every `builder: go` pipeline with the pipeline's
+locked Go, through one GOPROXY: `--goproxy`, else the GOPROXY environment variable, else Go's default.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
-from reprobuild.errors import NotAvailableYet
+from reprobuild.commands._common import cache, emit, load, toolchain_overrides
+from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput, CheckFailed
+from reprobuild.model import Lock
+from reprobuild.pipeline import Pipeline, load_pipelines
+from reprobuild.vendor import GoSettings, VendorReport, vendor_module, write_module_mirror
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("vendor", help="vendor and prune dependencies", parents=[common])
-    p.add_argument("pipelines", nargs="*", metavar="PIPELINE")
-    p.add_argument("--check", action="store_true", help="exit 1 with a diff when anything drifted")
-    p.add_argument("--toolchain", action="append", metavar="NAME=ENTRY")
+    p = sub.add_parser("vendor", help="vendor and prune dependencies", parents=[common],
+                       description="Run go mod tidy, go mod vendor and go mod verify for the Go module of each "
+                       "go pipeline, report what pruning dropped, and update go.mod, go.sum and vendor/ "
+                       "(or, with --check, only say what drifted: exit 1).")
+    p.add_argument("pipelines", nargs="*", metavar="PIPELINE", type=Path,
+                   help="pipeline files (default: pipelines/*.yaml); only `builder: go` pipelines are vendored")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 with a diff when go.mod, go.sum "
+                   "or vendor/ differ from what go mod tidy and go mod vendor produce")
+    p.add_argument("--goproxy", metavar="URL", help="module proxy to download through (default: the GOPROXY "
+                   "environment variable, else Go's default); e.g. file:///srv/gomods for a mirror on disk")
+    p.add_argument("--toolchain", action="append", metavar="NAME=ENTRY",
+                   help="use lock entry ENTRY wherever a pipeline asks for NAME (repeatable)")
+    p.add_argument("--mirror", metavar="DIR", type=Path, help="also write every module the pipelines need, from "
+                   "the module cache, into DIR as a file-based module proxy (GOPROXY=file://DIR) for offline runners")
+    p.add_argument("--root", type=Path, default=Path("."), help="repository root (pipeline sources are relative "
+                   "to it; default: the current directory)")
     p.set_defaults(handler=run)
 
 
+def resolve_goproxy(flag: str | None, environ: dict[str, str] | None = None) -> str | None:
+    """`--goproxy`, else $GOPROXY, else None (Go's own default)."""
+    env = dict(os.environ) if environ is None else environ
+    return flag or env.get("GOPROXY") or None
+
+
+def go_modules(pipelines: list[Pipeline], lock: Lock, overrides: dict[str, str]) -> list[tuple[Path, str]]:
+    """(module directory, lock entry) to vendor, once per module, in pipeline order."""
+    for name, entry in overrides.items():
+        if entry not in lock.toolchains:
+            raise BadInput(f"--toolchain {name}={entry}: {lock.path} has no entry `{entry}` "
+                           f"(entries: {', '.join(sorted(lock.toolchains))})")
+    seen: dict[Path, str] = {}
+    for p in pipelines:
+        if p.builder != "go":
+            continue
+        wanted = p.toolchain or "go"
+        seen.setdefault(p.source, overrides.get(wanted, wanted))
+    return list(seen.items())
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotAvailableYet("vendor")
+    lock = load(args)
+    overrides = toolchain_overrides(args.toolchain)
+    pipelines = load_pipelines(list(args.pipelines) or None, args.root.resolve())
+    modules = go_modules(pipelines, lock, overrides)
+    if not modules:
+        raise BadInput("none of the pipelines is a `builder: go` pipeline: nothing to vendor")
+    goproxy = resolve_goproxy(args.goproxy)
+    toolchains = cache(args)
+    reports: list[VendorReport] = []
+    settings: GoSettings | None = None
+    for module_dir, entry in modules:
+        go = toolchains.ensure(lock.toolchain(entry))
+        settings = GoSettings(go, toolchains.root, goproxy, toolchains.offline)
+        reports.append(vendor_module(module_dir, go, goproxy, args.check, cache_root=toolchains.root,
+                                     offline=toolchains.offline))
+    data: dict[str, object] = {"ok": all(r.clean for r in reports) or not args.check, "check": args.check,
+                               "modules": [r.to_json() for r in reports]}
+    human = "\n\n".join(r.summary() for r in reports)
+    if args.mirror and settings is not None:
+        mirror = write_module_mirror([m for m, _ in modules], args.mirror, settings)
+        data["mirror"] = {"dir": str(mirror.dest), "url": mirror.url, "zips": list(mirror.zips),
+                          "go_mods": mirror.go_mods, "bytes": mirror.bytes}
+        human += (f"\n\nmodule mirror {mirror.url}: {len(mirror.zips)} module zip(s), {mirror.go_mods} go.mod file(s); "
+                  f"use it with GOPROXY={mirror.url} GOSUMDB=off (or `reprobuild vendor --goproxy {mirror.url}`)")
+    emit(args, data, human)
+    drifted = [r for r in reports if not r.clean]
+    if args.check and drifted:
+        names = "; ".join(f"{r.module_dir}: {', '.join(sorted({d.path for d in r.drift}))}" for r in drifted)
+        message = (f"vendor --check: go.mod, go.sum or vendor/ drifted from what go mod tidy and go mod vendor "
+                   f"produce ({names})")
+        hint = "run `reprobuild vendor` and commit go.mod, go.sum and vendor/"
+        if getattr(args, "json", False):
+            print(f"reprobuild: error: {message}\n  hint: {hint}", file=sys.stderr)
+            return EXIT_DIFFERENT
+        raise CheckFailed(message, hint)
+    return EXIT_OK
