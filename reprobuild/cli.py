@@ -18,10 +18,14 @@ from reprobuild.commands import COMMANDS
 from reprobuild.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, ReprobuildError
 
 
-def common_options() -> argparse.ArgumentParser:
-    """Options every command takes, after its name (`reprobuild toolchain list --json`)."""
+def common_options(*, with_json: bool = True) -> argparse.ArgumentParser:
+    """Options every command takes, after its name (`reprobuild toolchain list --json`).
+
+    `with_json=False` leaves `--json` to the command (`compare --json [FILE]` takes an optional file).
+    """
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    if with_json:
+        common.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     common.add_argument("--lock", metavar="FILE", help="use this lock instead of ./toolchains.lock "
                         "(or set REPROBUILD_LOCK)")
     common.add_argument("--offline", action="store_true", help="never touch the network (REPROBUILD_OFFLINE=1)")

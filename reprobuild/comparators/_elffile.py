@@ -1,0 +1,174 @@
+"""A small ELF reader: section headers, notes, compressed debug sections, virtual-address reads.
+
+Only what the ELF comparator needs, in pure Python (no pyelftools, no binutils): 32/64-bit,
+either byte order.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+
+SHT_NOBITS = 8
+SHT_NOTE = 7
+SHF_ALLOC = 0x2
+SHF_COMPRESSED = 0x800
+ELFCOMPRESS_ZLIB = 1
+ELFCOMPRESS_ZSTD = 2
+MAX_DECOMPRESSED = 256 << 20
+
+
+class ElfError(ValueError):
+    """Not an ELF file, or one this reader cannot follow."""
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    type: int
+    flags: int
+    addr: int
+    offset: int
+    size: int
+
+    @property
+    def compressed(self) -> bool:
+        return bool(self.flags & SHF_COMPRESSED) or self.name.startswith(".zdebug")
+
+
+@dataclass(frozen=True)
+class Note:
+    owner: bytes
+    type: int
+    desc: bytes
+
+
+class ElfFile:
+    """An ELF image held in memory (`data`), parsed lazily."""
+
+    def __init__(self, data: bytes) -> None:
+        if data[:4] != b"\x7fELF" or len(data) < 52:
+            raise ElfError("not an ELF file")
+        if data[4] not in (1, 2) or data[5] not in (1, 2):
+            raise ElfError("unknown ELF class or byte order")
+        self.data = data
+        self.bits = 64 if data[4] == 2 else 32
+        self.endian = "<" if data[5] == 1 else ">"
+        self.sections = self._read_sections()
+        self._inflated: dict[str, bytes] = {}
+
+    def _unpack(self, fmt: str, offset: int) -> tuple[int, ...]:
+        try:
+            return struct.unpack_from(self.endian + fmt, self.data, offset)
+        except struct.error:
+            raise ElfError(f"truncated ELF structure at offset {offset:#x}") from None
+
+    def _read_sections(self) -> tuple[Section, ...]:
+        if self.bits == 64:
+            shoff, = self._unpack("Q", 0x28)
+            shentsize, shnum, shstrndx = self._unpack("HHH", 0x3A)
+            fmt = "IIQQQQIIQQ"
+        else:
+            shoff, = self._unpack("I", 0x20)
+            shentsize, shnum, shstrndx = self._unpack("HHH", 0x2E)
+            fmt = "IIIIIIIIII"
+        if shoff == 0:
+            return ()
+        raw = []
+        for i in range(shnum):
+            name, typ, flags, addr, offset, size, *_ = self._unpack(fmt, shoff + i * shentsize)
+            raw.append((name, typ, flags, addr, offset, size))
+        if not raw or shstrndx >= len(raw):
+            return ()
+        strtab_off, strtab_size = raw[shstrndx][4], raw[shstrndx][5]
+        strtab = self.data[strtab_off:strtab_off + strtab_size]
+        sections = []
+        for name_off, typ, flags, addr, offset, size in raw:
+            end = strtab.find(b"\0", name_off)
+            label = strtab[name_off:end if end >= 0 else None].decode("utf-8", "replace")
+            sections.append(Section(label, typ, flags, addr, offset, size))
+        return tuple(sections)
+
+    def section(self, name: str) -> Section | None:
+        for s in self.sections:
+            if s.name == name:
+                return s
+        return None
+
+    def raw(self, section: Section) -> bytes:
+        """The section's bytes as stored in the file (empty for .bss-like sections)."""
+        if section.type == SHT_NOBITS:
+            return b""
+        return self.data[section.offset:section.offset + section.size]
+
+    def contents(self, section: Section) -> bytes:
+        """The section's bytes, decompressed when it is an SHF_COMPRESSED or `.zdebug` section.
+
+        Raises ElfError for a compression this reader lacks (zstd): the caller can fall back to
+        `objcopy --decompress-debug-sections`.
+        """
+        if section.name in self._inflated:
+            return self._inflated[section.name]
+        data = self._decompress(section)
+        if section.compressed:
+            self._inflated[section.name] = data
+        return data
+
+    def _decompress(self, section: Section) -> bytes:
+        raw = self.raw(section)
+        if section.flags & SHF_COMPRESSED:
+            if self.bits == 64:
+                ch_type, _, ch_size, _ = struct.unpack_from(self.endian + "IIQQ", raw, 0)
+                body = raw[24:]
+            else:
+                ch_type, ch_size, _ = struct.unpack_from(self.endian + "III", raw, 0)
+                body = raw[12:]
+            if ch_type != ELFCOMPRESS_ZLIB:
+                name = "zstd" if ch_type == ELFCOMPRESS_ZSTD else f"type {ch_type}"
+                raise ElfError(f"section {section.name} is compressed with {name}")
+            return _inflate(body, min(ch_size, MAX_DECOMPRESSED), section.name)
+        if section.name.startswith(".zdebug") and raw[:4] == b"ZLIB":
+            size, = struct.unpack_from(">Q", raw, 4)
+            return _inflate(raw[12:], min(size, MAX_DECOMPRESSED), section.name)
+        return raw
+
+    def notes(self, section: Section) -> list[Note]:
+        data = self.raw(section)
+        notes: list[Note] = []
+        pos = 0
+        while pos + 12 <= len(data):
+            namesz, descsz, typ = struct.unpack_from(self.endian + "III", data, pos)
+            pos += 12
+            owner = data[pos:pos + namesz].rstrip(b"\0")
+            pos += (namesz + 3) & ~3
+            desc = data[pos:pos + descsz]
+            pos += (descsz + 3) & ~3
+            notes.append(Note(owner, typ, desc))
+        return notes
+
+    @cached_property
+    def _loaded(self) -> list[Section]:
+        return [s for s in self.sections if s.flags & SHF_ALLOC and s.type != SHT_NOBITS and s.addr]
+
+    def read_vaddr(self, addr: int, size: int) -> bytes:
+        """`size` bytes at virtual address `addr` (for pointers in pre-1.18 Go build info)."""
+        for s in self._loaded:
+            if s.addr <= addr and addr + size <= s.addr + s.size:
+                start = s.offset + (addr - s.addr)
+                return self.data[start:start + size]
+        raise ElfError(f"address {addr:#x} is not in any loaded section")
+
+    def uint(self, data: bytes, size: int, big_endian: bool | None = None) -> int:
+        order = ">" if (big_endian if big_endian is not None else self.endian == ">") else "<"
+        return int(struct.unpack_from(order + ("Q" if size == 8 else "I"), data, 0)[0])
+
+
+def _inflate(body: bytes, limit: int, name: str) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(body, limit)
+    except zlib.error as exc:
+        raise ElfError(f"section {name}: {exc}") from None
+    return out

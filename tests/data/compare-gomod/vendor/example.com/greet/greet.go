@@ -1,0 +1,7 @@
+// Package greet is a vendored dependency of the compare test module.
+package greet
+
+// Hello greets name.
+func Hello(name string) string {
+	return "hello, " + name
+}
