@@ -42,6 +42,12 @@ def compare(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def merge(session: nox.Session) -> None:
+    """Merge shard outputs: `nox -s merge -- DIR... --out OUT` (`-- --require-agreement A B` for rebuilds)."""
+    _reprobuild(session, "merge")
+
+
+@nox.session(python=PYTHON)
 def toolchains(session: nox.Session) -> None:
     """Fetch every pinned toolchain this platform can use (`-- go-registry` for one)."""
     _reprobuild(session, "toolchain", "fetch")
@@ -78,3 +84,10 @@ def lint(session: nox.Session) -> None:
     session.install("-e", *TEST_TOOLS)
     session.run("ruff", "check", ".")
     session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Every benchmarks/bench_*.py, then BENCHMARKS.md (`-- --only ci` for one)."""
+    _install(session)
+    session.run("python", "benchmarks/run_all.py", *session.posargs)

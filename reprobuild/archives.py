@@ -9,6 +9,7 @@ not restored.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -16,7 +17,7 @@ import stat
 import tarfile
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, BinaryIO
 
 from reprobuild.errors import UnsafeArchive
@@ -25,104 +26,160 @@ CHUNK = 1 << 20
 
 
 class _Writer:
-    """Writes members under `dest`, refusing anything that would land outside it."""
+    """Writes members under `dest`, refusing anything that would land outside it.
+
+    Paths are handled as strings relative to `dest` (this runs once per member, ~10,000 times for Go),
+    and directories already checked are remembered: once a path is a real directory it stays one, since
+    no member may replace an existing path with a link (symlink and hardlink refuse to, and a file
+    cannot be opened over a directory).
+    """
 
     def __init__(self, dest: Path, archive: str, max_bytes: int) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
         self.dest = dest.resolve()
+        self.root = str(self.dest)
         self.archive = archive
         self.max_bytes = max_bytes
         self.written = 0
         # What was written, for the tree hash (so installing never re-reads the tree).
         self.records: dict[str, str] = {}
+        self.symlinks: list[tuple[str, str]] = []  # (member, absolute path), rechecked by `finish`
+        self._dirs: set[str] = {""}  # relative paths known to be real directories of the tree
 
     def refuse(self, member: str, why: str) -> UnsafeArchive:
         return UnsafeArchive(f"{self.archive}: refusing member `{member}`: {why}",
                              "the archive is not what the lock pinned, or was crafted; nothing was installed")
 
-    def target(self, name: str) -> Path | None:
-        """The path a member goes to, or None for the archive root itself."""
+    def relative(self, name: str, member: str | None = None) -> str:
+        """The normalized path of `name` inside the tree ("" for the root); refuses absolute paths and `..`."""
+        what = member or name
+        prefix = "" if member is None else f"link target `{name}`: "
         if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-            raise self.refuse(name, "absolute path")
-        parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
+            raise self.refuse(what, prefix + "absolute path")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
         if ".." in parts:
-            raise self.refuse(name, "path contains `..`")
-        if not parts:
-            return None
-        path = self.dest.joinpath(*parts)
-        self._check_parents(name, path)
-        return path
+            raise self.refuse(what, prefix + "path contains `..`")
+        return "/".join(parts)
 
-    def _check_parents(self, name: str, path: Path) -> None:
-        # A parent that is a symlink would let a later member write through it: refuse, even when
-        # the link points inside the tree (toolchains never need that, and it keeps the check simple).
-        cur = self.dest
-        for part in path.relative_to(self.dest).parts[:-1]:
-            cur = cur / part
-            if cur.is_symlink():
-                raise self.refuse(name, f"would be written through the symlink `{cur.relative_to(self.dest)}`")
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def _parents(self, member: str, rel: str, create: bool = True) -> None:
+        """Every directory above `rel` is a real directory of the tree (made if missing), never a symlink.
+
+        A parent that is a symlink would let a member write through it: refuse, even when the link
+        points inside the tree (toolchains never need that, and it keeps the check simple).
+        """
+        parent = rel.rpartition("/")[0]
+        if parent in self._dirs:
+            return
+        cur = ""
+        for part in parent.split("/"):
+            cur = f"{cur}/{part}" if cur else part
+            if cur in self._dirs:
+                continue
+            try:
+                mode = os.lstat(self._path(cur)).st_mode
+            except FileNotFoundError:
+                if not create:
+                    raise self.refuse(member, f"`{cur}` does not exist in the tree") from None
+                os.mkdir(self._path(cur), 0o755)
+                self._dirs.add(cur)
+                continue
+            if stat.S_ISLNK(mode):
+                raise self.refuse(member, f"would be written through the symlink `{cur}`")
+            if not stat.S_ISDIR(mode):
+                raise self.refuse(member, f"`{cur}` is a file, not a directory")
+            self._dirs.add(cur)
 
     def mkdir(self, name: str) -> None:
-        path = self.target(name)
-        if path is None:
+        rel = self.relative(name)
+        if rel in self._dirs:
             return
-        if path.is_symlink() or (path.exists() and not path.is_dir()):
-            raise self.refuse(name, "directory collides with another member")
-        path.mkdir(parents=True, exist_ok=True)
+        self._parents(name, rel)
+        path = self._path(rel)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise self.refuse(name, "directory collides with another member") from None
+        self._dirs.add(rel)
 
     def file(self, name: str, src: IO[bytes], executable: bool) -> None:
-        path = self.target(name)
-        if path is None:
+        rel = self.relative(name)
+        if not rel:
             raise self.refuse(name, "a file cannot be the archive root")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._check_parents(name, path)
-        if path.is_symlink():
-            raise self.refuse(name, "would overwrite a symlink")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        fd = os.open(path, flags, 0o755 if executable else 0o644)
+        self._parents(name, rel)
+        mode = 0o755 if executable else 0o644
+        try:
+            # O_NOFOLLOW: never write through a symlink that a member put at this name.
+            fd = os.open(self._path(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self.refuse(name, "would overwrite a symlink") from None
+            if exc.errno == errno.EISDIR:
+                raise self.refuse(name, "file collides with a directory") from None
+            raise
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
+        try:
+            os.fchmod(fd, mode)  # normalized whatever the umask
             while chunk := src.read(CHUNK):
-                digest.update(chunk)
                 self.written += len(chunk)
                 if self.written > self.max_bytes:
                     raise UnsafeArchive(
                         f"{self.archive}: unpacks to more than {self.max_bytes} bytes, far beyond what was "
                         "expected (a decompression bomb?)", "nothing was installed")
-                out.write(chunk)
-        os.chmod(path, 0o755 if executable else 0o644)
-        self.records[self.rel(path)] = ("x" if executable else "f") + " " + digest.hexdigest()
-
-    def rel(self, path: Path) -> str:
-        return path.relative_to(self.dest).as_posix()
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        self.records[rel] = ("x" if executable else "f") + " " + digest.hexdigest()
 
     def symlink(self, name: str, link_target: str) -> None:
-        path = self.target(name)
-        if path is None:
+        rel = self.relative(name)
+        if not rel:
             raise self.refuse(name, "a symlink cannot be the archive root")
         if link_target.startswith("/"):
             raise self.refuse(name, f"symlink to absolute path `{link_target}`")
-        resolved = os.path.normpath(os.path.join(os.path.dirname(str(path)), link_target))
+        path = self._path(rel)
+        # Resolve through the links already in the tree (`a -> .`, then `b -> a/../x` leaves the tree,
+        # although the text `a/../x` does not); `finish` checks again once every link exists.
+        resolved = os.path.realpath(os.path.join(os.path.dirname(path), link_target))
         if not _inside(self.dest, resolved):
             raise self.refuse(name, f"symlink `{link_target}` points outside the tree")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._check_parents(name, path)
-        if path.exists() or path.is_symlink():
+        self._parents(name, rel)
+        if rel in self._dirs or os.path.lexists(path):
             raise self.refuse(name, "symlink collides with another member")
         os.symlink(link_target, path)
-        self.records[self.rel(path)] = "l " + hashlib.sha256(link_target.encode()).hexdigest()
+        self.symlinks.append((name, path))
+        self.records[rel] = "l " + hashlib.sha256(link_target.encode()).hexdigest()
 
     def hardlink(self, name: str, link_to: str) -> None:
-        path = self.target(name)
-        source = self.target(link_to)
-        if path is None or source is None:
+        rel = self.relative(name)
+        source = self.relative(link_to, member=name)
+        if not rel or not source:
             raise self.refuse(name, "hardlink to the archive root")
-        if not source.is_file() or source.is_symlink():
+        self._parents(name, source, create=False)
+        try:
+            source_mode = os.lstat(self._path(source)).st_mode
+        except FileNotFoundError:
+            source_mode = 0
+        if not stat.S_ISREG(source_mode):
             raise self.refuse(name, f"hardlink to `{link_to}`, which is not a file already in the tree")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._check_parents(name, path)
-        os.link(source, path)
-        known = self.records.get(self.rel(source))
-        self.records[self.rel(path)] = known if known else tree_records_of_file(path)
+        self._parents(name, rel)
+        os.link(self._path(source), self._path(rel), follow_symlinks=False)
+        known = self.records.get(source)
+        self.records[rel] = known if known else tree_records_of_file(Path(self._path(rel)))
+
+    def finish(self) -> dict[str, str]:
+        """Recheck every symlink now that the whole tree exists: a link created later can redirect an earlier one."""
+        for name, path in self.symlinks:
+            if not _inside(self.dest, os.path.realpath(path)):
+                raise self.refuse(name, f"symlink `{os.readlink(path)}` points outside the tree "
+                                        "(through another link of the archive)")
+        return self.records
 
 
 def _inside(root: Path, candidate: str) -> bool:
@@ -164,7 +221,7 @@ def extract_tar(archive: Path | BinaryIO, dest: Path, max_bytes: int, label: str
         if isinstance(exc, UnsafeArchive):
             raise
         raise UnsafeArchive(f"{name}: damaged tar archive: {exc}") from None
-    return w.records
+    return w.finish()
 
 
 def extract_zip(archive: Path, dest: Path, max_bytes: int) -> dict[str, str]:
@@ -195,7 +252,7 @@ def extract_zip(archive: Path, dest: Path, max_bytes: int) -> dict[str, str]:
                     raise UnsafeArchive(f"{archive.name}: damaged member `{info.filename}`: {exc}") from None
             else:
                 raise w.refuse(info.filename, "device file, FIFO or other special file")
-    return w.records
+    return w.finish()
 
 
 def _ar_members(fh: BinaryIO, name: str) -> Iterator[tuple[str, int]]:
@@ -208,7 +265,10 @@ def _ar_members(fh: BinaryIO, name: str) -> Iterator[tuple[str, int]]:
         if len(header) != 60 or header[58:60] != b"`\n":
             raise UnsafeArchive(f"{name}: damaged ar header")
         member = header[:16].decode("ascii", "replace").strip().rstrip("/")
-        size = int(header[48:58].decode("ascii").strip())
+        size_field = header[48:58].strip()
+        if not size_field.isdigit():  # also refuses a negative size, which would seek backwards forever
+            raise UnsafeArchive(f"{name}: damaged ar header (member size {size_field!r})")
+        size = int(size_field)
         start = fh.tell()
         yield member, size
         fh.seek(start + size + (size % 2))

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from reprobuild import __version__
+from reprobuild import __version__, policy, provenance
+from reprobuild.actioncache import ActionCache, KeyInputs, load_costs, unit_key
 from reprobuild.backends import Backend, Perturbation, select_backend
-from reprobuild.errors import BadInput
+from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.fsutil import remove_tree
 from reprobuild.kinds import BuildContext, kind_for
 from reprobuild.lockfile import load_lock
-from reprobuild.manifest import MANIFEST, Artifact, hash_artifacts, write_outputs
-from reprobuild.model import Lock
+from reprobuild.manifest import MANIFEST, Artifact, hash_artifacts, list_files, write_outputs
+from reprobuild.model import Lock, host_platform
 from reprobuild.pipeline import Pipeline, load_pipelines, source_date_epoch
 from reprobuild.progress import say
+from reprobuild.shard import Unit, assign, plan_digest, plan_units
 from reprobuild.toolchains import ToolchainCache
 
 
@@ -35,6 +38,10 @@ class BuildOptions:
     backend: str | None = None
     overrides: tuple[tuple[str, str], ...] = ()
     offline: bool = False
+    shard: tuple[int, int] | None = None  # (i, n): build only shard i of n (1-based)
+    action_cache: Path | None = None  # None: no action cache (verify's runs, library callers by default)
+    read_cache: bool = True  # False (`--no-cache`): build every unit, still recording the fresh results
+    costs: Path | None = None  # unit durations for balancing shards (default: the action cache's costs.json)
 
 
 @dataclass(frozen=True)
@@ -56,8 +63,16 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     pipelines = load_pipelines(list(opts.pipelines) or None, opts.repo_root)
     overrides = dict(opts.overrides)
     check_overrides(lock, overrides)
-    backend = backend or select_backend(opts.backend, say)
+    policy.enforce(policy.evaluate(lock, overrides, pipelines), say)  # refuses (exit 2) before building
+    units = plan_units(pipelines)
+    shards = assign(units, opts.shard[1], plan_costs(opts)) if opts.shard else None
+    if shards is not None and opts.shard is not None:
+        units = shards[opts.shard[0] - 1]
+        say(f"shard {opts.shard[0]}/{opts.shard[1]}: {len(units)} unit(s): {', '.join(u.id for u in units) or 'none'}")
+    backend = backend or select_backend(opts.backend, say, lock=lock)
     cache = ToolchainCache(offline=opts.offline)
+    # Builds that `verify` perturbs never read or write the action cache: they must really build.
+    actions = ActionCache(opts.action_cache) if opts.action_cache is not None and perturb is None else None
     out = opts.out.resolve()
     _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -66,13 +81,29 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     os.chmod(staging, 0o755)  # an unprivileged build user must reach its output dir
     ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root, perturb=perturb or Perturbation())
+    inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root,
+                       _builders_dir(opts, backend), host_platform())
     try:
-        for pipeline in pipelines:
-            kind_for(pipeline.builder).build(pipeline, ctx)
+        seconds: dict[str, float] = {}
+        for unit in units:
+            elapsed = _build_unit(unit, ctx, actions, inputs, opts.read_cache)
+            if elapsed is not None:
+                seconds[unit.id] = elapsed
+        # A shard planned from the cache's own costs must not change them: the next shard on this machine
+        # would plan differently. With `--costs FILE` the plan does not depend on them.
+        if actions is not None and (opts.shard is None or opts.costs is not None):
+            actions.record_costs(seconds)
         _normalize_modes(staging)
         artifacts = hash_artifacts(staging)
         manifest = _manifest(pipelines, ctx, backend, overrides)
+        if shards is not None and opts.shard is not None:
+            manifest.update({"shard": f"{opts.shard[0]}/{opts.shard[1]}", "shard_plan": plan_digest(shards),
+                             "shard_units": [u.id for u in units]})
         write_outputs(staging, artifacts, manifest)
+        statement = provenance.build_statement(
+            artifacts, manifest, manifest["pipelines"], opts.lock_path, opts.repo_root,
+            {p.name: p.source for p in pipelines})
+        provenance.write_statement(staging / provenance.FILE, statement)
         _publish(staging, out)
     finally:
         if staging.exists():
@@ -81,6 +112,67 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
             remove_tree(extra)
     say(f"wrote {len(artifacts)} artifacts, SHA256SUMS and manifest.json to {out}")
     return BuildResult(out, tuple(artifacts), manifest)
+
+
+def shard_plan(opts: BuildOptions, n: int) -> list[list[Unit]]:
+    """The units each of n shards would build (pure: nothing is fetched or built)."""
+    pipelines = load_pipelines(list(opts.pipelines) or None, opts.repo_root)
+    return assign(plan_units(pipelines), n, plan_costs(opts))
+
+
+def plan_costs(opts: BuildOptions) -> dict[str, float]:
+    """The recorded unit durations that balance shards: `--costs FILE`, else the action cache's."""
+    if opts.costs is not None:
+        return load_costs(opts.costs)
+    return ActionCache(opts.action_cache).load_costs() if opts.action_cache is not None else {}
+
+
+def _builders_dir(opts: BuildOptions, backend: Backend) -> Path | None:
+    """The builder image descriptions, which make the Docker backend's images (the host is the local one's)."""
+    if backend.name != "docker":
+        return None
+    from reprobuild.images import default_builders_dir
+
+    return default_builders_dir(opts.lock_path)
+
+
+def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inputs: KeyInputs,
+                read_cache: bool) -> float | None:
+    """Restore the unit from the action cache, or build it in a directory of its own and record it.
+
+    Returns the build time, or None when it was restored.
+    """
+    key = unit_key(unit, inputs) if actions is not None else ""
+    if actions is not None and read_cache:
+        entry = actions.lookup(key)
+        if entry is not None:
+            if actions.restore(entry, ctx.staging):
+                ctx.toolchains.update(entry.toolchains)
+                ctx.images.update(entry.images)
+                say(f"{unit.id}: restored from the action cache ({len(entry.artifacts)} artifact(s))")
+                return None
+            say(f"{unit.id}: the action cache entry does not match its recorded hashes; rebuilding")
+    unit_dir = Path(tempfile.mkdtemp(prefix=f"{ctx.staging.name}.unit-", dir=ctx.staging.parent))
+    os.chmod(unit_dir, 0o755)
+    unit_ctx = replace(ctx, staging=unit_dir, toolchains={}, images={})
+    try:
+        start = time.monotonic()
+        kind_for(unit.pipeline.builder).build(unit.as_pipeline(), unit_ctx)
+        elapsed = time.monotonic() - start
+        _normalize_modes(unit_dir)
+        if actions is not None:
+            actions.store(key, unit.id, unit_dir, unit_ctx.toolchains, unit_ctx.images, elapsed)
+        for rel in list_files(unit_dir):
+            dest = ctx.staging / rel
+            if dest.exists():
+                raise CheckFailed(f"{unit.id}: writes {rel}, which another unit of the build wrote too")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(unit_dir / rel, dest)
+    finally:
+        remove_tree(unit_dir)
+    ctx.toolchains.update(unit_ctx.toolchains)
+    ctx.images.update(unit_ctx.images)
+    return elapsed
 
 
 def _manifest(pipelines: list[Pipeline], ctx: BuildContext, backend: Backend,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -71,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reprobuild: interrupted; partial work was discarded", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `reprobuild ... | head`: the reader left; say nothing more (and don't let Python complain at exit).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         return _fail(args, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_ENVIRONMENT)
 

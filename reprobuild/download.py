@@ -12,8 +12,6 @@ import shutil
 import time
 from pathlib import Path
 
-import requests
-
 from reprobuild import proc
 from reprobuild.errors import CommandFailed, DownloadError, EnvironmentFailure, IntegrityError
 from reprobuild.fsutil import CHUNK, sha256_file
@@ -46,30 +44,42 @@ def check_file(path: Path, pinned: PinnedFile, origin: str) -> None:
                              "the file was tampered with or is not the pinned one; it was discarded")
 
 
+class _NotThere(DownloadError):
+    """The server answered, and the answer will not change on a retry (404, 403, 410...): next mirror."""
+
+
 def fetch_url(pinned: PinnedFile, dest: Path) -> None:
     """Download `pinned` to `dest`, trying each URL in order with retries and backoff."""
     errors: list[str] = []
+    wrong_bytes = 0  # URLs that served bytes other than the pinned ones
     for url in pinned.urls:
         for attempt in range(1, _retries() + 1):
             try:
                 _download_once(url, pinned, dest)
                 return
-            except IntegrityError as exc:
-                # Wrong bytes: a retry would fetch the same bytes; try the next mirror.
+            except (IntegrityError, _NotThere) as exc:
+                # Wrong bytes or a definite "no": a retry would get the same answer; try the next mirror.
                 errors.append(f"{url}: {exc.message}")
+                wrong_bytes += isinstance(exc, IntegrityError)
                 break
             except DownloadError as exc:
                 errors.append(f"{url} (attempt {attempt}): {exc.message}")
                 if attempt < _retries():
                     time.sleep(min(0.5 * 2 ** (attempt - 1), 8))
-    integrity = [e for e in errors if "sha256" in e or "size" in e]
     detail = "\n".join("    " + e for e in errors)
-    cls = IntegrityError if integrity and len(integrity) == len(pinned.urls) else DownloadError
-    raise cls(f"could not download {pinned.name} (sha256 {pinned.sha256}):\n{detail}",
-              "check the network, or get the file another way and run `reprobuild toolchain import FILE`")
+    cls = IntegrityError if wrong_bytes and wrong_bytes == len(pinned.urls) else DownloadError
+    hint = ("every source served other bytes than the lock pins (tampered, truncated or replaced); nothing was "
+            "installed: check the sources, or get the pinned file another way and run "
+            f"`reprobuild toolchain import {pinned.name}`") if cls is IntegrityError else (
+            f"check the network, or get the file another way and run `reprobuild toolchain import {pinned.name}`")
+    raise cls(f"could not download {pinned.name} (sha256 {pinned.sha256}):\n{detail}", hint)
 
 
 def _download_once(url: str, pinned: PinnedFile, dest: Path) -> None:
+    # Here, not at the top: a warm `toolchain fetch` never needs them (~100 ms to import).
+    import requests
+    import urllib3
+
     if url.startswith("file://"):
         shutil.copyfile(url[len("file://"):], dest)
         check_file(dest, pinned, url)
@@ -79,7 +89,8 @@ def _download_once(url: str, pinned: PinnedFile, dest: Path) -> None:
     try:
         with requests.get(url, stream=True, timeout=_timeouts(), allow_redirects=True) as resp:
             if resp.status_code != 200:
-                raise DownloadError(f"HTTP {resp.status_code}")
+                permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 425, 429)
+                raise (_NotThere if permanent else DownloadError)(f"HTTP {resp.status_code} {resp.reason}")
             total = int(resp.headers.get("Content-Length") or 0) or pinned.size
             with open(dest, "wb") as out, transfer(f"downloading {pinned.name}", total) as ticker:
                 for chunk in resp.iter_content(CHUNK):
@@ -90,13 +101,26 @@ def _download_once(url: str, pinned: PinnedFile, dest: Path) -> None:
                     out.write(chunk)
                     ticker.advance(len(chunk))
     except requests.Timeout:
-        raise DownloadError("timed out (server stalled)") from None
+        raise DownloadError(f"timed out after {_timeouts()[1]:g} s without data (server stalled)") from None
     except requests.RequestException as exc:
+        # requests reports a read timeout in the middle of the body as a ConnectionError around urllib3's.
+        if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
+            raise DownloadError(f"timed out after {_timeouts()[1]:g} s without data mid-body "
+                                "(server stalled)") from None
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            raise DownloadError(f"the connection closed before the end of the body: {_innermost(exc)}") from None
         raise DownloadError(f"{type(exc).__name__}: {exc}") from None
     if pinned.size is not None and size != pinned.size:
         raise IntegrityError(f"got {size} bytes, the lock pins {pinned.size} (truncated?)")
     if h.hexdigest() != pinned.sha256:
         raise IntegrityError(f"sha256 {h.hexdigest()}, the lock pins {pinned.sha256}")
+
+
+def _innermost(exc: BaseException) -> str:
+    """The root cause of a wrapped requests/urllib3 error (`IncompleteRead(1000 bytes read, ...)`)."""
+    while exc.args and isinstance(exc.args[-1], BaseException):
+        exc = exc.args[-1]
+    return str(exc) or type(exc).__name__
 
 
 def fetch_wheel(pinned: PinnedFile, platform: str, dest: Path) -> None:

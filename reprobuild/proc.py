@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,18 +75,38 @@ def _run_streaming(args: list[str], env: Mapping[str, str] | None, cwd: Path | N
     proc = subprocess.Popen(args, env=dict(env) if env is not None else None, cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec,
                             start_new_session=True)
+
+    def kill_group() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    # The time limit must hold while the command is quiet too, not only once its output ends: a timer
+    # kills the whole process group, which closes the pipe and ends the read loop.
+    timed_out = threading.Event()
+    def on_timeout() -> None:
+        timed_out.set()
+        kill_group()
+
+    timer = threading.Timer(timeout, on_timeout) if timeout is not None else None
     lines: list[str] = []
     try:
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
             on_line(line.rstrip("\n"))
-        proc.wait(timeout=timeout)
+        proc.wait()
     except BaseException:
-        # Interrupted or timed out: take the whole process group down with us.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        # Interrupted: take the whole process group down with us.
+        kill_group()
         proc.wait()
         raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if timed_out.is_set():
+        raise subprocess.TimeoutExpired(args, timeout or 0)
     out = "".join(lines)
     return Completed(tuple(args), proc.returncode, out, out)

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
-_console = Console(stderr=True)
 quiet = False
+
+
+@functools.cache
+def _console() -> Console:
+    # rich is imported on first use only: commands that finish without a long transfer never pay for it.
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 class Ticker(Protocol):
@@ -50,11 +59,13 @@ class _RichTicker:
 @contextmanager
 def transfer(label: str, total: int | None) -> Iterator[Ticker]:
     """Progress of a byte transfer (download, hashing, extraction)."""
-    if quiet or not _console.is_terminal:
+    if quiet or not _console().is_terminal:
         say(f"{label} ...")
         yield _PlainTicker(label, total)
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=_console, transient=True) as progress:
+                  TransferSpeedColumn(), console=_console(), transient=True) as progress:
         task = progress.add_task(label, total=total)
         yield _RichTicker(progress, task)

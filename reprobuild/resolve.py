@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from reprobuild import download
+from reprobuild import download, pylock
 from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import sha256_file
 from reprobuild.lockfile import SHA256_RE, render_lock, write_lock
@@ -218,9 +218,21 @@ def _resolve_deb(inp: ToolchainInput, plat: str, offline: bool) -> PlatformPin:
 
 
 def lock(inputs_path: Path, lock_path: Path, current: Lock | None, check: bool, offline: bool) -> tuple[Plan, str]:
-    """Plan, and unless checking, resolve and write. Returns the plan and the rendered lock."""
+    """Plan, and unless checking, resolve and write. Returns the plan and the rendered lock.
+
+    Builder images (`builders/*/image.yaml` next to the lock) are planned alongside the toolchains,
+    as `images/<name>` in the plan; see reprobuild.images.
+    """
+    from reprobuild import images
+    from reprobuild.toolchains import default_cache_root
+
     inputs = load_inputs(inputs_path)
-    p = plan(inputs, current)
+    tp = plan(inputs, current)
+    builders_dir = lock_path.parent / "builders"
+    ip = images.plan_images(builders_dir if builders_dir.is_dir() else None, current)
+    p = Plan(tp.keep + tuple(f"images/{n}" for n in ip.keep), tp.resolve + tuple(f"images/{n}" for n in ip.resolve),
+             tp.drop + tuple(f"images/{n}" for n in ip.drop))
+    p, pp = _plan_python(p, builders_dir, current)
     if check:
         return p, ""
     entries = {}
@@ -230,7 +242,19 @@ def lock(inputs_path: Path, lock_path: Path, current: Lock | None, check: bool, 
         else:
             entries[name] = resolve_entry(inp, offline)
     sections = dict(current.sections) if current else {}
+    image_section = images.lock_section(ip, current, default_cache_root(), offline)
+    if image_section:
+        sections["images"] = image_section
+    else:
+        sections.pop("images", None)
+    pylock.update_sections(sections, pp, current, offline)
     new = replace(current, toolchains=entries, sections=sections) if current else Lock(
         str(lock_path), entries, sections)
     write_lock(new, lock_path)
     return p, render_lock(new)
+
+
+def _plan_python(p: Plan, builders_dir: Path, current: Lock | None) -> tuple[Plan, pylock.PyPlan]:
+    """Locked Python environments (`builders/*/requirements.in`), planned as `python/<name>`; see reprobuild.pylock."""
+    pp = pylock.plan(builders_dir if builders_dir.is_dir() else None, current)
+    return Plan(p.keep + pp.keep, p.resolve + pp.resolve, p.drop + pp.drop), pp

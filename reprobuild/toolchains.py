@@ -23,10 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from reprobuild import download
-from reprobuild.archives import extract, tree_hash, tree_records
 from reprobuild.errors import BadInput, EnvironmentFailure, IntegrityError
 from reprobuild.fsutil import atomic_write_text, remove_tree, sha256_file, temp_dir_in
 from reprobuild.model import Lock, PinnedFile, PlatformPin, Toolchain, host_platform
@@ -119,6 +116,8 @@ class ToolchainCache:
         state = self.state(tc, pin)
         if state != "installed":
             return state, ""
+        from reprobuild.archives import tree_hash, tree_records
+
         d = self.entry_dir(entry_key(pin))
         record = json.loads((d / "entry.json").read_text())
         actual = tree_hash(tree_records(d / "tree"))
@@ -158,6 +157,8 @@ class ToolchainCache:
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Any:
+        from filelock import FileLock  # only when installing: the warm path takes no lock
+
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / "locks" / f"{key}.lock")):
             # Holding the lock, any tmp dir for this key belongs to a process that died.
@@ -166,6 +167,9 @@ class ToolchainCache:
             yield
 
     def _install(self, tc: Toolchain, pin: PlatformPin, inst: Installed) -> None:
+        # Imported here: the warm path (an installed entry) never unpacks anything.
+        from reprobuild.archives import extract, tree_hash
+
         with temp_dir_in(self.root / "tmp", f"{inst.key}.") as work:
             downloads = work / "downloads"
             downloads.mkdir()

@@ -20,6 +20,7 @@ from reprobuild.build import BuildOptions, BuildResult, build
 from reprobuild.compare import CompareReport, compare_outputs
 from reprobuild.errors import BadInput
 from reprobuild.fsutil import remove_tree
+from reprobuild.lockfile import load_lock
 from reprobuild.progress import say
 
 # reprotest's names where they overlap, in reprotest's order; `cache` is ours.
@@ -125,7 +126,7 @@ def _differing(a: dict[str, str], b: dict[str, str]) -> set[str]:
 def verify(opts: VerifyOptions, backend: Backend | None = None) -> VerifyReport:
     if opts.runs < 2:
         raise BadInput(f"--runs {opts.runs}: verify needs at least 2 runs (a control and an experiment)")
-    backend = backend or select_backend(opts.build.backend, say)
+    backend = backend or select_backend(opts.build.backend, say, lock=load_lock(opts.build.lock_path))
     varied = tuple(v for v in opts.vary if backend.supports(v))
     skipped = {v: f"not supported by the {backend.name} backend on this host" for v in opts.vary if v not in varied}
     for name, why in skipped.items():

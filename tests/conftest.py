@@ -166,3 +166,159 @@ def go_registry(shared_cache_root: Path) -> Any:
 
     lock = load_lock(REPO / "toolchains.lock")
     return ToolchainCache(root=shared_cache_root).ensure(lock.toolchain("go-registry"))
+
+
+# --- Docker engine, builder images and backends (issue 3) --------------------------------------------
+
+def docker_required() -> bool:
+    return os.environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """A Docker engine that answers (honouring DOCKER_HOST); skips without one, unless REPROBUILD_REQUIRE_DOCKER=1."""
+    from reprobuild.backends import docker as docker_backend
+
+    ok, why = docker_backend.probe()
+    if not ok:
+        if docker_required():
+            pytest.fail(f"REPROBUILD_REQUIRE_DOCKER=1 but no Docker engine answers: {why}")
+        pytest.skip(f"no Docker engine answers: {why}")
+    return why
+
+
+def hello_go_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The hermetic environment plus the Go settings of FACTS.md (CGO off, no toolchain switching, no proxy)."""
+    from reprobuild.backends import CACHE, TMP, EnvPolicy, hermetic_env
+
+    env = hermetic_env(EnvPolicy(source_date_epoch=1700000000, extra={
+        "GOTOOLCHAIN": "local", "GOFLAGS": "", "GOPROXY": "off", "GOSUMDB": "off", "CGO_ENABLED": "0",
+        "GOCACHE": f"{CACHE}/go-build", "GOPATH": f"{TMP}/gopath", "GOMODCACHE": f"{TMP}/gopath/pkg/mod",
+        "GOENV": "off"}))
+    env.update(extra or {})
+    return env
+
+
+HELLO_GO = REPO / "tests" / "data" / "hello-go"
+HELLO_GO_BUILD = ("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-buildid=", "-o", "/rb/out/hello", ".")
+
+
+@pytest.fixture(scope="session")
+def debian_lock(tmp_path_factory: pytest.TempPathFactory, shared_cache_root: Path, docker_engine: str) -> Path:
+    """A copy of the repository lock whose `images: debian` pins what the Debian mirror serves *today*.
+
+    Made with the real `reprobuild lock` (debootstrap once per session); the rootfs layer it makes is
+    kept in the shared cache, keyed by the entry, so building the image afterwards reuses it.
+    """
+    from reprobuild import cli
+
+    if os.geteuid() != 0 or not Path("/usr/sbin/debootstrap").exists():
+        if docker_required():
+            pytest.fail("the debian builder image needs root and debootstrap")
+        pytest.skip("the debian builder image needs root and debootstrap")
+    work = tmp_path_factory.mktemp("debian-lock")
+    for name in ("toolchains.yaml", "toolchains.lock"):
+        (work / name).write_bytes((REPO / name).read_bytes())
+    import shutil
+
+    shutil.copytree(REPO / "builders", work / "builders")
+    saved = os.environ.get("REPROBUILD_CACHE")
+    os.environ["REPROBUILD_CACHE"] = str(shared_cache_root)
+    try:
+        lock_file = work / "toolchains.lock"
+        text = lock_file.read_text()
+        if "images:" in text:  # drop the committed pins: lock what the mirror serves at test time
+            data = yaml.safe_load(text)
+            data.pop("images", None)
+            lock_file.write_text(yaml.safe_dump(data, sort_keys=True))
+        assert cli.main(["lock", "--lock", str(lock_file), "-q"]) == 0
+    finally:
+        if saved is None:
+            os.environ.pop("REPROBUILD_CACHE", None)
+        else:
+            os.environ["REPROBUILD_CACHE"] = saved
+    return work / "toolchains.lock"
+
+
+@pytest.fixture(scope="session")
+def docker_backend(debian_lock: Path, shared_cache_root: Path) -> Any:
+    """The Docker backend over the test lock and the shared cache (images are reused across tests)."""
+    from reprobuild.backends.docker import DockerBackend
+    from reprobuild.lockfile import load_lock
+
+    return DockerBackend(lock=load_lock(debian_lock), cache_root=shared_cache_root,
+                         builders_dir=REPO / "builders")
+
+
+# --- Paddle builder (issue 5) ------------------------------------------------------------------------
+
+PADDLE_LOCK = REPO / "builders" / "paddle" / "requirements.lock"
+PADDLE_CHECKOUT_FILES = ("toolchains.lock", "toolchains.yaml", "pipelines/paddle-model.yaml", "examples/paddle-model",
+                         "builders/paddle", "policy")
+
+
+def make_paddle_checkout(dest: Path) -> Path:
+    """A copy of the parts of this repository the Paddle pipeline builds from (a second checkout)."""
+    import shutil
+
+    for rel in PADDLE_CHECKOUT_FILES:
+        src, dst = REPO / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "build", "dist", "*.egg-info"))
+        else:
+            shutil.copyfile(src, dst)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def paddle_wheelhouse(shared_cache_root: Path) -> Path:
+    """The real wheelhouse of builders/paddle/requirements.lock (pip's own configuration; once per machine),
+    where builds using the shared cache look for it."""
+    from reprobuild.fsutil import sha256_file
+    from reprobuild.wheelhouse import default_wheelhouse, ensure_wheelhouse
+
+    dest = default_wheelhouse(shared_cache_root, "paddle", sha256_file(PADDLE_LOCK))
+    return ensure_wheelhouse(PADDLE_LOCK, dest, offline=False)
+
+
+class PaddleBuild:
+    """A finished build of the Paddle example: the checkout it ran in, its output dir and its stderr."""
+
+    def __init__(self, checkout: Path, out: Path, stderr: str) -> None:
+        self.checkout, self.out, self.stderr = checkout, out, stderr
+
+
+def run_paddle_build(checkout: Path, out: Path, cache_root: Path, env: dict[str, str] | None = None,
+                     umask: int = 0o022) -> subprocess.CompletedProcess[str]:
+    """`reprobuild build pipelines/paddle-model.yaml --backend local` run from `checkout`, as a user would
+    (`--no-cache`: really built, never restored from the action cache)."""
+    full_env = dict(os.environ)
+    full_env.update({"REPROBUILD_CACHE": str(cache_root), "PYTHONPATH": str(REPO)})
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "reprobuild", "build", "pipelines/paddle-model.yaml", "--out",
+                           str(out), "--backend", "local", "--no-cache"], capture_output=True, text=True, env=full_env,
+                          cwd=checkout, timeout=1800, preexec_fn=lambda: os.umask(umask) and None)
+
+
+@pytest.fixture(scope="session")
+def paddle_build(tmp_path_factory: pytest.TempPathFactory, shared_cache_root: Path,
+                 paddle_wheelhouse: Path) -> PaddleBuild:
+    """The Paddle example built once per session from a copy of the repository (local backend)."""
+    work = tmp_path_factory.mktemp("paddle-a")
+    checkout = make_paddle_checkout(work / "checkout")
+    done = run_paddle_build(checkout, work / "out", shared_cache_root)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return PaddleBuild(checkout, work / "out", done.stderr)
+
+
+@pytest.fixture(scope="session")
+def paddle_python(paddle_build: PaddleBuild, shared_cache_root: Path) -> Path:
+    """The locked Paddle environment's Python, as the build installed it (local backend)."""
+    from reprobuild.fsutil import sha256_file
+    from reprobuild.kinds.paddle import env_key
+
+    key = env_key(sha256_file(PADDLE_LOCK), "local", "local:debian")
+    python = shared_cache_root / "paddle-env" / key / "venv" / "bin" / "python"
+    assert python.exists(), python
+    return python

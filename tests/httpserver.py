@@ -12,7 +12,8 @@ from pathlib import Path
 
 @dataclass
 class Route:
-    """What one path serves. `fail_first` requests get HTTP 500; `stall` seconds of silence mid-body."""
+    """What one path serves. `fail_first` requests get HTTP 500; `stall` seconds of silence mid-body
+    (on every request, or on the first `stall_times` ones)."""
 
     file: Path | None = None
     body: bytes | None = None
@@ -21,6 +22,7 @@ class Route:
     status: int = 200
     truncate_to: int | None = None
     stall: float = 0.0
+    stall_times: int | None = None
     content_type: str = "application/octet-stream"
     hits: int = 0
 
@@ -76,7 +78,8 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             if route.truncate_to is not None:
                 data = data[: route.truncate_to]
             try:
-                if route.stall:
+                stalls = route.stall_times is None or route.hits - route.fail_first <= route.stall_times
+                if route.stall and stalls:
                     half = len(data) // 2
                     self.wfile.write(data[:half])
                     self.wfile.flush()

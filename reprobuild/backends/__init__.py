@@ -12,7 +12,10 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from reprobuild.model import Lock
 
 # Fixed paths inside every build.
 SRC = "/rb/src"  # the source tree (read-only)
@@ -125,8 +128,13 @@ def hermetic_env(policy: EnvPolicy) -> dict[str, str]:
     return env
 
 
-def select_backend(requested: str | None, say: Callable[[str], None]) -> Backend:
-    """`--backend docker|local`; default docker when an engine answers, local otherwise (said on stderr)."""
+def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock | None = None,
+                   cache_root: Path | None = None) -> Backend:
+    """`--backend docker|local`; default docker when an engine answers, local otherwise (said on stderr).
+
+    `lock` and `cache_root` tell the Docker backend which lock pins its images (`--lock`) and where its
+    image caches live; by default ./toolchains.lock (or REPROBUILD_LOCK) and the reprobuild cache.
+    """
     from reprobuild.errors import EnvironmentFailure
 
     require = os.environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0")
@@ -139,7 +147,7 @@ def select_backend(requested: str | None, say: Callable[[str], None]) -> Backend
 
         reachable, why = docker_backend.probe()
         if reachable:
-            return docker_backend.DockerBackend()
+            return docker_backend.DockerBackend(lock=lock, cache_root=cache_root)
         if requested == "docker" or require:
             raise EnvironmentFailure(
                 f"no Docker engine answers ({why})",

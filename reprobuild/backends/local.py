@@ -92,6 +92,8 @@ class LocalBackend:
         mounts += [Mount(scratch / "home", HOME, False), Mount(scratch / "tmp", TMP, False)]
         if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
             mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
+        if (p.uid, p.gid) != (type(p)().uid, type(p)().gid) and os.geteuid() == 0:
+            mounts = [_reachable(m, scratch / "ro" / str(i)) for i, m in enumerate(mounts)]
         mapping = [(m.target, str(m.source)) for m in mounts]
 
         def host(value: str) -> str:
@@ -129,6 +131,28 @@ class LocalBackend:
             script = 'hostname "$0" && { [ -z "$1" ] || domainname "$1" 2>/dev/null || true; } && shift && exec "$@"'
             argv = ["unshare", "--uts", "--", "/bin/sh", "-c", script, p.hostname, p.domainname, *argv]
         return argv
+
+
+def _reachable(m: Mount, view: Path) -> Mount:
+    """The user_group variation runs the build as another user, who cannot traverse a private directory
+    such as root's home, where the toolchain cache usually is. A read-only mount under one is given to
+    that user as a tree of hard links in the scratch root (same files, no copy); on another filesystem,
+    as a copy."""
+    if not m.read_only or _others_can_reach(m.source):
+        return m
+    view.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(view.parent, 0o755)
+    try:
+        shutil.copytree(m.source, view, symlinks=True, copy_function=os.link)
+    except OSError:
+        remove_tree(view)
+        shutil.copytree(m.source, view, symlinks=True)
+    return Mount(view, m.target, read_only=True)
+
+
+def _others_can_reach(path: Path) -> bool:
+    """Every directory above `path` lets other users through (o+x)."""
+    return all(os.stat(parent).st_mode & 0o001 for parent in [*path.resolve().parents][::-1])
 
 
 def _open_up(root: Path) -> None:

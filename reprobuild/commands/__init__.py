@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Protocol
 
-from reprobuild.commands import build, compare, doctor, lock, toolchain, vendor, verify
+from reprobuild.commands import build, compare, doctor, lock, merge, toolchain, vendor, verify
 
 
 class Command(Protocol):
@@ -13,4 +13,4 @@ class Command(Protocol):
                    common: argparse.ArgumentParser) -> None: ...
 
 
-COMMANDS: tuple[Command, ...] = (build, verify, compare, toolchain, vendor, lock, doctor)
+COMMANDS: tuple[Command, ...] = (build, verify, compare, merge, toolchain, vendor, lock, doctor)

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reprobuild.backends import CACHE, OUT, SRC, TOOLCHAIN, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
-from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure, FileError
+from reprobuild.backends import CACHE, OUT, TOOLCHAIN, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure, FileError, Location, ReprobuildError
 from reprobuild.fsutil import atomic_write_bytes, remove_tree, sha256_file
 from reprobuild.kinds import BuildContext
 from reprobuild.pipeline import Pipeline, source_date_epoch
@@ -47,7 +47,7 @@ VENV = f"{ENV_ROOT}/venv"
 PYTHON = f"{VENV}/bin/python"
 WHEELHOUSE = CACHE  # mounted only while installing
 IMAGE = "debian"  # python3, python3-venv, gcc, g++
-ENV_FORMAT = 1  # bump to rebuild every cached environment
+ENV_FORMAT = 2  # bump to rebuild every cached environment
 _STEP_KEYS = {
     "export": {"name", "kind", "script", "prefix", "seed", "args"},
     "custom_op": {"name", "kind", "path"},
@@ -120,9 +120,7 @@ def _node(value: object) -> Node:
     return value
 
 
-def _where(pipeline: Pipeline, line: int) -> object:
-    from reprobuild.errors import Location
-
+def _where(pipeline: Pipeline, line: int) -> Location:
     return Location(pipeline.file, line)
 
 
@@ -239,13 +237,13 @@ def ensure_env(pipeline: Pipeline, spec: PaddleSpec, ctx: BuildContext) -> Env:
         shutil.copyfile(lock_file, root / "requirements.lock")
         say(f"{pipeline.name}: installing the locked `{spec.requirements}` environment "
             f"({ctx.backend.name} backend, network off)")
-        env = _step_env(source_date_epoch(pipeline.source_date_epoch))
+        env = _env_vars(source_date_epoch(pipeline.source_date_epoch))
         mounts = (Mount(root, ENV_ROOT, read_only=False), Mount(wh, WHEELHOUSE))
         for label, argv in (
             ("venv", ("python3", "-m", "venv", VENV)),
             ("install", (PYTHON, "-m", "pip", "install", "--no-index", "--find-links", WHEELHOUSE,
-                         "--require-hashes", "--only-binary=:all:", "--no-deps", "--no-compile",
-                         "-r", f"{ENV_ROOT}/requirements.lock")),
+                         "--require-hashes", "--only-binary=:all:", "--no-deps",
+                         "-r", f"{ENV_ROOT}/requirements.lock")),  # .pyc written once: every step imports fast
             ("check", (PYTHON, "-c", "import zlib, numpy, paddle; print('paddle', paddle.__version__, "
                                      "'numpy', numpy.__version__)")),
         ):
@@ -277,23 +275,32 @@ def _harness_dir(env: Env) -> str:
     return f"{ENV_ROOT}/harness/{digest}"
 
 
-def _step_env(sde: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+def _env_vars(sde: int) -> dict[str, str]:
+    """The hermetic environment plus what every Paddle step needs."""
     env = hermetic_env(EnvPolicy(sde))
-    env.update({
-        "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin",
-        "VIRTUAL_ENV": VENV,
-        "PYTHONDONTWRITEBYTECODE": "1",  # never write __pycache__ into the (possibly read-only) source
-        "PYTHONHASHSEED": "0",
-        "PIP_CONFIG_FILE": os.devnull,  # the machine's pip configuration stays out of the build
-        "PIP_NO_INDEX": "1",
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "PIP_NO_INPUT": "1",
-        "OMP_NUM_THREADS": "1",
-        "GLOG_minloglevel": "2",
-        "CC": "gcc", "CXX": "g++",
-    })
-    env.update(extra or {})
+    env.update(PADDLE_ENV)
     return env
+
+
+PADDLE_ENV = {
+    "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin",
+    "VIRTUAL_ENV": VENV,
+    "PYTHONDONTWRITEBYTECODE": "1",  # never write __pycache__ into the (possibly read-only) source
+    "PYTHONHASHSEED": "0",
+    "PIP_CONFIG_FILE": os.devnull,  # the machine's pip configuration stays out of the build
+    "PIP_NO_INDEX": "1",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_NO_INPUT": "1",
+    "OMP_NUM_THREADS": "1",
+    "GLOG_minloglevel": "2",
+    "CC": "gcc",
+    "CXX": "g++",
+}
+
+
+def step_env(ctx: BuildContext, sde: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A step's environment: hermetic, the Paddle variables, the step's own, then verify's variation."""
+    return ctx.step_env(sde, {**PADDLE_ENV, **(extra or {})})
 
 
 # --- steps --------------------------------------------------------------------------------------------
@@ -321,37 +328,49 @@ def _export(pipeline: Pipeline, step: Step, env: Env, ctx: BuildContext, sde: in
     from reprobuild.pdmodel import count_attrs
 
     harness = _harness_dir(env)
-    argv = (PYTHON, f"{harness}/paddle_harness.py", "export", "--script", f"{SRC}/{step.path}", "--out", OUT,
+    src = ctx.perturb.src
+    argv = (PYTHON, f"{harness}/paddle_harness.py", "export", "--script", f"{src}/{step.path}", "--out", OUT,
             "--prefix", step.prefix, "--seed", str(step.seed), "--", *step.args)
     say(f"{pipeline.name}: exporting `{step.name}` ({step.path})")
-    _run(ctx, RunSpec(argv=argv, image=ImageRef(IMAGE), env=_step_env(sde),
-                      mounts=(Mount(pipeline.source, SRC), Mount(out, OUT, read_only=False),
+    _run(ctx, RunSpec(argv=argv, image=ImageRef(IMAGE), env=step_env(ctx, sde),
+                      mounts=(Mount(pipeline.source, src), Mount(out, OUT, read_only=False),
                               Mount(env.root, ENV_ROOT)),
-                      workdir=SRC, label=f"{pipeline.name}/{step.name}"), f"step `{step.name}` (export)")
+                      workdir=src, label=f"{pipeline.name}/{step.name}", perturb=ctx.perturb),
+         f"step `{step.name}` (export)")
     for model in out.rglob("*.pdmodel"):
         if count_attrs(model.read_bytes(), "op_callstack"):
             raise CheckFailed(f"{pipeline.name}: {model.name} still carries op_callstack attributes")
 
 
+# Runs in the step's private copy of the operator's directory: the wheel goes straight to $OUT, and the
+# built library next to it (setup.py leaves it under build/). umask 022: the wheel records file modes.
+_CUSTOM_OP = """\
+import glob, os, shutil, subprocess, sys
+os.umask(0o022)
+out = sys.argv[1]
+subprocess.run([sys.executable, "setup.py", "--quiet", "bdist_wheel", "--dist-dir", out], check=True)
+libraries = sorted(glob.glob("build/**/*.so", recursive=True))
+for library in libraries:
+    shutil.copyfile(library, out + "/" + library.rsplit("/", 1)[-1])
+print("custom_op: built", ", ".join(libraries) or "no library")
+"""
+
+
 def _custom_op(pipeline: Pipeline, step: Step, env: Env, ctx: BuildContext, sde: int, out: Path) -> None:
     # Source and build paths are mapped to `.` (-ffile-prefix-map covers __FILE__ and debug info; setuptools
     # passes CFLAGS to C++ too), and no GNU build ID. The venv path stays in RUNPATH: it is fixed.
-    extra = {"CFLAGS": f"-ffile-prefix-map={SRC}=.", "LDFLAGS": "-Wl,--build-id=none",
-             "SOURCE_DATE_EPOCH": str(sde)}
+    src = ctx.perturb.src
+    extra = {"CFLAGS": f"-ffile-prefix-map={src}=.", "LDFLAGS": "-Wl,--build-id=none"}
     say(f"{pipeline.name}: building custom operator `{step.name}` ({step.path})")
-    with _source_copy(pipeline.source / step.path) as copy:
-        _run(ctx, RunSpec(argv=(PYTHON, "setup.py", "--quiet", "bdist_wheel"), image=ImageRef(IMAGE),
-                          env=_step_env(sde, extra),
-                          mounts=(Mount(copy, SRC, read_only=False), Mount(env.root, ENV_ROOT)),
-                          workdir=SRC, label=f"{pipeline.name}/{step.name}"), f"step `{step.name}` (custom_op)")
-        libraries = sorted((copy / "build").rglob("*.so")) if (copy / "build").is_dir() else []
-        wheels = sorted((copy / "dist").glob("*.whl")) if (copy / "dist").is_dir() else []
-        if not libraries or not wheels:
-            raise CheckFailed(f"{pipeline.name}: step `{step.name}` made no .so or no wheel "
-                              f"({len(libraries)} libraries, {len(wheels)} wheels)")
-        for path in [*libraries, *wheels]:
-            shutil.copyfile(path, out / path.name)
-            os.chmod(out / path.name, 0o755 if path.suffix == ".so" else 0o644)
+    _run(ctx, RunSpec(argv=(PYTHON, "-c", _CUSTOM_OP, OUT), image=ImageRef(IMAGE), env=step_env(ctx, sde, extra),
+                      mounts=(Mount(pipeline.source / step.path, src, read_only=False, copy=True),
+                              Mount(out, OUT, read_only=False), Mount(env.root, ENV_ROOT)),
+                      workdir=src, label=f"{pipeline.name}/{step.name}", perturb=ctx.perturb),
+         f"step `{step.name}` (custom_op)")
+    libraries, wheels = sorted(out.glob("*.so")), sorted(out.glob("*.whl"))
+    if not libraries or not wheels:
+        raise CheckFailed(f"{pipeline.name}: step `{step.name}` made no .so or no wheel "
+                          f"({len(libraries)} libraries, {len(wheels)} wheels)")
     _check_library(out, pipeline, step)
 
 
@@ -368,15 +387,18 @@ def _wheel(pipeline: Pipeline, step: Step, env: Env, ctx: BuildContext, sde: int
     from reprobuild.normalize import normalize_tar_gz
 
     # PEP 517 hooks of the locked setuptools, called directly: no build isolation, no index, no pip temp dirs.
-    hooks = ("import os, sys; os.umask(0o022); import setuptools.build_meta as b; "
-             "print(b.build_wheel(sys.argv[1])); "
-             "print(b.build_sdist(sys.argv[1])) if sys.argv[2] == '1' else None")
+    # (setuptools rewrites sys.argv inside the hooks: read the arguments first.)
+    hooks = ("import os, sys; os.umask(0o022); out, sdist = sys.argv[1], sys.argv[2] == '1'; "
+             "import setuptools.build_meta as b; print(b.build_wheel(out)); "
+             "print(b.build_sdist(out)) if sdist else None")
+    src = ctx.perturb.src
     say(f"{pipeline.name}: building the wheel of `{step.name}` ({step.path})")
-    with _source_copy(pipeline.source / step.path) as copy:
-        _run(ctx, RunSpec(argv=(PYTHON, "-c", hooks, OUT, "1" if step.sdist else "0"), image=ImageRef(IMAGE),
-                          env=_step_env(sde), mounts=(Mount(copy, SRC, read_only=False), Mount(out, OUT, False),
-                                                      Mount(env.root, ENV_ROOT)),
-                          workdir=SRC, label=f"{pipeline.name}/{step.name}"), f"step `{step.name}` (wheel)")
+    _run(ctx, RunSpec(argv=(PYTHON, "-c", hooks, OUT, "1" if step.sdist else "0"), image=ImageRef(IMAGE),
+                      env=step_env(ctx, sde),
+                      mounts=(Mount(pipeline.source / step.path, src, read_only=False, copy=True),
+                              Mount(out, OUT, read_only=False), Mount(env.root, ENV_ROOT)),
+                      workdir=src, label=f"{pipeline.name}/{step.name}", perturb=ctx.perturb),
+         f"step `{step.name}` (wheel)")
     for sdist in out.glob("*.tar.gz"):
         normalize_tar_gz(sdist, sde)  # setuptools sdists ignore SOURCE_DATE_EPOCH
     if not list(out.glob("*.whl")):
@@ -387,30 +409,17 @@ STEPS: dict[str, Callable[[Pipeline, Step, Env, BuildContext, int, Path], None]]
     "export": _export, "custom_op": _custom_op, "wheel": _wheel}
 
 
-class _source_copy:
-    """A private, writable copy of a source directory (builds write build/ and dist/ into it)."""
-
-    def __init__(self, source: Path) -> None:
-        self.source = source
-        self.work: Path | None = None
-
-    def __enter__(self) -> Path:
-        self.work = Path(tempfile.mkdtemp(prefix="reprobuild-paddle-"))
-        copy = self.work / "src"
-        shutil.copytree(self.source, copy, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "build", "dist", "*.egg-info"))
-        for dirpath, _, _ in os.walk(copy):
-            os.chmod(dirpath, 0o777)  # the (unprivileged) build user writes in its copy
-        os.chmod(self.work, 0o755)
-        return copy
-
-    def __exit__(self, *exc: object) -> None:
-        if self.work is not None:
-            remove_tree(self.work)
+# Failures whose cause is the builder image, not the user's code: (text in the output, what to do).
+_IMAGE_HINTS = (
+    ("Python.h: No such file", "the builder image lacks the Python headers that Paddle's extension.h includes "
+                               "(pybind11): add `python3-dev` to builders/debian/image.yaml and `reprobuild lock`"),
+    ("No module named venv", "the builder image lacks python3-venv"),
+)
 
 
-def _run(ctx: BuildContext, spec: RunSpec, what: str, error: type[Exception] = CheckFailed) -> None:
+def _run(ctx: BuildContext, spec: RunSpec, what: str, error: type[ReprobuildError] = CheckFailed) -> None:
     result = ctx.backend.run(spec, on_line=lambda line: say(f"  {line}"))
     if result.returncode != 0:
         tail = "\n".join("    " + line for line in result.output.strip().splitlines()[-40:])
-        raise error(f"{spec.label}: {what} failed (exit {result.returncode}):\n{tail}")
+        hint = next((h for needle, h in _IMAGE_HINTS if needle in result.output), None)
+        raise error(f"{spec.label}: {what} failed (exit {result.returncode}):\n{tail}", hint)

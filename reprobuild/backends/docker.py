@@ -1,0 +1,348 @@
+"""The Docker backend: each step in a fresh container, network off. The only module that imports the Docker SDK.
+
+The run contract: `network_mode="none"`, a read-only root filesystem, a tmpfs at /tmp (and at
+/rb/home unless the step mounts one), the step's mounts (the toolchain read-only at /rb/toolchain),
+a fixed hostname, uid/gid 1000, umask 022, exactly the step's environment, a time limit (the
+container is killed when it runs out) and a memory limit. Output is streamed line by line and
+captured. The container is removed in every case: success, failure, timeout, Ctrl-C or SIGTERM
+(the CLI turns SIGTERM into KeyboardInterrupt).
+
+Outputs written by uid 1000 are handed back to the invoking user (when reprobuild runs as root,
+which a rootful engine usually means; otherwise the invoking user should be uid 1000).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests
+
+from reprobuild.backends import CACHE, HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec
+from reprobuild.errors import BadInput, EnvironmentFailure
+from reprobuild.fsutil import remove_tree
+from reprobuild.model import Lock
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
+TMPFS_SIZE = "2g"
+# Not `locales`: the builder images hold only the C.UTF-8 locale, so another LC_ALL would silently fall
+# back to it and vary nothing. Not `time` (no faketime inside) nor `umask` (see `supports`).
+SUPPORTED_VARIATIONS = frozenset({"build_path", "environment", "home", "cache", "timezone",
+                                  "num_cpus", "user_group", "domain_host"})
+
+
+def umask_wrapper(umask: int) -> tuple[str, ...]:
+    """Images with a shell get the umask through this wrapper; a scratch image relies on the runtime's
+    default umask (0022, checked by the tests) and on mount points made with fixed modes. The shell
+    exports PWD: unset it, so the step's environment is exactly the RunSpec's."""
+    return ("/bin/sh", "-c", f'umask {umask:04o} && unset PWD && exec "$@"', "reprobuild-step")
+
+
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def _client(timeout: float | None = 60.0) -> Any:
+    """A client for the engine DOCKER_HOST names (DOCKER_TLS_VERIFY and DOCKER_CERT_PATH too: remote engines work).
+
+    `timeout=None`: no read timeout, for following the output of a step that may be quiet for
+    longer than any fixed limit (the step's own time limit kills it instead).
+    """
+    return docker.from_env(timeout=None if timeout is None else int(max(1, timeout)))
+
+
+def probe(timeout: float = 5.0) -> tuple[bool, str]:
+    """(True, "Docker engine 20.10 at ...") when an engine answers; (False, why) otherwise."""
+    where = engine_address()
+    try:
+        client = _client(timeout)
+        try:
+            version = client.version().get("Version", "?")
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        return False, f"{where}: {_short(exc)}"
+    return True, f"Docker engine {version} at {where}"
+
+
+def engine_info(timeout: float = 5.0) -> dict[str, Any]:
+    """Version and storage details for `reprobuild doctor` (raises EnvironmentFailure without an engine)."""
+    try:
+        client = _client(timeout)
+        try:
+            version = client.version()
+            info = client.info()
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        raise EnvironmentFailure(f"no Docker engine answers at {engine_address()}: {_short(exc)}") from None
+    return {"address": engine_address(), "version": version.get("Version"), "api": version.get("ApiVersion"),
+            "storage_driver": info.get("Driver"), "cgroup_version": info.get("CgroupVersion")}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+class DockerEngine:
+    """The `images.Engine` protocol over the Docker SDK."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def has_image(self, image_id: str) -> bool:
+        try:
+            self.client.images.get(image_id if image_id.startswith("sha256:") else f"sha256:{image_id}")
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    def load_archive(self, path: Path) -> list[str]:
+        with open(path, "rb") as fh:
+            loaded = self.client.images.load(fh)
+        return [str(image.id) for image in loaded]
+
+    def tag(self, image_id: str, repository: str, tag: str) -> None:
+        self.client.images.get(f"sha256:{image_id}").tag(repository, tag)
+
+    def images(self, repository: str) -> dict[str, str]:
+        return {str(image.id).removeprefix("sha256:"): str((image.labels or {}).get("org.reprobuild.inputs", ""))
+                for image in self.client.images.list(name=repository)}
+
+    def remove_image(self, image_id: str) -> None:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            self.client.images.remove(f"sha256:{image_id.removeprefix('sha256:')}", force=True)
+
+
+class DockerBackend:
+    name = "docker"
+    hermetic = True
+
+    def __init__(self, lock: Lock | None = None, cache_root: Path | None = None,
+                 builders_dir: Path | None = None) -> None:
+        from reprobuild.images import ImageStore, default_builders_dir
+        from reprobuild.lockfile import default_lock_path
+        from reprobuild.toolchains import default_cache_root
+
+        self.client = _client(timeout=None)
+        self._lock = lock
+        lock_path = Path(lock.path) if lock is not None else default_lock_path()
+        self.store = ImageStore(DockerEngine(self.client), cache_root or default_cache_root(),
+                                builders_dir or default_builders_dir(lock_path))
+        self._ids: dict[ImageRef, str] = {}
+
+    @property
+    def lock(self) -> Lock:
+        if self._lock is None:
+            from reprobuild.lockfile import default_lock_path, load_lock
+
+            self._lock = load_lock(default_lock_path())
+        return self._lock
+
+    def ensure_image(self, image: ImageRef) -> str:
+        """Build the image from its pinned inputs unless the engine already has the expected ID."""
+        if image in self._ids:
+            return self._ids[image]
+        from reprobuild.images import load_spec
+
+        spec = load_spec(self.store.builders_dir, image.name)
+        if spec.base == "scratch":
+            if image.toolchain_root is None:
+                raise BadInput(f"builder image `{image.name}` is made from a toolchain, but the step names none")
+            built = self.store.ensure_go(image.toolchain_root, image.name)
+        else:
+            built = self.store.ensure_debian(self.lock, image.name)
+        self._ids[image] = built.image_id
+        return built.image_id
+
+    def _has_shell(self, image: ImageRef) -> bool:
+        from reprobuild.images import load_spec
+
+        return load_spec(self.store.builders_dir, image.name).base != "scratch"
+
+    def supports(self, variation: str) -> bool:
+        """`verify` variations a container can apply. Not `time` (no faketime inside), nor `umask`: a
+        scratch image has no shell to set it, so it would silently not vary for Go builds."""
+        return variation in SUPPORTED_VARIATIONS
+
+    def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
+        image_id = self.ensure_image(spec.image)
+        p = spec.perturb
+        uid, gid = p.uid, p.gid
+        copies: list[Path] = []
+        timed_out = threading.Event()
+        timer: threading.Timer | None = None
+        container: Any = None
+        name = f"reprobuild-{uuid.uuid4().hex[:16]}"
+        mounts: list[Mount] = []
+        start = time.monotonic()
+        try:
+            for m in spec.mounts:
+                if m.copy:  # a private, writable copy of the source, removed afterwards
+                    copy = Path(tempfile.mkdtemp(prefix="reprobuild-copy-"))
+                    copies.append(copy)
+                    shutil.copytree(m.source, copy / "tree", symlinks=True)
+                    m = Mount(copy / "tree", m.target, read_only=False)
+                mounts.append(m)
+            if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
+                mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
+            tmpfs = {TMP: f"rw,exec,nosuid,nodev,size={TMPFS_SIZE},mode=1777"}
+            if not any(m.target == HOME for m in mounts):
+                tmpfs[HOME] = f"rw,nosuid,nodev,size=256m,uid={uid},gid={gid},mode=0755"
+            argv = list(spec.argv)
+            if self._has_shell(spec.image):
+                argv = [*umask_wrapper(p.umask), *argv]
+            elif p.umask != 0o022:
+                raise BadInput(f"step `{spec.label}`: image `{spec.image.name}` has no shell to set umask "
+                               f"{p.umask:04o} (the runtime's is 0022)")
+            # Outputs go to the build user and back; a cache stays the build user's between runs.
+            writable = [m.source for m in mounts if not m.read_only and m.target != CACHE]
+            labels = {LABEL: name, "org.reprobuild.pid": str(os.getpid()), "org.reprobuild.label": spec.label}
+            limits: dict[str, Any] = {}
+            if spec.memory_bytes is not None:
+                limits.update(mem_limit=spec.memory_bytes, memswap_limit=spec.memory_bytes)
+            if p.cpus is not None:
+                limits["cpuset_cpus"] = ",".join(str(i) for i in range(p.cpus))
+            _hand_over(writable, uid, gid)
+            for m in mounts:
+                if m.target == CACHE and not m.read_only:
+                    _own_cache(m.source, uid, gid)
+            container = self.client.containers.create(
+                image_id, command=argv, name=name, labels=labels, environment=dict(spec.env),
+                working_dir=spec.workdir, user=f"{uid}:{gid}", hostname=p.hostname, domainname=p.domainname,
+                network_mode="host" if spec.network else "none", read_only=True, tmpfs=tmpfs,
+                mounts=[docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+                        for m in mounts],
+                cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=4096,
+                detach=True, stdin_open=False, tty=False, log_config=docker.types.LogConfig(type="none"), **limits)
+            # Attached before it starts, straight to the process's stdout/stderr: no line can be missed,
+            # and the stream ends only after the last byte (following the log file could end early).
+            attached = container.attach(stdout=True, stderr=True, stream=True, logs=False, demux=True)
+            container.start()
+
+            def kill() -> None:
+                timed_out.set()
+                with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                    container.kill()
+
+            timer = threading.Timer(spec.timeout, kill)
+            timer.daemon = True
+            timer.start()
+            output = _stream(attached, on_line or (lambda line: None))
+            status = container.wait()
+            code = int(status.get("StatusCode", -1))
+            if timed_out.is_set():
+                raise EnvironmentFailure(f"step `{spec.label}` timed out after {spec.timeout:.0f} s and was killed: "
+                                         f"{' '.join(spec.argv)}")
+            if code == 137 and spec.memory_bytes is not None:
+                container.reload()
+                if container.attrs.get("State", {}).get("OOMKilled"):
+                    raise EnvironmentFailure(f"step `{spec.label}` ran out of memory "
+                                             f"(limit {spec.memory_bytes // (1 << 20)} MiB) and was killed")
+            return RunResult(code, output, time.monotonic() - start, hermetic=True)
+        except docker.errors.APIError as exc:
+            raise EnvironmentFailure(f"the Docker engine refused step `{spec.label}`: {_short(exc)}") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._remove(container, name)
+            _hand_over([m.source for m in mounts if not m.read_only and m.target != CACHE], os.getuid(), os.getgid())
+            for copy in copies:
+                remove_tree(copy)
+
+    def _remove(self, container: Any, name: str) -> None:
+        """Remove the container; by name when the create call was interrupted before it returned."""
+        for _ in range(3):
+            try:
+                if container is not None:
+                    container.remove(force=True)
+                else:
+                    self.client.containers.get(name).remove(force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if "already in progress" in str(exc):
+                    return
+                time.sleep(0.2)
+            except KeyboardInterrupt:
+                continue  # a second Ctrl-C must not leave the container behind
+
+
+def _stream(frames: Iterable[tuple[bytes | None, bytes | None]], on_line: Callable[[str], None]) -> str:
+    """Hand each line of the container's stdout and stderr over as it arrives (each stream split into
+    lines on its own, so a partial line on one never glues onto the other); return them all, in arrival order."""
+    lines: list[str] = []
+    pending = [b"", b""]
+
+    def emit(raw: bytes, end: str) -> None:
+        line = raw.decode("utf-8", "replace")
+        lines.append(line + end)
+        on_line(line)
+
+    for frame in frames:
+        for i, chunk in enumerate(frame):
+            if not chunk:
+                continue
+            pending[i] += chunk
+            *complete, pending[i] = pending[i].split(b"\n")
+            for raw in complete:
+                emit(raw, "\n")
+    leftovers = [rest for rest in pending if rest]  # output that did not end with a newline
+    for k, rest in enumerate(leftovers):
+        emit(rest, "\n" if k < len(leftovers) - 1 else "")
+    return "".join(lines)
+
+
+def _own_cache(path: Path, uid: int, gid: int) -> None:
+    """A cache mount belongs to the build user and stays so: walked (and fixed) only when its top is not."""
+    if os.geteuid() == 0 and path.exists():
+        st = path.stat()
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            _hand_over([path], uid, gid)
+
+
+def _hand_over(paths: list[Path], uid: int, gid: int) -> None:
+    """Give writable mounts to the build user before a run, and back to the invoking user after it.
+
+    Only root can change owners; anyone else runs as (and should be) uid 1000 on a rootful engine.
+    """
+    if os.geteuid() != 0:
+        return
+    for top in paths:
+        if not top.exists():
+            continue
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.lstat(name)
+                    if st.st_uid != uid or st.st_gid != gid:
+                        os.lchown(name, uid, gid)
+
+
+def leftover_containers(pid: int | None = None) -> list[str]:
+    """Names of containers reprobuild started that still exist (all of them, or those of one process)."""
+    label = f"org.reprobuild.pid={pid}" if pid is not None else LABEL
+    client = _client()
+    try:
+        return sorted(c.name for c in client.containers.list(all=True, filters={"label": label}))
+    finally:
+        client.close()
+
+
+def engine() -> DockerEngine:
+    """The engine DOCKER_HOST names, for callers that only look at images (`reprobuild doctor`)."""
+    return DockerEngine(_client())

@@ -1,0 +1,308 @@
+"""`reprobuild doctor`: what is wrong with this machine for reproducible builds, as a list of findings.
+
+The checks are one ordered, declarative table (`RULES`): each `Rule` has an id, a title and a
+function from the gathered `Facts` to findings. Gathering (engine, lock, cache, environment) happens
+once, before any rule runs, so rules are pure and cheap to test. Policy rules (Go/Paddle ABI matrix,
+go.mod directives) are added to the same table.
+
+Severities: `ok`, `info`, `warning`, `error`. Any `error` makes `doctor` exit 1.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reprobuild.model import Lock, host_platform
+from reprobuild.toolchains import ToolchainCache
+
+SEVERITIES = ("ok", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str  # stable, dotted: `engine.reachable`, `env.leak.GOFLAGS`, `image.debian.missing`
+    severity: str  # one of SEVERITIES
+    message: str
+    hint: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "severity": self.severity, "message": self.message, "hint": self.hint,
+                "data": dict(self.data)}
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    reachable: bool
+    detail: str  # the version line, or why it does not answer
+    info: Mapping[str, Any] = field(default_factory=dict)
+    image_states: Mapping[str, str] = field(default_factory=dict)  # image label -> present | missing | stale
+    leftovers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the rules look at, gathered once."""
+
+    environ: Mapping[str, str]
+    lock: Lock | None
+    lock_error: str | None
+    cache: ToolchainCache
+    builders_dir: Path
+    engine: EngineFacts
+    docker_required: bool = False
+    rootfs_cache: tuple[tuple[str, int], ...] = ()  # cached image rootfs layers: (file name, bytes)
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    check: Callable[[Facts], Iterable[Finding]]
+
+
+# --- host variables that would leak into a build if reprobuild did not filter the environment ------
+
+@dataclass(frozen=True)
+class Leak:
+    pattern: str  # fnmatch pattern on the variable name
+    why: str
+    secret: bool = False  # never print the value
+    severity: str = "warning"  # secrets and machine settings are `info`: filtered, and harmless to builds
+
+
+LEAKS: tuple[Leak, ...] = (
+    Leak("GOFLAGS", "adds flags to every go command (e.g. -mod=mod, -trimpath off)"),
+    Leak("CGO_*", "changes cgo's compiler and linker flags, or turns cgo on/off"),
+    Leak("GOTOOLCHAIN", "lets go switch to (and download) another toolchain"),
+    Leak("GOPROXY", "changes where modules come from"),
+    Leak("GOSUMDB", "changes how module checksums are verified"),
+    Leak("GONOSUMDB", "skips checksum verification for some modules"),
+    Leak("GONOSUMCHECK", "skips checksum verification"),
+    Leak("GOPRIVATE", "skips the proxy and checksum database for some modules"),
+    Leak("GOINSECURE", "allows plain-HTTP module fetches"),
+    Leak("GOEXPERIMENT", "changes the compiler's behaviour"),
+    Leak("GODEBUG", "changes runtime and toolchain defaults"),
+    Leak("GOAMD64", "changes the generated instructions"),
+    Leak("GOARM*", "changes the generated instructions"),
+    Leak("GOOS", "changes the target platform"),
+    Leak("GOARCH", "changes the target platform"),
+    Leak("GOROOT", "points go at another toolchain"),
+    Leak("GOPATH", "changes where modules and binaries go"),
+    Leak("GOENV", "reads go settings from another file"),
+    Leak("GOWORK", "builds against a workspace instead of the module"),
+    Leak("CC", "changes the C compiler"),
+    Leak("CXX", "changes the C++ compiler"),
+    Leak("CFLAGS", "changes C compiler flags"),
+    Leak("CXXFLAGS", "changes C++ compiler flags"),
+    Leak("CPPFLAGS", "changes preprocessor flags"),
+    Leak("LDFLAGS", "changes linker flags"),
+    Leak("LD_PRELOAD", "injects a library into every process"),
+    Leak("LD_LIBRARY_PATH", "changes which shared libraries are used"),
+    Leak("LIBRARY_PATH", "changes which libraries the linker finds"),
+    Leak("PKG_CONFIG_PATH", "changes which libraries cgo finds"),
+    Leak("PYTHONPATH", "changes which Python modules are imported"),
+    Leak("PYTHONHASHSEED", "changes Python's hash randomization"),
+    Leak("PIP_*", "changes where and how pip installs", severity="info"),
+    Leak("GITHUB_TOKEN", "a credential", secret=True),
+    Leak("GH_TOKEN", "a credential", secret=True),
+    Leak("AWS_*", "cloud credentials or settings", secret=True),
+    Leak("GOOGLE_APPLICATION_CREDENTIALS", "a credential", secret=True),
+    Leak("AZURE_*", "cloud credentials or settings", secret=True),
+    Leak("NPM_TOKEN", "a credential", secret=True),
+    Leak("*_TOKEN", "looks like a credential", secret=True),
+    Leak("*_SECRET*", "looks like a credential", secret=True),
+    Leak("*_PASSWORD", "looks like a credential", secret=True),
+    Leak("SSH_AUTH_SOCK", "gives access to SSH keys", secret=True),
+)
+
+
+def leaking_variables(environ: Mapping[str, str]) -> list[tuple[str, Leak]]:
+    """Host variables matching LEAKS (first matching pattern wins), sorted by name."""
+    found = []
+    for name in sorted(environ):
+        for leak in LEAKS:
+            if fnmatch.fnmatchcase(name, leak.pattern):
+                found.append((name, leak))
+                break
+    return found
+
+
+# --- the rules -------------------------------------------------------------------------------------
+
+def check_engine(facts: Facts) -> Iterable[Finding]:
+    e = facts.engine
+    if e.reachable:
+        yield Finding("engine.reachable", "ok", e.detail, data=dict(e.info))
+        return
+    yield Finding("engine.unreachable", "error" if facts.docker_required else "warning",
+                  f"no Docker engine answers ({e.detail}); builds fall back to the local backend (not hermetic)",
+                  "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install "
+                  "docker.io`) or point DOCKER_HOST at a running engine")
+
+
+def check_lock(facts: Facts) -> Iterable[Finding]:
+    if facts.lock_error is not None:
+        yield Finding("lock.invalid", "error", facts.lock_error, "regenerate it with `reprobuild lock`")
+    elif facts.lock is not None:
+        yield Finding("lock.valid", "ok", f"{facts.lock.path}: {len(facts.lock.toolchains)} toolchains pinned")
+
+
+def check_toolchains(facts: Facts) -> Iterable[Finding]:
+    if facts.lock is None:
+        return
+    plat = host_platform()
+    yield Finding("cache.root", "info", f"cache at {facts.cache.root}", data={"root": str(facts.cache.root)})
+    if facts.rootfs_cache:
+        total = sum(size for _, size in facts.rootfs_cache)
+        yield Finding("cache.rootfs", "info", f"{len(facts.rootfs_cache)} image rootfs layer(s) cached "
+                      f"({total / 1e6:.0f} MB); each is reused while its lock entry stands",
+                      "delete <cache>/images/rootfs to reclaim the space; the next build debootstraps again",
+                      {"files": [name for name, _ in facts.rootfs_cache], "bytes": total})
+    for name, tc in sorted(facts.lock.toolchains.items()):
+        pin = tc.pin(plat)
+        if pin is None:
+            yield Finding(f"toolchain.{name}.unavailable", "info", f"toolchain `{name}` has no pin for {plat}")
+            continue
+        state = facts.cache.state(tc, pin)
+        severity = {"installed": "ok", "missing": "info", "corrupt": "error"}[state]
+        hint = {"missing": f"`reprobuild toolchain fetch {name}` (or it is fetched on first use)",
+                "corrupt": f"`reprobuild toolchain verify {name}`; it is reinstalled on next use"}.get(state)
+        yield Finding(f"toolchain.{name}.{state}", severity, f"toolchain `{name}` (Go {tc.version}): {state}", hint,
+                      {"state": state, "platform": plat})
+
+
+def check_images(facts: Facts) -> Iterable[Finding]:
+    from reprobuild import images
+
+    for name in images.spec_names(facts.builders_dir):
+        try:
+            spec = images.load_spec(facts.builders_dir, name)
+        except Exception as exc:  # a broken spec is itself the finding
+            yield Finding(f"image.{name}.invalid", "error", str(exc))
+            continue
+        if spec.base == "debootstrap" and facts.lock is not None:
+            entry = images.parse_image_locks(facts.lock).get(name) if facts.lock_error is None else None
+            if entry is None:
+                yield Finding(f"image.{name}.unpinned", "error", f"builder image `{name}` has no entry in the lock",
+                              "run `reprobuild lock`")
+                continue
+            if entry.inputs != spec.digest():
+                yield Finding(f"image.{name}.lock-stale", "error",
+                              f"builder image `{name}`: {spec.path} changed since the lock was written",
+                              "run `reprobuild lock`")
+    for label, state in sorted(facts.engine.image_states.items()):
+        severity = {"present": "ok", "missing": "info", "stale": "warning"}.get(state, "info")
+        hint = {"missing": "built from pinned inputs on first use",
+                "stale": "an older image of this name is present; the expected one is built on first use "
+                         "(remove old ones with `docker image prune`)"}.get(state)
+        yield Finding(f"image.{label}.{state}", severity, f"builder image `{label}`: {state}", hint)
+
+
+def check_environment(facts: Facts) -> Iterable[Finding]:
+    for name, leak in leaking_variables(facts.environ):
+        shown = "" if leak.secret else f"={facts.environ[name]!r}"
+        yield Finding(f"env.leak.{name}", "info" if leak.secret else leak.severity,
+                      f"{name}{shown} is set on this host: {leak.why}; reprobuild builds never see it "
+                      "(the environment is an allowlist), but a plain build here would",
+                      data={"variable": name, "secret": leak.secret})
+
+
+def check_leftovers(facts: Facts) -> Iterable[Finding]:
+    if facts.engine.leftovers:
+        yield Finding("engine.containers", "info",
+                      f"{len(facts.engine.leftovers)} reprobuild container(s) exist now: "
+                      + ", ".join(facts.engine.leftovers[:10]),
+                      "running builds own them; a finished build never leaves one behind",
+                      {"containers": list(facts.engine.leftovers)})
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("engine", "Docker engine reachable", check_engine),
+    Rule("lock", "the lock is valid", check_lock),
+    Rule("toolchains", "pinned toolchains in the cache", check_toolchains),
+    Rule("images", "builder images pinned and present", check_images),
+    Rule("environment", "host variables a build would otherwise see", check_environment),
+    Rule("containers", "containers left behind", check_leftovers),
+)
+
+
+@dataclass(frozen=True)
+class Report:
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "findings": [f.to_json() for f in self.findings]}
+
+
+def diagnose(facts: Facts, rules: Iterable[Rule] = RULES) -> Report:
+    """Run every rule over the facts; a rule that crashes becomes an error finding, not a traceback."""
+    findings: list[Finding] = []
+    for rule in rules:
+        try:
+            findings.extend(rule.check(facts))
+        except Exception as exc:
+            findings.append(Finding(f"{rule.id}.failed", "error", f"check `{rule.title}` failed: {exc}"))
+    return Report(tuple(findings))
+
+
+# --- gathering -------------------------------------------------------------------------------------
+
+def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | None = None,
+           builders_dir: Path | None = None) -> Facts:
+    """Look at the machine once: the lock, the cache, the engine and its images, the environment."""
+    from reprobuild import images
+    from reprobuild.errors import ReprobuildError
+    from reprobuild.lockfile import load_lock
+
+    environ = dict(os.environ if environ is None else environ)
+    lock: Lock | None = None
+    lock_error = None
+    if lock_path.exists():
+        try:
+            lock = load_lock(lock_path)
+        except ReprobuildError as exc:
+            lock_error = str(exc)
+    builders = builders_dir or images.default_builders_dir(lock_path)
+    rootfs = tuple(sorted((p.name, p.stat().st_size) for p in (cache.root / "images" / "rootfs").glob("*.tar")))
+    return Facts(environ, lock, lock_error, cache, builders, _engine_facts(lock, cache, builders),
+                 docker_required=environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"), rootfs_cache=rootfs)
+
+
+def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> EngineFacts:
+    from reprobuild import images
+    from reprobuild.backends import docker as docker_backend
+    from reprobuild.toolchains import entry_key
+
+    reachable, detail = docker_backend.probe()
+    if not reachable:
+        return EngineFacts(False, detail)
+    info = docker_backend.engine_info()
+    store = images.ImageStore(docker_backend.engine(), cache.root, builders)
+    states: dict[str, str] = {}
+    plat = host_platform()
+    for name in images.spec_names(builders):
+        try:
+            spec = images.load_spec(builders, name)
+            if spec.base == "scratch" and lock is not None:
+                for tc_name, tc in sorted(lock.toolchains.items()):
+                    pin = tc.pin(plat)
+                    if pin is None or cache.state(tc, pin) != "installed":
+                        continue
+                    tree = cache.entry_dir(entry_key(pin)) / "tree"  # what the go kind layers
+                    states[f"{name}+{tc_name}"] = store.state(spec, store.go_key(spec, tree))
+            elif spec.base == "debootstrap" and lock is not None:
+                entry = images.ImageStore.locked_entry(spec, lock)
+                states[name] = store.state(spec, store.debian_key(spec, entry))
+        except Exception:  # reported by check_images from the spec and the lock
+            continue
+    return EngineFacts(True, detail, info, states, tuple(docker_backend.leftover_containers()))

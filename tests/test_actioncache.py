@@ -1,0 +1,222 @@
+"""The action cache: a no-op rebuild runs nothing, a changed input rebuilds exactly its units, a tampered
+entry is rebuilt (never restored), `--no-cache` builds, and `verify` never uses it.
+
+The toolchain is "invoked" when the backend runs a step: a wrapper around the real local backend counts
+those runs (the Backend protocol is the only door a build has to a toolchain).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reprobuild.actioncache import ActionCache, KeyInputs, unit_key
+from reprobuild.backends import ImageRef, RunResult, RunSpec
+from reprobuild.backends.local import LocalBackend
+from reprobuild.build import BuildOptions, build
+from reprobuild.lockfile import load_lock
+from reprobuild.pipeline import load_pipelines
+from reprobuild.shard import plan_units
+from reprobuild.verify import VerifyOptions, verify
+from tests.conftest import REPO, run_cli
+
+TARGETS = 20
+
+
+class CountingBackend:
+    """The real local backend, counting the steps it runs."""
+
+    def __init__(self, inner: LocalBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.hermetic = inner.hermetic
+        self.runs: list[str] = []
+
+    def supports(self, variation: str) -> bool:
+        return self.inner.supports(variation)
+
+    def ensure_image(self, image: ImageRef) -> str:
+        return self.inner.ensure_image(image)
+
+    def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
+        self.runs.append(spec.label)
+        return self.inner.run(spec, on_line)
+
+
+def project(root: Path, n: int = TARGETS) -> Path:
+    (root / "pipelines").mkdir(parents=True)
+    for k in range(1, n + 1):
+        name = f"t{k:02d}"
+        (root / "src" / name).mkdir(parents=True)
+        (root / "src" / name / "input.txt").write_text(f"input of {name}\n")
+        (root / "pipelines" / f"{name}.yaml").write_text(
+            f"version: 1\nname: {name}\nbuilder: command\nsource: src/{name}\n"
+            "run: 'cp input.txt $OUT/out.txt && echo built >> $OUT/out.txt'\nartifacts: ['*.txt']\n")
+    return root
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, BuildOptions, CountingBackend]:
+    monkeypatch.setenv("REPROBUILD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    root = project(tmp_path / "p")
+    opts = BuildOptions(out=root / "out", lock_path=REPO / "toolchains.lock", repo_root=root,
+                        action_cache=tmp_path / "actions")
+    return root, opts, CountingBackend(LocalBackend(tmp_path / "scratch"))
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in ("SHA256SUMS", "manifest.json", "provenance.json")}
+
+
+def test_no_op_rebuild_runs_nothing_and_is_fast(setup: tuple[Path, BuildOptions, CountingBackend]) -> None:
+    root, opts, backend = setup
+    build(opts, backend=backend)
+    assert len(backend.runs) == TARGETS
+    first = outputs(opts.out)
+    backend.runs.clear()
+    start = time.perf_counter()
+    result = build(replace(opts, out=root / "again"), backend=backend)
+    elapsed = time.perf_counter() - start
+    assert backend.runs == []
+    assert elapsed <= 2.0, f"no-op rebuild of {TARGETS} targets took {elapsed:.2f} s"
+    assert outputs(root / "again") == first  # restored outputs are the build's, byte for byte
+    assert len(result.artifacts) == TARGETS
+
+
+def test_changing_one_source_file_rebuilds_exactly_its_unit(
+        setup: tuple[Path, BuildOptions, CountingBackend]) -> None:
+    root, opts, backend = setup
+    build(opts, backend=backend)
+    backend.runs.clear()
+    (root / "src" / "t07" / "input.txt").write_text("changed\n")
+    build(opts, backend=backend)
+    assert backend.runs == ["t07"]
+    assert (opts.out / "t07" / "out.txt").read_text() == "changed\nbuilt\n"
+    backend.runs.clear()
+    (root / "src" / "t07" / "input.txt").touch()  # a new mtime is not a new input
+    build(opts, backend=backend)
+    assert backend.runs == []
+
+
+def test_a_changed_definition_rebuilds_only_that_pipeline(setup: tuple[Path, BuildOptions, CountingBackend]) -> None:
+    root, opts, backend = setup
+    build(opts, backend=backend)
+    backend.runs.clear()
+    yaml = root / "pipelines" / "t03.yaml"
+    yaml.write_text(yaml.read_text().replace("echo built", "echo rebuilt"))
+    build(opts, backend=backend)
+    assert backend.runs == ["t03"]
+
+
+def test_a_tampered_entry_is_rebuilt_not_restored(setup: tuple[Path, BuildOptions, CountingBackend]) -> None:
+    _, opts, backend = setup
+    build(opts, backend=backend)
+    good = outputs(opts.out)
+    assert opts.action_cache is not None
+    tampered = 0
+    for entry in sorted(opts.action_cache.glob("*/*/entry.json")):
+        if json.loads(entry.read_text())["unit"] == "t05":
+            (entry.parent / "files" / "t05" / "out.txt").write_text("evil\n")
+            tampered += 1
+    assert tampered == 1
+    backend.runs.clear()
+    build(opts, backend=backend)
+    assert backend.runs == ["t05"]
+    assert outputs(opts.out) == good
+    backend.runs.clear()
+    build(opts, backend=backend)  # the rebuild re-recorded a good entry
+    assert backend.runs == []
+
+
+def test_no_cache_forces_a_build(setup: tuple[Path, BuildOptions, CountingBackend]) -> None:
+    _, opts, backend = setup
+    build(opts, backend=backend)
+    backend.runs.clear()
+    build(replace(opts, read_cache=False), backend=backend)
+    assert len(backend.runs) == TARGETS
+
+
+def test_verify_never_uses_the_cache(setup: tuple[Path, BuildOptions, CountingBackend]) -> None:
+    _, opts, backend = setup
+    build(opts, backend=backend)  # a warm cache, which verify's runs must ignore
+    backend.runs.clear()
+    report = verify(VerifyOptions(build=opts, runs=2, vary=("environment",)), backend=backend)
+    assert report.reproducible
+    assert len(backend.runs) == 2 * TARGETS
+
+
+def test_the_key_needs_no_toolchain_and_follows_substitution(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPROBUILD_CACHE", str(tmp_path / "empty"))  # nothing installed, nothing fetched
+    lock = load_lock(REPO / "toolchains.lock")
+    units = [u for u in plan_units(load_pipelines([REPO / "pipelines" / "go-service.yaml"], REPO)) if u.target]
+    inputs = KeyInputs(lock, {}, "docker", True, REPO)
+    keys = {unit_key(u, inputs) for u in units}
+    assert len(keys) == len(units)
+    swapped = {unit_key(u, replace(inputs, overrides={"go": "go-registry"})) for u in units}
+    assert not keys & swapped
+    assert {unit_key(u, replace(inputs, backend="local", hermetic=False)) for u in units}.isdisjoint(keys)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_cli_action_cache_dir_and_no_cache(tmp_path: Path) -> None:
+    root = project(tmp_path / "p", 2)
+    env = {"REPROBUILD_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp_path)}
+    args = ["build", "--backend", "local", "--lock", str(REPO / "toolchains.lock"), "--out", "out",
+            "--action-cache", str(tmp_path / "ci-cache")]
+    first = run_cli(*args, env=env, cwd=root)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(*args, env=env, cwd=root)
+    assert again.returncode == 0 and again.stderr.count("restored from the action cache") == 2, again.stderr
+    forced = run_cli(*args, "--no-cache", env=env, cwd=root)
+    assert forced.returncode == 0 and "restored" not in forced.stderr
+    costs = json.loads((tmp_path / "ci-cache" / "costs.json").read_text())
+    assert sorted(costs) == ["t01", "t02"]
+    assert ActionCache(tmp_path / "ci-cache").load_costs() == costs
+    assert not (tmp_path / "cache" / "actions").exists()  # --action-cache replaced the default
+
+
+GO_PIPELINE = """\
+version: 1
+name: mini
+builder: go
+toolchain: go
+source: src
+targets:
+""" + "".join(f"""\
+  - name: hi{k}
+    package: ./cmd/hi
+    platforms: [linux/amd64]
+    ldflags: {{main.version: "{{target}}"}}
+""" for k in range(3))
+
+
+@pytest.mark.go
+def test_a_go_rebuild_restores_without_toolchain_or_network(tmp_path: Path, go_registry: object,
+                                                            shared_cache_root: Path) -> None:
+    """The second build has an empty toolchain cache and --offline: it can only succeed by restoring."""
+    import shutil
+
+    root = tmp_path / "p"
+    shutil.copytree(REPO / "tests" / "data" / "go-mini", root / "src")
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "mini.yaml").write_text(GO_PIPELINE)
+    args = ["build", "--backend", "local", "--toolchain", "go=go-registry", "--lock", str(REPO / "toolchains.lock"),
+            "--action-cache", str(tmp_path / "actions")]
+    first = run_cli(*args, "--out", "first", env={"REPROBUILD_CACHE": str(shared_cache_root),
+                                                   "TMPDIR": str(tmp_path)}, cwd=root)
+    assert first.returncode == 0, first.stderr
+    empty = tmp_path / "empty-cache"
+    again = run_cli(*args, "--out", "again", "--offline", env={"REPROBUILD_CACHE": str(empty),
+                                                               "TMPDIR": str(tmp_path)}, cwd=root)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("restored from the action cache") == 3
+    for name in ("SHA256SUMS", "manifest.json", "provenance.json"):
+        assert (root / "again" / name).read_bytes() == (root / "first" / name).read_bytes(), name
+    assert not (empty / "toolchains").exists()

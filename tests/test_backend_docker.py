@@ -1,0 +1,260 @@
+"""The Docker backend against a real engine: the run contract (network off, read-only root, no leaked
+variables, fixed identity, limits, clean-up on every path) and byte-identical output with the local backend.
+
+Network tests send traffic to 127.0.0.1 only (a server this test starts), never to a bridge or any other address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reprobuild.backends import OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env, select_backend
+from reprobuild.errors import EnvironmentFailure
+from tests import httpserver
+from tests.conftest import HELLO_GO, HELLO_GO_BUILD, REPO, hello_go_env
+
+DEBIAN = ImageRef("debian")
+SECRETS = {"GITHUB_TOKEN": "ghp_leak_me", "AWS_SECRET_ACCESS_KEY": "aws-leak-me", "GOFLAGS": "-mod=mod"}
+
+
+def env() -> dict[str, str]:
+    return hermetic_env(EnvPolicy(source_date_epoch=1700000000))
+
+
+def sh(script: str, mounts: tuple[Mount, ...] = (), **kw: Any) -> RunSpec:
+    return RunSpec(("sh", "-c", script), DEBIAN, env(), mounts, workdir="/tmp", **kw)
+
+
+def no_leftovers() -> list[str]:
+    from reprobuild.backends.docker import leftover_containers
+
+    return leftover_containers(os.getpid())
+
+
+# --- no engine: fall back or refuse ---------------------------------------------------------------
+
+def test_dead_socket_falls_back_to_local_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from reprobuild.backends import docker as docker_backend
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
+    monkeypatch.delenv("REPROBUILD_REQUIRE_DOCKER", raising=False)
+    ok, why = docker_backend.probe()
+    assert not ok and "dead.sock" in why
+    backend = select_backend(None, lambda msg: print(msg, file=sys.stderr))
+    assert backend.name == "local" and backend.hermetic is False
+    err = capsys.readouterr().err
+    assert "no Docker engine answers" in err and "local backend" in err
+
+
+@pytest.mark.parametrize("how", ["--backend docker", "REPROBUILD_REQUIRE_DOCKER=1"])
+def test_dead_socket_with_docker_required_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    how: str) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
+    requested = "docker" if how.startswith("--") else None
+    if requested is None:
+        monkeypatch.setenv("REPROBUILD_REQUIRE_DOCKER", "1")
+    with pytest.raises(EnvironmentFailure) as err:
+        select_backend(requested, lambda msg: None)
+    assert err.value.exit_code == 3
+    assert "dockerd" in str(err.value) and "DOCKER_HOST" in str(err.value)
+
+
+# --- the run contract -----------------------------------------------------------------------------
+
+@pytest.mark.docker
+def test_only_loopback_and_no_way_out(docker_backend: Any, server: httpserver.LocalServer) -> None:
+    """Only `lo` exists; a TCP connect to a server on the host's 127.0.0.1 fails; name resolution fails."""
+    server.add("/ping", body=b"pong")
+    assert server.host == "127.0.0.1"
+    port = server.port
+    # The host server answers from the host itself (so the failure inside is the container's doing).
+    import urllib.request
+
+    with urllib.request.urlopen(server.url("/ping"), timeout=5) as resp:
+        assert resp.read() == b"pong"
+    probe = textwrap.dedent(f"""
+        import json, socket
+        result = {{}}
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=3).close()
+            result["tcp"] = "connected"
+        except OSError as exc:
+            result["tcp"] = type(exc).__name__
+        try:
+            socket.getaddrinfo("localhost.reprobuild.invalid", 80)
+            result["dns"] = "resolved"
+        except OSError as exc:
+            result["dns"] = type(exc).__name__
+        print(json.dumps(result))
+        """)
+    r = docker_backend.run(sh(f"cat /proc/net/dev; python3 -c '{probe}'"))
+    assert r.returncode == 0, r.output
+    lines = r.output.strip().splitlines()
+    interfaces = sorted(line.split(":", 1)[0].strip() for line in lines[2:-1])
+    assert interfaces == ["lo"]
+    result = json.loads(lines[-1])
+    assert result["tcp"] != "connected", result
+    assert result["dns"] != "resolved", result
+
+
+@pytest.mark.docker
+def test_writes_only_to_tmp_and_the_output_dir(docker_backend: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "input.txt").write_text("source\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    script = ("for p in /x /usr/x /etc/x /rb/src/x /rb/toolchain/x /tmp/x /rb/home/x /rb/out/x; do "
+              "if echo hi > $p 2>/dev/null; then echo \"ok $p\"; else echo \"no $p\"; fi; done; "
+              "mkdir /rb/out/sub && echo data > /rb/out/sub/file")
+    mounts = (Mount(src, SRC), Mount(out, OUT, read_only=False))
+    r = docker_backend.run(sh(script, mounts))
+    assert r.returncode == 0, r.output
+    verdict = dict(reversed(line.split(" ", 1)) for line in r.output.splitlines())
+    assert {p for p, v in verdict.items() if v == "ok"} == {"/tmp/x", "/rb/home/x", "/rb/out/x"}
+    assert not (src / "x").exists()
+    # Handed back owned by the invoking user, with umask 022 modes.
+    for path in (out / "x", out / "sub", out / "sub" / "file"):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid()), path
+    assert (out / "sub" / "file").stat().st_mode & 0o777 == 0o644
+    assert (out / "sub").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.docker
+def test_environment_is_exactly_the_allowlist(docker_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    spec = RunSpec(("python3", "-c", "import json, os; print(json.dumps(dict(os.environ)))"), DEBIAN, env(), (),
+                   workdir="/tmp")
+    r = docker_backend.run(spec)
+    assert r.returncode == 0, r.output
+    inside = json.loads(r.output.strip().splitlines()[-1])
+    assert inside == spec.env
+    for key, value in SECRETS.items():
+        assert key not in inside and value not in r.output
+
+
+@pytest.mark.docker
+def test_identity_umask_and_hostname(docker_backend: Any) -> None:
+    r = docker_backend.run(sh("id -u; id -g; umask; hostname; cat /proc/sys/kernel/hostname"))
+    assert r.output.split() == ["1000", "1000", "0022", "reprobuild", "reprobuild"]
+    assert r.hermetic is True
+
+
+@pytest.mark.docker
+def test_output_is_streamed_line_by_line_and_captured(docker_backend: Any) -> None:
+    seen: list[tuple[float, str]] = []
+    r = docker_backend.run(sh("echo one; sleep 1; echo two >&2; sleep 0.3; printf three; printf ' err' >&2"),
+                           on_line=lambda line: seen.append((time.monotonic(), line)))
+    # stdout and stderr are split into lines each on its own: a partial line never glues onto the other's
+    assert [line for _, line in seen] == ["one", "two", "three", " err"]
+    assert seen[1][0] - seen[0][0] > 0.5  # the first line arrived before the command ended
+    assert r.output == "one\ntwo\nthree\n err"
+
+
+@pytest.mark.docker
+def test_failure_timeout_and_memory_limit_remove_the_container(docker_backend: Any) -> None:
+    assert docker_backend.run(sh("echo failing; exit 7")).returncode == 7
+    start = time.monotonic()
+    with pytest.raises(EnvironmentFailure, match="timed out"):
+        docker_backend.run(sh("sleep 60", timeout=2))
+    assert time.monotonic() - start < 15
+    hog = "python3 -c 'x = bytearray(512 << 20); print(len(x))'"
+    with pytest.raises(EnvironmentFailure, match="out of memory"):
+        docker_backend.run(sh(hog, memory_bytes=64 << 20))
+    assert no_leftovers() == []
+
+
+@pytest.mark.docker
+def test_sigint_ends_a_run_within_10s_leaving_nothing(docker_backend: Any, debian_lock: Path,
+                                                      shared_cache_root: Path, tmp_path: Path) -> None:
+    """SIGINT to a process in the middle of a `sleep 60` step: gone within 10 s, no container, no output."""
+    docker_backend.ensure_image(DEBIAN)  # built (or reused) before the clock starts
+    final = tmp_path / "result"
+    script = tmp_path / "step.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, tempfile
+        from pathlib import Path
+        from reprobuild.backends import OUT, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+        from reprobuild.backends.docker import DockerBackend
+        from reprobuild.fsutil import remove_tree
+        from reprobuild.lockfile import load_lock
+
+        backend = DockerBackend(lock=load_lock(Path({str(debian_lock)!r})), cache_root=Path({str(shared_cache_root)!r}),
+                                builders_dir=Path({str(REPO / "builders")!r}))
+        final = Path({str(final)!r})
+        staging = Path(tempfile.mkdtemp(prefix=".result.", dir=final.parent))
+        try:
+            spec = RunSpec(("sh", "-c", "echo partial > /rb/out/partial; echo started; sleep 60"), ImageRef("debian"),
+                           hermetic_env(EnvPolicy(0)), (Mount(staging, OUT, read_only=False),), workdir="/tmp")
+            backend.run(spec, on_line=lambda line: print(line, flush=True))
+            os.replace(staging, final)
+        finally:
+            if staging.exists():
+                remove_tree(staging)
+        """))
+    child = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        deadline = time.monotonic() + 120
+        for line in child.stdout:
+            if line.strip() == "started" or time.monotonic() > deadline:
+                break
+        from reprobuild.backends.docker import leftover_containers
+
+        assert len(leftover_containers(child.pid)) == 1  # the step really is running in a container
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=10)
+        assert time.monotonic() - sent < 10
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode != 0
+    assert "KeyboardInterrupt" in (child.stderr.read() if child.stderr else "")
+    assert leftover_containers(child.pid) == []
+    assert not final.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step.py"]
+
+
+# --- the same bytes from both backends -----------------------------------------------------------
+
+@pytest.mark.docker
+@pytest.mark.go
+def test_same_go_build_gives_identical_bytes_in_docker_and_local(docker_backend: Any, go_registry: Any,
+                                                                 tmp_path: Path) -> None:
+    from reprobuild.backends import CACHE
+    from reprobuild.backends.local import LocalBackend
+
+    binaries = {}
+    for backend in (docker_backend, LocalBackend(tmp_path / "local-scratch")):
+        out = tmp_path / backend.name / "out"
+        cache = tmp_path / backend.name / "cache"
+        out.mkdir(parents=True)
+        cache.mkdir()
+        spec = RunSpec(HELLO_GO_BUILD, ImageRef("go", go_registry.root), hello_go_env(),
+                       (Mount(HELLO_GO, SRC), Mount(out, OUT, read_only=False), Mount(cache, CACHE, read_only=False)))
+        r = backend.run(spec)
+        assert r.returncode == 0, r.output
+        binary = out / "hello"
+        assert binary.stat().st_mode & 0o777 == 0o755  # umask 022 in the scratch image too
+        assert binary.stat().st_uid == os.getuid()
+        binaries[backend.name] = binary.read_bytes()
+    assert binaries["docker"] == binaries["local"]
+    assert len(binaries["docker"]) > 1_000_000
+    run = subprocess.run([str(tmp_path / "local" / "out" / "hello")], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "hello, reprobuild go1.21.13"

@@ -1,0 +1,85 @@
+"""The local backend (the embedded default, no engine needed): the same contract as far as the host allows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reprobuild.backends import CACHE, HOME, OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+from reprobuild.backends.local import LocalBackend
+from reprobuild.errors import EnvironmentFailure
+from tests.conftest import HELLO_GO, HELLO_GO_BUILD, hello_go_env
+
+HOST = ImageRef("host")
+SECRETS = {"GITHUB_TOKEN": "ghp_leak_me", "AWS_SECRET_ACCESS_KEY": "aws-leak-me", "GOFLAGS": "-mod=mod"}
+
+
+def env() -> dict[str, str]:
+    e = hermetic_env(EnvPolicy(source_date_epoch=1700000000))
+    e["PATH"] = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    return e
+
+
+def test_environment_is_exactly_the_allowlist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    spec = RunSpec((sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"), HOST, env(), (),
+                   workdir=HOME)
+    r = LocalBackend(tmp_path / "scratch").run(spec)
+    assert r.returncode == 0 and r.hermetic is False
+    inside = json.loads(r.output)
+    assert set(inside) == set(spec.env)
+    for key, value in SECRETS.items():
+        assert key not in inside and value not in r.output
+    assert inside["HOME"] != HOME and inside["HOME"].startswith(str(tmp_path / "scratch"))  # mapped to scratch
+    assert inside["TZ"] == "UTC" and inside["LC_ALL"] == "C.UTF-8" and inside["SOURCE_DATE_EPOCH"] == "1700000000"
+    assert not any((tmp_path / "scratch").glob("build/*"))  # the scratch root is gone afterwards
+
+
+def test_outputs_get_umask_022_and_lines_are_streamed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    seen: list[str] = []
+    script = "mkdir /rb/out/sub && echo data > /rb/out/sub/file && echo one && echo two >&2"
+    spec = RunSpec(("sh", "-c", script), HOST, env(), (Mount(out, OUT, read_only=False),), workdir=OUT)
+    r = LocalBackend(tmp_path / "scratch").run(spec, on_line=seen.append)
+    assert r.returncode == 0, r.output
+    assert seen == ["one", "two"]
+    assert (out / "sub" / "file").stat().st_mode & 0o777 == 0o644
+    assert (out / "sub").stat().st_mode & 0o777 == 0o755
+
+
+def test_time_limit_kills_the_step(tmp_path: Path) -> None:
+    """A quiet step (no output at all) is killed at its limit, with its children."""
+    start = time.monotonic()
+    with pytest.raises(EnvironmentFailure, match="timed out"):
+        LocalBackend(tmp_path / "scratch").run(RunSpec(("sh", "-c", "sleep 30 & sleep 30"), HOST, env(), (),
+                                                       workdir=HOME, timeout=1))
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.go
+def test_go_build_is_the_same_from_any_source_location(go_registry: Any, tmp_path: Path) -> None:
+    """-trimpath and the mapped fixed paths: two checkouts in different places give identical bytes."""
+    binaries = []
+    for i in range(2):
+        src = tmp_path / f"checkout-{i}" / ("deeper/" * i) / "hello"
+        shutil.copytree(HELLO_GO, src)
+        out = tmp_path / f"out{i}"
+        cache = tmp_path / f"cache{i}"
+        out.mkdir()
+        cache.mkdir()
+        spec = RunSpec(HELLO_GO_BUILD, ImageRef("go", go_registry.root), hello_go_env(),
+                       (Mount(src, SRC), Mount(out, OUT, read_only=False), Mount(cache, CACHE, read_only=False)))
+        r = LocalBackend(tmp_path / "scratch").run(spec)
+        assert r.returncode == 0, r.output
+        binaries.append((out / "hello").read_bytes())
+        assert os.access(out / "hello", os.X_OK)
+    assert binaries[0] == binaries[1]

@@ -1,0 +1,184 @@
+"""Wheelhouses pruned to exactly a hashed lock; drift (missing, changed, extra) named by file; the lock itself."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from reprobuild import pylock
+from reprobuild.errors import EnvironmentFailure, FileError
+from reprobuild.wheelhouse import WheelhouseDrift, check_wheelhouse, download_wheelhouse, ensure_wheelhouse
+from tests.conftest import PADDLE_LOCK, REPO, make_paddle_checkout, run_paddle_build
+
+
+def make_wheel(dest: Path, name: str, version: str, payload: bytes = b"x = 1\n") -> Path:
+    path = dest / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{name}/__init__.py", payload)
+    return path
+
+
+def write_lock(path: Path, wheels: list[Path]) -> Path:
+    lines = []
+    for w in wheels:
+        name, version = w.name.split("-")[:2]
+        digest = hashlib.sha256(w.read_bytes()).hexdigest()
+        lines.append(f"{name}=={version} \\\n    --hash=sha256:{digest}\n")
+    path.write_text("# test lock\n" + "".join(lines))
+    return path
+
+
+@pytest.fixture
+def small_house(tmp_path: Path) -> tuple[Path, Path]:
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    wheels = [make_wheel(house, "alpha", "1.0"), make_wheel(house, "beta_pkg", "2.3.1")]
+    return write_lock(tmp_path / "requirements.lock", wheels), house
+
+
+def test_exact_wheelhouse_has_no_problems(small_house: tuple[Path, Path]) -> None:
+    lock, house = small_house
+    assert check_wheelhouse(lock, house) == []
+
+
+def test_missing_wheel_is_named(small_house: tuple[Path, Path]) -> None:
+    lock, house = small_house
+    (house / "beta_pkg-2.3.1-py3-none-any.whl").unlink()
+    problems = check_wheelhouse(lock, house)
+    assert len(problems) == 1 and "beta-pkg==2.3.1" in problems[0] and "missing" in problems[0]
+
+
+def test_changed_byte_is_named(small_house: tuple[Path, Path]) -> None:
+    lock, house = small_house
+    wheel = house / "alpha-1.0-py3-none-any.whl"
+    data = bytearray(wheel.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    wheel.write_bytes(bytes(data))
+    problems = check_wheelhouse(lock, house)
+    assert len(problems) == 1 and str(wheel) in problems[0] and "changed" in problems[0]
+
+
+def test_extra_file_is_named(small_house: tuple[Path, Path]) -> None:
+    lock, house = small_house
+    extra = make_wheel(house, "gamma", "0.1")
+    (house / "notes.txt").write_text("hi")
+    problems = check_wheelhouse(lock, house)
+    assert any(str(extra) in p and "extra" in p for p in problems)
+    assert any("notes.txt" in p for p in problems)
+
+
+def test_build_time_check_is_an_environment_failure(small_house: tuple[Path, Path]) -> None:
+    lock, house = small_house
+    (house / "alpha-1.0-py3-none-any.whl").unlink()
+    with pytest.raises(EnvironmentFailure, match=r"alpha==1\.0") as exc:
+        ensure_wheelhouse(lock, house, offline=True)
+    assert exc.value.exit_code == 3
+
+
+def test_lock_with_index_lines_is_rejected(tmp_path: Path) -> None:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("--index-url https://example.invalid/simple\nalpha==1.0 \\\n    --hash=sha256:" + "a" * 64 + "\n")
+    with pytest.raises(FileError, match=r"requirements.lock:1: unexpected option line `--index-url`"):
+        pylock.read_requirements_lock(lock)
+    lock.write_text("alpha>=1.0\n")
+    with pytest.raises(FileError, match="not pinned with =="):
+        pylock.read_requirements_lock(lock)
+
+
+def test_repository_lock_is_portable_and_fully_hashed() -> None:
+    text = PADDLE_LOCK.read_text()
+    for needle in ("--index-url", "--extra-index-url", "--find-links", "--trusted-host", "file://", "/opt/", "/etc/",
+                   "/root/", "/tmp/"):
+        assert needle not in text, needle
+    reqs = {r.name: r for r in pylock.read_requirements_lock(PADDLE_LOCK)}
+    assert reqs["paddlepaddle"].version == "2.6.2"
+    assert int(reqs["numpy"].version.split(".")[0]) < 2
+    assert all(r.hashes for r in reqs.values())
+    assert {"setuptools", "wheel"} <= set(reqs)
+    in_sha = hashlib.sha256((REPO / "builders" / "paddle" / "requirements.in").read_bytes()).hexdigest()
+    assert pylock.compiled_from(PADDLE_LOCK) == (in_sha, "3.11")
+
+
+# --- the real Paddle wheelhouse --------------------------------------------------------------------------
+
+@pytest.mark.paddle
+def test_real_wheelhouse_is_exactly_the_lock(paddle_wheelhouse: Path) -> None:
+    assert check_wheelhouse(PADDLE_LOCK, paddle_wheelhouse) == []
+    names = {p.name.split("-")[0].lower().replace("_", "-") for p in paddle_wheelhouse.iterdir()}
+    assert names == {r.name for r in pylock.read_requirements_lock(PADDLE_LOCK)}
+
+
+def linked_copy(src: Path, dest: Path) -> Path:
+    """A copy of a wheelhouse made of hard links (cheap); replace a file before changing its bytes."""
+    dest.mkdir(parents=True)
+    for f in src.iterdir():
+        os.link(f, dest / f.name)
+    return dest
+
+
+@pytest.mark.paddle
+def test_download_prunes_to_exactly_the_lock(paddle_wheelhouse: Path, tmp_path: Path) -> None:
+    house = linked_copy(paddle_wheelhouse, tmp_path / "wh")
+    small = sorted(house.iterdir(), key=lambda p: p.stat().st_size)[0]
+    small.unlink()  # missing: downloaded again (from pip's cache)
+    make_wheel(house, "stray", "9.9")  # extra: removed
+    files = download_wheelhouse(PADDLE_LOCK, house)
+    assert check_wheelhouse(PADDLE_LOCK, house) == []
+    assert small.name in {f.name for f in files} and not (house / "stray-9.9-py3-none-any.whl").exists()
+
+
+@pytest.mark.paddle
+def test_real_wheelhouse_drift_is_named(paddle_wheelhouse: Path, tmp_path: Path) -> None:
+    house = linked_copy(paddle_wheelhouse, tmp_path / "wh")
+    numpy = next(house.glob("numpy-*.whl"))
+    numpy.unlink()
+    astor = next(house.glob("astor-*.whl"))
+    data = bytearray(astor.read_bytes())
+    astor.unlink()  # break the hard link before changing a byte
+    data[100] ^= 0xFF
+    astor.write_bytes(bytes(data))
+    problems = check_wheelhouse(PADDLE_LOCK, house)
+    assert any("numpy==" in p and "missing" in p for p in problems)
+    assert any(str(astor) in p and "changed" in p for p in problems)
+    with pytest.raises(WheelhouseDrift):
+        raise WheelhouseDrift(house, problems)
+
+
+@pytest.mark.paddle
+@pytest.mark.slow
+def test_build_with_a_changed_wheel_fails_exit_3_naming_it(paddle_wheelhouse: Path, tmp_path: Path) -> None:
+    """A fresh cache (so the environment must be installed) whose wheelhouse holds a tampered wheel."""
+    from reprobuild.fsutil import sha256_file
+    from reprobuild.wheelhouse import default_wheelhouse
+
+    cache = tmp_path / "cache"
+    house = default_wheelhouse(cache, "paddle", sha256_file(PADDLE_LOCK))
+    house.parent.mkdir(parents=True)
+    linked_copy(paddle_wheelhouse, house)
+    wheel = next(house.glob("decorator-*.whl"))
+    data = bytearray(wheel.read_bytes())
+    wheel.unlink()
+    data[-10] ^= 0x01
+    wheel.write_bytes(bytes(data))
+    checkout = make_paddle_checkout(tmp_path / "checkout")
+    done = run_paddle_build(checkout, tmp_path / "out", cache, env={"REPROBUILD_OFFLINE": "1"})
+    assert done.returncode == 3, done.stderr
+    assert wheel.name in done.stderr and "changed" in done.stderr
+    assert not (tmp_path / "out").exists()
+    shutil.rmtree(cache)
+
+
+@pytest.mark.paddle
+def test_vendor_check_of_the_repository_lock(paddle_wheelhouse: Path, shared_cache_root: Path) -> None:
+    from reprobuild.lockfile import load_lock
+    from reprobuild.wheelhouse import locked_wheelhouses, vendor_wheelhouses
+
+    lock = load_lock(REPO / "toolchains.lock")
+    ((name, lock_file, dest),) = locked_wheelhouses(lock, REPO, shared_cache_root)
+    assert (name, lock_file, dest) == ("paddle", PADDLE_LOCK, paddle_wheelhouse)
+    assert vendor_wheelhouses(lock, REPO, shared_cache_root, check=True) == {"paddle": []}
