@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reprobuild import proc
 from reprobuild.elf import Elf
-from reprobuild.errors import BadInput, CheckFailed
+from reprobuild.errors import CheckFailed
 
 
 @dataclass(frozen=True)
@@ -59,40 +59,6 @@ def vendored_modules(module_dir: Path) -> dict[str, str]:
         if m:
             result[m.group(1)] = m.group(2) + (f" => {m.group(3)} {m.group(4)}" if m.group(4) else "")
     return result
-
-
-def go_directive(module_dir: Path) -> tuple[str | None, int]:
-    """The go.mod `go` directive and its line."""
-    gomod = module_dir / "go.mod"
-    if not gomod.exists():
-        raise BadInput(f"{module_dir}: no go.mod (a go pipeline's source must be a Go module)")
-    for i, line in enumerate(gomod.read_text().splitlines(), 1):
-        m = re.match(r"^go\s+(\d+\.\d+(?:\.\d+)?)\s*$", line.strip())
-        if m:
-            return m.group(1), i
-    return None, 0
-
-
-def version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
-
-
-def check_go_directive(module_dir: Path, toolchain_name: str, go_version: str) -> None:
-    """Refuse before building when go.mod asks for a newer Go than the pinned one."""
-    directive, line = go_directive(module_dir)
-    if directive is None:
-        return
-    want, have = version_tuple(directive), version_tuple(go_version)
-    # `go 1.21` means 1.21.0; older Go only compares major.minor.
-    if want[:2] > have[:2] or (len(want) == 3 and want > have):
-        from reprobuild.errors import FileError, Location
-
-        raise FileError(
-            Location(module_dir / "go.mod", line),
-            f"the module needs Go {directive} (`go {directive}`), "
-            f"but toolchain `{toolchain_name}` pins Go {go_version}",
-            f"either raise the pinned Go (a newer entry in toolchains.yaml, then `reprobuild lock`, or "
-            f"`--toolchain go=ENTRY`), or lower the directive to `go {'.'.join(map(str, have[:2]))}`")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The ABI and policy gate: a declarative table (`policy/compat.yaml`) evaluated against the lock and pipelines.
+"""The ABI and policy gate: a declarative table (`reprobuild/data/compat.yaml`) judging the lock and pipelines.
 
 The table says *what* is allowed; this module only knows how to evaluate each `check` kind
 (`version-pair`, `version`, `go-directive`, `host-env`). `evaluate` is pure apart from reading
@@ -25,7 +25,8 @@ SEVERITIES = ("error", "warning", "info")
 CHECKS = ("version-pair", "version", "go-directive", "host-env")
 SUBJECTS = ("paddle", "go")
 TABLE_VERSION = 1
-REPO_TABLE = Path(__file__).resolve().parent.parent / "policy" / "compat.yaml"
+# Package data, so that an installed (not editable) reprobuild has it too.
+DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "compat.yaml"
 _COMPARISON_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\d+(?:\.\d+)*)\s*$")
 
 
@@ -83,7 +84,7 @@ class PolicyRefused(BadInput):
 
 def load_table(path: Path | None = None) -> Table:
     """Read and validate the rule table; any problem is a FileError naming the file and line."""
-    path = path or REPO_TABLE
+    path = path or DEFAULT_TABLE
     root = load_one(path)
     top = Fields(root, "the policy table", {"version", "rules"})
     ver = top.required("version")
@@ -315,22 +316,32 @@ def go_mod_directives(module_dir: Path) -> list[tuple[str, str, int]]:
 
 
 def _go_directive(rule: Rule, uses: list[GoUse]) -> list[Finding]:
+    return [f for use in uses for p in use.pipelines for f in _module_directives(rule, p.source, use)]
+
+
+def _module_directives(rule: Rule, module_dir: Path, use: GoUse) -> list[Finding]:
     findings = []
-    for use in uses:
-        have = version_key(use.version)
-        for p in use.pipelines:
-            for directive, wanted, line in go_mod_directives(p.source):
-                want = version_key(wanted)
-                # `go 1.21` means 1.21.0; compare in full only when the directive names a patch release.
-                if want[:2] > have[:2] or (wanted.count(".") >= 2 and want > have):
-                    gomod = p.source / "go.mod"
-                    minor = ".".join(str(n) for n in have[:2])
-                    lowered = f"`go {minor}`" if directive == "go" else f"`toolchain go{use.version}` (or remove it)"
-                    message, remedies = _fill(rule, _values(gomod=gomod, directive=directive, wanted=wanted,
-                                                            go=use.version, go_name=use.name, entry=use.entry,
-                                                            lowered=lowered))
-                    findings.append(Finding(rule.id, rule.severity, message, remedies, f"{gomod}:{line}"))
+    have = version_key(use.version)
+    for directive, wanted, line in go_mod_directives(module_dir):
+        want = version_key(wanted)
+        # `go 1.21` means 1.21.0; compare in full only when the directive names a patch release.
+        if want[:2] > have[:2] or (wanted.count(".") >= 2 and want > have):
+            gomod = module_dir / "go.mod"
+            minor = ".".join(str(n) for n in have[:2])
+            lowered = f"`go {minor}`" if directive == "go" else f"`toolchain go{use.version}` (or remove it)"
+            message, remedies = _fill(rule, _values(gomod=gomod, directive=directive, wanted=wanted,
+                                                    go=use.version, go_name=use.name, entry=use.entry,
+                                                    lowered=lowered))
+            findings.append(Finding(rule.id, rule.severity, message, remedies, f"{gomod}:{line}"))
     return findings
+
+
+def check_go_directives(module_dir: Path, entry: str, go_version: str, table: Table | None = None) -> None:
+    """The table's go-directive rules for one module, enforced: the Go builder and `vendor` call this
+    before running Go, which would say it less clearly (or, from Go 1.21 on, switch toolchains)."""
+    use = GoUse(entry, entry, go_version, ())
+    rules = [r for r in (table or load_table()).rules if r.check == "go-directive"]
+    enforce([f for rule in rules for f in _module_directives(rule, module_dir, use)])
 
 
 def _host_env(rule: Rule, environ: Mapping[str, str]) -> list[Finding]:

@@ -32,10 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from reprobuild import proc
+from reprobuild import policy, proc
 from reprobuild.errors import BadInput, CheckFailed, CommandFailed
 from reprobuild.fsutil import atomic_write_bytes, remove_tree
-from reprobuild.goassert import check_go_directive
 from reprobuild.goproxy import escape_path, file_url, unescape_path, write_lists
 from reprobuild.toolchains import Installed
 
@@ -617,7 +616,7 @@ def vendor_module(module_dir: Path, go: Installed, goproxy: str | None, check: b
     module_dir = module_dir.resolve()
     if not (module_dir / "go.mod").is_file():
         raise BadInput(f"{module_dir}: no go.mod (vendoring needs a Go module)")
-    check_go_directive(module_dir, go.name, go.version)  # before Go says it less clearly
+    policy.check_go_directives(module_dir, go.name, go.version)  # before Go says it less clearly
     env = go_environment(settings)
     with _scratch("reprobuild-vendor-") as work:
         copy_module_sources(module_dir, work)

@@ -254,7 +254,7 @@ def docker_backend(debian_lock: Path, shared_cache_root: Path) -> Any:
 
 PADDLE_LOCK = REPO / "builders" / "paddle" / "requirements.lock"
 PADDLE_CHECKOUT_FILES = ("toolchains.lock", "toolchains.yaml", "pipelines/paddle-model.yaml", "examples/paddle-model",
-                         "builders/paddle", "policy")
+                         "builders/paddle")
 
 
 def make_paddle_checkout(dest: Path) -> Path:

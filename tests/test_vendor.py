@@ -17,7 +17,8 @@ import pytest
 
 from reprobuild import goproxy
 from reprobuild.commands.vendor import resolve_goproxy
-from reprobuild.errors import CheckFailed, FileError
+from reprobuild.errors import CheckFailed
+from reprobuild.policy import PolicyRefused
 from reprobuild.vendor import (
     GoSettings,
     VendorReport,
@@ -496,10 +497,10 @@ def test_a_go_directive_newer_than_the_pinned_go_is_refused_first(tmp_path: Path
     shutil.copytree(EXAMPLE, module)
     gomod = module / "go.mod"
     gomod.write_text(gomod.read_text().replace("\ngo 1.20\n", "\ngo 1.22\n"))
-    with pytest.raises(FileError) as info:
+    with pytest.raises(PolicyRefused) as info:
         vendor(module, go_registry, proxy_url, warm_cache, check=True)
     assert info.value.exit_code == 2
-    assert f"{gomod}:3" in str(info.value) and "lower the directive" in str(info.value)
+    assert f"{gomod}:3" in str(info.value) and "lower the directive to `go 1.21`" in str(info.value)
 
 
 def test_unknown_toolchain_entry_is_bad_input(repo: Path, proxy_url: str, shared_cache_root: Path) -> None:
