@@ -1,7 +1,7 @@
-"""A small ELF reader: section headers and (decompressed) section contents, 32/64-bit, both endians.
+"""The one ELF reader: section headers, notes, compressed debug sections, virtual-address reads.
 
-Enough for the post-build assertions (build-ID notes, embedded paths in compressed DWARF) without
-depending on binutils.
+What the post-build assertions (build-ID notes, embedded paths in compressed DWARF) and the ELF
+comparator need, in pure Python (no pyelftools, no binutils): 32/64-bit, either byte order.
 """
 
 from __future__ import annotations
@@ -9,11 +9,20 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-SHF_COMPRESSED = 0x800
 SHT_NOBITS = 8
+SHT_NOTE = 7
+SHF_ALLOC = 0x2
+SHF_COMPRESSED = 0x800
 ELFCOMPRESS_ZLIB = 1
+ELFCOMPRESS_ZSTD = 2
+MAX_DECOMPRESSED = 256 << 20
+
+
+class ElfError(ValueError):
+    """Not an ELF file, or one this reader cannot follow."""
 
 
 @dataclass(frozen=True)
@@ -21,48 +30,71 @@ class Section:
     name: str
     type: int
     flags: int
+    addr: int
     offset: int
     size: int
 
+    @property
+    def compressed(self) -> bool:
+        return bool(self.flags & SHF_COMPRESSED) or self.name.startswith(".zdebug")
 
-class Elf:
+
+@dataclass(frozen=True)
+class Note:
+    owner: bytes
+    type: int
+    desc: bytes
+
+
+class ElfFile:
+    """An ELF image held in memory (`data`), parsed lazily."""
+
     def __init__(self, data: bytes) -> None:
-        if data[:4] != b"\x7fELF":
-            raise ValueError("not an ELF file")
+        if data[:4] != b"\x7fELF" or len(data) < 52:
+            raise ElfError("not an ELF file")
+        if data[4] not in (1, 2) or data[5] not in (1, 2):
+            raise ElfError("unknown ELF class or byte order")
         self.data = data
-        self.is64 = data[4] == 2
+        self.bits = 64 if data[4] == 2 else 32
         self.endian = "<" if data[5] == 1 else ">"
-        self.sections = self._sections()
+        self.sections = self._read_sections()
+        self._inflated: dict[str, bytes] = {}
 
     @classmethod
-    def open(cls, path: Path) -> Elf:
+    def open(cls, path: Path) -> ElfFile:
         return cls(path.read_bytes())
 
-    @staticmethod
-    def is_elf(head: bytes) -> bool:
-        return head[:4] == b"\x7fELF"
+    def _unpack(self, fmt: str, offset: int) -> tuple[int, ...]:
+        try:
+            return struct.unpack_from(self.endian + fmt, self.data, offset)
+        except struct.error:
+            raise ElfError(f"truncated ELF structure at offset {offset:#x}") from None
 
-    def _sections(self) -> list[Section]:
-        e, d = self.endian, self.data
-        if self.is64:
-            shoff, = struct.unpack_from(e + "Q", d, 0x28)
-            shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", d, 0x3A)
-            fmt = e + "IIQQQQIIQQ"
+    def _read_sections(self) -> tuple[Section, ...]:
+        if self.bits == 64:
+            shoff, = self._unpack("Q", 0x28)
+            shentsize, shnum, shstrndx = self._unpack("HHH", 0x3A)
+            fmt = "IIQQQQIIQQ"
         else:
-            shoff, = struct.unpack_from(e + "I", d, 0x20)
-            shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", d, 0x2E)
-            fmt = e + "IIIIIIIIII"
-        raw = [struct.unpack_from(fmt, d, shoff + i * shentsize) for i in range(shnum)]
-        if not raw:
-            return []
-        strtab = raw[shstrndx]
-        str_off = strtab[4]
-
-        def name_at(off: int) -> str:
-            end = d.index(b"\0", str_off + off)
-            return d[str_off + off:end].decode("utf-8", "replace")
-
-        return [Section(name_at(r[0]), r[1], r[2], r[4], r[5]) for r in raw]
+            shoff, = self._unpack("I", 0x20)
+            shentsize, shnum, shstrndx = self._unpack("HHH", 0x2E)
+            fmt = "IIIIIIIIII"
+        if shoff == 0:
+            return ()
+        raw = []
+        for i in range(shnum):
+            name, typ, flags, addr, offset, size, *_ = self._unpack(fmt, shoff + i * shentsize)
+            raw.append((name, typ, flags, addr, offset, size))
+        if not raw or shstrndx >= len(raw):
+            return ()
+        strtab_off, strtab_size = raw[shstrndx][4], raw[shstrndx][5]
+        strtab = self.data[strtab_off:strtab_off + strtab_size]
+        sections = []
+        for name_off, typ, flags, addr, offset, size in raw:
+            end = strtab.find(b"\0", name_off)
+            label = strtab[name_off:end if end >= 0 else None].decode("utf-8", "replace")
+            sections.append(Section(label, typ, flags, addr, offset, size))
+        return tuple(sections)
 
     def section(self, name: str) -> Section | None:
         for s in self.sections:
@@ -71,46 +103,101 @@ class Elf:
         return None
 
     def raw(self, section: Section) -> bytes:
+        """The section's bytes as stored in the file (empty for .bss-like sections)."""
         if section.type == SHT_NOBITS:
             return b""
         return self.data[section.offset:section.offset + section.size]
 
     def contents(self, section: Section) -> bytes:
-        """The section's bytes, decompressed when it is SHF_COMPRESSED (zlib) or a legacy .zdebug section."""
-        data = self.raw(section)
-        if section.flags & SHF_COMPRESSED:
-            hdr = struct.calcsize(self.endian + ("IIQQ" if self.is64 else "III"))
-            ch_type = struct.unpack_from(self.endian + "I", data, 0)[0]
-            if ch_type == ELFCOMPRESS_ZLIB:
-                return zlib.decompress(data[hdr:])
-        if section.name.startswith(".zdebug") and data[:4] == b"ZLIB":
-            return zlib.decompress(data[12:])
+        """The section's bytes, decompressed when it is an SHF_COMPRESSED or `.zdebug` section.
+
+        Raises ElfError for a compression this reader lacks (zstd): the caller can fall back to
+        `objcopy --decompress-debug-sections`.
+        """
+        if section.name in self._inflated:
+            return self._inflated[section.name]
+        data = self._decompress(section)
+        if section.compressed:
+            self._inflated[section.name] = data
         return data
 
+    def _decompress(self, section: Section) -> bytes:
+        raw = self.raw(section)
+        if section.flags & SHF_COMPRESSED:
+            if self.bits == 64:
+                ch_type, _, ch_size, _ = struct.unpack_from(self.endian + "IIQQ", raw, 0)
+                body = raw[24:]
+            else:
+                ch_type, ch_size, _ = struct.unpack_from(self.endian + "III", raw, 0)
+                body = raw[12:]
+            if ch_type != ELFCOMPRESS_ZLIB:
+                name = "zstd" if ch_type == ELFCOMPRESS_ZSTD else f"type {ch_type}"
+                raise ElfError(f"section {section.name} is compressed with {name}")
+            return _inflate(body, min(ch_size, MAX_DECOMPRESSED), section.name)
+        if section.name.startswith(".zdebug") and raw[:4] == b"ZLIB":
+            size, = struct.unpack_from(">Q", raw, 4)
+            return _inflate(raw[12:], min(size, MAX_DECOMPRESSED), section.name)
+        return raw
+
+    def notes(self, section: Section) -> list[Note]:
+        data = self.raw(section)
+        notes: list[Note] = []
+        pos = 0
+        while pos + 12 <= len(data):
+            namesz, descsz, typ = struct.unpack_from(self.endian + "III", data, pos)
+            pos += 12
+            owner = data[pos:pos + namesz].rstrip(b"\0")
+            pos += (namesz + 3) & ~3
+            desc = data[pos:pos + descsz]
+            pos += (descsz + 3) & ~3
+            notes.append(Note(owner, typ, desc))
+        return notes
+
     def note_descriptor(self, name: str) -> bytes | None:
-        """The descriptor of the first note in a SHT_NOTE section, or None when the section is absent."""
-        s = self.section(name)
-        if s is None:
+        """The descriptor of the first note in section `name` (b"" when it holds none), None when it is absent."""
+        section = self.section(name)
+        if section is None:
             return None
-        data = self.raw(s)
-        if len(data) < 12:
-            return b""
-        namesz, descsz, _ = struct.unpack_from(self.endian + "III", data, 0)
-        start = 12 + ((namesz + 3) & ~3)
-        return data[start:start + descsz]
+        notes = self.notes(section)
+        return notes[0].desc if notes else b""
 
     def find(self, needle: bytes) -> list[str]:
-        """Where `needle` occurs: section names (decompressed debug sections searched too), or `file`."""
+        """Where `needle` occurs: section names (compressed debug sections searched decompressed), or `file`."""
         places = []
         for s in self.sections:
             if not s.size or s.type == SHT_NOBITS:
                 continue
             try:
                 body = self.contents(s)
-            except zlib.error:
+            except ElfError:  # a compression this reader lacks: search the stored bytes
                 body = self.raw(s)
             if needle in body:
                 places.append(s.name or "(unnamed)")
         if not places and needle in self.data:
             places.append("file")
         return places
+
+    @cached_property
+    def _loaded(self) -> list[Section]:
+        return [s for s in self.sections if s.flags & SHF_ALLOC and s.type != SHT_NOBITS and s.addr]
+
+    def read_vaddr(self, addr: int, size: int) -> bytes:
+        """`size` bytes at virtual address `addr` (for pointers in pre-1.18 Go build info)."""
+        for s in self._loaded:
+            if s.addr <= addr and addr + size <= s.addr + s.size:
+                start = s.offset + (addr - s.addr)
+                return self.data[start:start + size]
+        raise ElfError(f"address {addr:#x} is not in any loaded section")
+
+    def uint(self, data: bytes, size: int, big_endian: bool | None = None) -> int:
+        order = ">" if (big_endian if big_endian is not None else self.endian == ">") else "<"
+        return int(struct.unpack_from(order + ("Q" if size == 8 else "I"), data, 0)[0])
+
+
+def _inflate(body: bytes, limit: int, name: str) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(body, limit)
+    except zlib.error as exc:
+        raise ElfError(f"section {name}: {exc}") from None
+    return out

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reprobuild import proc
-from reprobuild.elf import Elf
+from reprobuild.elf import ElfFile
 from reprobuild.errors import CheckFailed
 
 
@@ -95,7 +95,7 @@ def binary_problems(binary: Path, info: BuildInfo, exp: Expectation) -> list[str
             problems.append(f"dependency {mod} {version} is not in vendor/modules.txt")
         elif exp.vendored[mod].split(" ")[0] != version.split(" ")[0]:
             problems.append(f"dependency {mod} is {version} in the binary, {exp.vendored[mod]} in vendor/modules.txt")
-    elf = Elf.open(binary)
+    elf = ElfFile.open(binary)
     go_id = elf.note_descriptor(".note.go.buildid")
     if go_id:
         problems.append(f"Go build ID present ({go_id[:24].decode('ascii', 'replace')}...); link with -buildid=")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reprobuild.comparators import COMPARATORS, KINDS, Cause, comparator_for, elf, explain_files, pdmodel
-from reprobuild.comparators._elffile import ElfFile
+from reprobuild.elf import ElfFile
 
 # -- helpers -----------------------------------------------------------------------------------------
 

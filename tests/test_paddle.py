@@ -234,11 +234,11 @@ def test_two_checkouts_tz_umask_time_give_identical_bytes(paddle_build: PaddleBu
 @pytest.mark.paddle
 @pytest.mark.slow
 def test_custom_op_library_is_path_independent(paddle_build: PaddleBuild, paddle_python: Path) -> None:
-    from reprobuild.elf import Elf
+    from reprobuild.elf import ElfFile
 
     lib = paddle_build.out / "paddle-model" / "custom-relu" / "custom_relu.so"
     data = lib.read_bytes()
-    assert Elf.open(lib).section(".note.gnu.build-id") is None
+    assert ElfFile.open(lib).section(".note.gnu.build-id") is None
     assert str(paddle_build.checkout).encode() not in data
     assert b"reprobuild-local" not in data and b"reprobuild-paddle" not in data
     venv = paddle_python.parent.parent
@@ -401,7 +401,7 @@ def test_docker_backend_builds_the_custom_op_from_the_fixed_venv_path(
         docker_backend: object, debian_lock: Path, paddle_wheelhouse: Path, shared_cache_root: Path,
         tmp_path: Path) -> None:
     from reprobuild.build import BuildOptions, build
-    from reprobuild.elf import Elf
+    from reprobuild.elf import ElfFile
 
     doc = yaml.safe_load((REPO / "pipelines" / "paddle-model.yaml").read_text())
     doc["steps"] = [s for s in doc["steps"] if s["kind"] == "custom_op"]
@@ -418,7 +418,7 @@ def test_docker_backend_builds_the_custom_op_from_the_fixed_venv_path(
         else:
             os.environ["REPROBUILD_CACHE"] = saved
     lib = tmp_path / "out" / "paddle-model" / "custom-relu" / "custom_relu.so"
-    assert Elf.open(lib).section(".note.gnu.build-id") is None
+    assert ElfFile.open(lib).section(".note.gnu.build-id") is None
     assert b"/rb/toolchain/venv/lib/python3.11/site-packages/paddle/libs" in lib.read_bytes()
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reprobuild import proc
-from reprobuild.comparators._elffile import ElfError, ElfFile
+from reprobuild.elf import ElfError, ElfFile
 
 MAGIC = b"\xff Go buildinf:"
 FLAGS_ENDIAN_BIG = 0x1

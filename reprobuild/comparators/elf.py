@@ -19,9 +19,9 @@ from pathlib import Path
 
 from reprobuild import proc
 from reprobuild.comparators import fallback
-from reprobuild.comparators._elffile import SHT_NOBITS, ElfError, ElfFile, Section
 from reprobuild.comparators._gobuildinfo import BuildInfo, from_go_version, read_build_info
 from reprobuild.comparators.base import Cause, Context, clip, cut, examples, plural
+from reprobuild.elf import SHT_NOBITS, ElfError, ElfFile, Section
 from reprobuild.errors import EnvironmentFailure
 
 NT_GO_BUILD_ID = 4

@@ -375,10 +375,10 @@ def _custom_op(pipeline: Pipeline, step: Step, env: Env, ctx: BuildContext, sde:
 
 
 def _check_library(out: Path, pipeline: Pipeline, step: Step) -> None:
-    from reprobuild.elf import Elf
+    from reprobuild.elf import ElfFile
 
     for lib in out.glob("*.so"):
-        if Elf.open(lib).section(".note.gnu.build-id") is not None:
+        if ElfFile.open(lib).section(".note.gnu.build-id") is not None:
             raise CheckFailed(f"{pipeline.name}: step `{step.name}`: {lib.name} has a GNU build ID "
                               "(LDFLAGS=-Wl,--build-id=none did not reach the link)")
 
