@@ -13,7 +13,7 @@ import pytest
 from reprobuild import pylock
 from reprobuild.errors import EnvironmentFailure, FileError
 from reprobuild.wheelhouse import WheelhouseDrift, check_wheelhouse, download_wheelhouse, ensure_wheelhouse
-from tests.conftest import PADDLE_LOCK, REPO, make_paddle_checkout, run_paddle_build
+from tests.conftest import PADDLE_LOCK, REPO, make_paddle_checkout, run_cli, run_paddle_build
 
 
 def make_wheel(dest: Path, name: str, version: str, payload: bytes = b"x = 1\n") -> Path:
@@ -182,3 +182,28 @@ def test_vendor_check_of_the_repository_lock(paddle_wheelhouse: Path, shared_cac
     ((name, lock_file, dest),) = locked_wheelhouses(lock, REPO, shared_cache_root)
     assert (name, lock_file, dest) == ("paddle", PADDLE_LOCK, paddle_wheelhouse)
     assert vendor_wheelhouses(lock, REPO, shared_cache_root, check=True) == {"paddle": []}
+
+
+@pytest.mark.paddle
+def test_vendor_check_cli_names_a_missing_wheel_and_passes_a_whole_wheelhouse(paddle_wheelhouse: Path,
+                                                                              tmp_path: Path) -> None:
+    """`reprobuild vendor --check` of a repository with the Paddle pipeline: exit 0 on the locked wheelhouse,
+    exit 1 naming the pin once one wheel is gone (and the wheelhouse is left as it was)."""
+    from reprobuild.fsutil import sha256_file
+    from reprobuild.wheelhouse import default_wheelhouse
+
+    cache = tmp_path / "cache"
+    house = default_wheelhouse(cache, "paddle", sha256_file(PADDLE_LOCK))
+    house.parent.mkdir(parents=True)
+    linked_copy(paddle_wheelhouse, house)
+    checkout = make_paddle_checkout(tmp_path / "checkout")
+    args = ("vendor", "--check", "--offline", "pipelines/paddle-model.yaml")
+    clean = run_cli(*args, env={"REPROBUILD_CACHE": str(cache)}, cwd=checkout)
+    assert clean.returncode == 0, clean.stderr
+    assert "wheelhouse paddle: exactly the locked wheels" in clean.stdout
+    gone = next(house.glob("decorator-*.whl"))
+    gone.unlink()
+    drift = run_cli(*args, env={"REPROBUILD_CACHE": str(cache)}, cwd=checkout)
+    assert drift.returncode == 1, drift.stderr
+    assert "decorator==" in drift.stderr and "missing" in drift.stderr
+    assert not gone.exists()

@@ -2,6 +2,8 @@
 
 Vendors (or, with `--check`, checks) the Go module of every `builder: go` pipeline with the pipeline's
 locked Go, through one GOPROXY: `--goproxy`, else the GOPROXY environment variable, else Go's default.
+With a `builder: paddle` pipeline it also downloads (or checks) the wheelhouse of every locked Python
+environment: exactly the locked wheels, each with a hash the lock allows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput, CheckFailed
 from reprobuild.model import Lock
 from reprobuild.pipeline import Pipeline, load_pipelines
 from reprobuild.vendor import GoSettings, VendorReport, vendor_module, write_module_mirror
+from reprobuild.wheelhouse import vendor_wheelhouses
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -64,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = toolchain_overrides(args.toolchain)
     pipelines = load_pipelines(list(args.pipelines) or None, args.root.resolve())
     modules = go_modules(pipelines, lock, overrides)
-    if not modules:
-        raise BadInput("none of the pipelines is a `builder: go` pipeline: nothing to vendor")
+    wheels = any(p.builder == "paddle" for p in pipelines)
+    if not modules and not wheels:
+        raise BadInput("none of the pipelines is a `builder: go` or `builder: paddle` pipeline: nothing to vendor")
     goproxy = resolve_goproxy(args.goproxy)
     toolchains = cache(args)
     reports: list[VendorReport] = []
@@ -75,9 +79,15 @@ def run(args: argparse.Namespace) -> int:
         settings = GoSettings(go, toolchains.root, goproxy, toolchains.offline)
         reports.append(vendor_module(module_dir, go, goproxy, args.check, cache_root=toolchains.root,
                                      offline=toolchains.offline))
-    data: dict[str, object] = {"ok": all(r.clean for r in reports) or not args.check, "check": args.check,
-                               "modules": [r.to_json() for r in reports]}
-    human = "\n\n".join(r.summary() for r in reports)
+    # The wheelhouses of the locked Python environments the Paddle pipelines install from.
+    wheel_problems = vendor_wheelhouses(lock, args.root.resolve(), toolchains.root, args.check) if wheels else {}
+    bad_wheels = [line for lines in wheel_problems.values() for line in lines]
+    data: dict[str, object] = {"ok": not args.check or (all(r.clean for r in reports) and not bad_wheels),
+                               "check": args.check, "modules": [r.to_json() for r in reports],
+                               "wheelhouses": wheel_problems}
+    human = "\n\n".join([*(r.summary() for r in reports),
+                          *(f"wheelhouse {name}: " + ("; ".join(lines) if lines else "exactly the locked wheels")
+                            for name, lines in sorted(wheel_problems.items()))])
     if args.mirror and settings is not None:
         mirror = write_module_mirror([m for m, _ in modules], args.mirror, settings)
         data["mirror"] = {"dir": str(mirror.dest), "url": mirror.url, "zips": list(mirror.zips),
@@ -86,11 +96,15 @@ def run(args: argparse.Namespace) -> int:
                   f"use it with GOPROXY={mirror.url} GOSUMDB=off (or `reprobuild vendor --goproxy {mirror.url}`)")
     emit(args, data, human)
     drifted = [r for r in reports if not r.clean]
-    if args.check and drifted:
-        names = "; ".join(f"{r.module_dir}: {', '.join(sorted({d.path for d in r.drift}))}" for r in drifted)
-        message = (f"vendor --check: go.mod, go.sum or vendor/ drifted from what go mod tidy and go mod vendor "
-                   f"produce ({names})")
-        hint = "run `reprobuild vendor` and commit go.mod, go.sum and vendor/"
+    if args.check and (drifted or bad_wheels):
+        if drifted:
+            names = "; ".join(f"{r.module_dir}: {', '.join(sorted({d.path for d in r.drift}))}" for r in drifted)
+            message = (f"vendor --check: go.mod, go.sum or vendor/ drifted from what go mod tidy and go mod vendor "
+                       f"produce ({names})")
+            hint = "run `reprobuild vendor` and commit go.mod, go.sum and vendor/"
+        else:
+            message = "vendor --check: the wheelhouse differs from the lock:\n  " + "\n  ".join(bad_wheels)
+            hint = "run `reprobuild vendor` to download exactly the locked wheels"
         if getattr(args, "json", False):
             print(f"reprobuild: error: {message}\n  hint: {hint}", file=sys.stderr)
             return EXIT_DIFFERENT
