@@ -33,7 +33,7 @@ from typing import IO, Any, Protocol
 from filelock import FileLock
 
 from reprobuild import proc
-from reprobuild.backends import CACHE, HOME, OUT, SRC, TOOLCHAIN
+from reprobuild.backends import CACHE, HOME, OUT, SRC, TMP, TOOLCHAIN
 from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text, remove_tree, temp_dir_in
 from reprobuild.model import Lock
@@ -41,7 +41,7 @@ from reprobuild.progress import say
 from reprobuild.yamlload import Fields, load_one
 
 # Bump when the way images are written changes: it changes every image ID on purpose.
-FORMAT = 1
+FORMAT = 2  # 2: /rb/tmp joined the mount points
 CREATED = "1970-01-01T00:00:00Z"
 SPEC_VERSION = 1
 BASES = ("scratch", "debootstrap")
@@ -50,7 +50,8 @@ BASES = ("scratch", "debootstrap")
 DEBIAN_EPOCH = 1686355200
 REPO_BUILDERS = Path(__file__).resolve().parent.parent / "builders"
 # Mount points every image carries, so a read-only root filesystem still has them.
-MOUNT_POINTS = tuple(p.lstrip("/") for p in (SRC, OUT, TOOLCHAIN, CACHE, HOME))
+# Part of every image (and of the cached debian rootfs layer): changing them needs a FORMAT bump.
+MOUNT_POINTS = tuple(p.lstrip("/") for p in (SRC, OUT, TOOLCHAIN, CACHE, HOME, TMP))
 PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nbuilder:x:1000:1000:builder:/rb/home:/sbin/nologin\n"
 GROUP = "root:x:0:\nbuilder:x:1000:\n"
 

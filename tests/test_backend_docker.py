@@ -115,14 +115,14 @@ def test_writes_only_to_tmp_and_the_output_dir(docker_backend: Any, tmp_path: Pa
     (src / "input.txt").write_text("source\n")
     out = tmp_path / "out"
     out.mkdir()
-    script = ("for p in /x /usr/x /etc/x /rb/src/x /rb/toolchain/x /tmp/x /rb/home/x /rb/out/x; do "
+    script = ("for p in /x /usr/x /etc/x /rb/src/x /rb/toolchain/x /tmp/x /rb/tmp/x /rb/home/x /rb/out/x; do "
               "if echo hi > $p 2>/dev/null; then echo \"ok $p\"; else echo \"no $p\"; fi; done; "
               "mkdir /rb/out/sub && echo data > /rb/out/sub/file")
     mounts = (Mount(src, SRC), Mount(out, OUT, read_only=False))
     r = docker_backend.run(sh(script, mounts))
     assert r.returncode == 0, r.output
     verdict = dict(reversed(line.split(" ", 1)) for line in r.output.splitlines())
-    assert {p for p, v in verdict.items() if v == "ok"} == {"/tmp/x", "/rb/home/x", "/rb/out/x"}
+    assert {p for p, v in verdict.items() if v == "ok"} == {"/tmp/x", "/rb/tmp/x", "/rb/home/x", "/rb/out/x"}
     assert not (src / "x").exists()
     # Handed back owned by the invoking user, with umask 022 modes.
     for path in (out / "x", out / "sub", out / "sub" / "file"):

@@ -23,7 +23,10 @@ OUT = "/rb/out"  # where a step writes its outputs
 TOOLCHAIN = "/rb/toolchain"  # the locked toolchain tree (read-only)
 CACHE = "/rb/cache"  # build caches that never change output bytes (e.g. GOCACHE)
 HOME = "/rb/home"  # an empty, writable HOME
-TMP = "/tmp"
+# The build's temporary directory ($TMPDIR). Under /rb like the other fixed paths, so that the local
+# backend's path mapping never rewrites a real host path (checkouts and venvs often live under /tmp);
+# containers also get a private tmpfs at /tmp for tools that ignore TMPDIR.
+TMP = "/rb/tmp"
 
 HOSTNAME = "reprobuild"
 UID = 1000

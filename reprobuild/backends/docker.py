@@ -1,6 +1,6 @@
 """The Docker backend: each step in a fresh container, network off. The only module that imports the Docker SDK.
 
-The run contract: `network_mode="none"`, a read-only root filesystem, a tmpfs at /tmp (and at
+The run contract: `network_mode="none"`, a read-only root filesystem, a tmpfs at /tmp and at $TMPDIR (and at
 /rb/home unless the step mounts one), the step's mounts (the toolchain read-only at /rb/toolchain),
 a fixed hostname, uid/gid 1000, umask 022, exactly the step's environment, a time limit (the
 container is killed when it runs out) and a memory limit. Output is streamed line by line and
@@ -199,7 +199,7 @@ class DockerBackend:
                 mounts.append(m)
             if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
                 mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
-            tmpfs = {TMP: f"rw,exec,nosuid,nodev,size={TMPFS_SIZE},mode=1777"}
+            tmpfs = {path: f"rw,exec,nosuid,nodev,size={TMPFS_SIZE},mode=1777" for path in ("/tmp", TMP)}
             if not any(m.target == HOME for m in mounts):
                 tmpfs[HOME] = f"rw,nosuid,nodev,size=256m,uid={uid},gid={gid},mode=0755"
             argv = list(spec.argv)
