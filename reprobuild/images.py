@@ -41,7 +41,7 @@ from reprobuild.progress import say
 from reprobuild.yamlload import Fields, load_one
 
 # Bump when the way images are written changes: it changes every image ID on purpose.
-FORMAT = 2  # 2: /rb/tmp joined the mount points
+FORMAT = 3  # 3: /rb/tmp (mode 1777) joined the mount points
 CREATED = "1970-01-01T00:00:00Z"
 SPEC_VERSION = 1
 BASES = ("scratch", "debootstrap")
@@ -755,7 +755,8 @@ class ImageStore:
 
 def _skeleton(with_tmp: bool = True) -> list[_Entry]:
     """What every image carries for the run contract: mount points, /tmp, a `builder` user (uid 1000)."""
-    entries = [_Entry(p, "dir", 0o755) for p in MOUNT_POINTS]
+    # The engine copies a mount point's mode into the tmpfs it mounts there: $TMPDIR must be 1777 like /tmp.
+    entries = [_Entry(p, "dir", 0o1777 if p == TMP.lstrip("/") else 0o755) for p in MOUNT_POINTS]
     if with_tmp:
         entries += [_Entry("tmp", "dir", 0o1777), _Entry("etc", "dir", 0o755),
                     _Entry("etc/passwd", "data", 0o644, data=PASSWD.encode()),
