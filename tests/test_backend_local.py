@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reprobuild.backends import CACHE, HOME, OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+from reprobuild.backends import CACHE, HOME, OUT, SRC, EnvPolicy, ImageRef, Mount, Perturbation, RunSpec, hermetic_env
 from reprobuild.backends.local import LocalBackend
 from reprobuild.errors import EnvironmentFailure
 from tests.conftest import HELLO_GO, HELLO_GO_BUILD, hello_go_env
@@ -83,3 +83,27 @@ def test_go_build_is_the_same_from_any_source_location(go_registry: Any, tmp_pat
         binaries.append((out / "hello").read_bytes())
         assert os.access(out / "hello", os.X_OK)
     assert binaries[0] == binaries[1]
+
+
+@pytest.mark.go
+@pytest.mark.skipif(os.geteuid() != 0, reason="running the build as another user needs root")
+def test_another_user_builds_with_a_toolchain_and_warm_cache_in_private_dirs(go_registry: Any, tmp_path: Path) -> None:
+    """The user_group variation: the build runs as uid 1234 while the toolchain (in the shared test cache under
+    root's home) and a warm build cache sit in directories only root may enter; the build sees both, its
+    binary equals the one built as root, and the shared cache gains nothing written by the other user."""
+    private = tmp_path / "private"
+    (private / "cache").mkdir(parents=True)
+    os.chmod(private, 0o700)
+    binaries, entries = [], []
+    for who in (Perturbation(), Perturbation(name="varied", uid=1234, gid=1234)):
+        out = tmp_path / f"out-{who.name}"
+        out.mkdir()
+        spec = RunSpec(HELLO_GO_BUILD, ImageRef("go", go_registry.root), hello_go_env(),
+                       (Mount(HELLO_GO, SRC), Mount(out, OUT, read_only=False),
+                        Mount(private / "cache", CACHE, read_only=False)), perturb=who)
+        r = LocalBackend().run(spec)  # the default scratch root: one other users may enter
+        assert r.returncode == 0, r.output
+        binaries.append((out / "hello").read_bytes())
+        entries.append(sorted(p.relative_to(private) for p in (private / "cache").rglob("*")))
+    assert binaries[0] == binaries[1]
+    assert entries[0] == entries[1] and entries[0], "the warm cache was used, not changed"

@@ -135,10 +135,11 @@ class LocalBackend:
 
 def _reachable(m: Mount, view: Path) -> Mount:
     """The user_group variation runs the build as another user, who cannot traverse a private directory
-    such as root's home, where the toolchain cache usually is. A read-only mount under one is given to
-    that user as a tree of hard links in the scratch root (same files, no copy); on another filesystem,
-    as a copy."""
-    if not m.read_only or _others_can_reach(m.source):
+    such as root's home, where the toolchain and build caches usually are. Such a mount is given to that
+    user as a tree of hard links in the scratch root (same files, no copy; on another filesystem, a copy).
+    A writable one (a build cache) gets directories the user may add entries to; what it adds is dropped
+    with the scratch root, and the files it shares stay the owner's, read-only to the build."""
+    if _others_can_reach(m.source) and (m.read_only or os.stat(m.source).st_mode & 0o002):
         return m
     view.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(view.parent, 0o755)
@@ -147,7 +148,9 @@ def _reachable(m: Mount, view: Path) -> Mount:
     except OSError:
         remove_tree(view)
         shutil.copytree(m.source, view, symlinks=True)
-    return Mount(view, m.target, read_only=True)
+    if not m.read_only:
+        _open_up(view)
+    return Mount(view, m.target, read_only=m.read_only)
 
 
 def _others_can_reach(path: Path) -> bool:
