@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class BuildResult:
     out: Path
     artifacts: tuple[Artifact, ...]
     manifest: dict[str, Any]
+    unapplied: dict[str, str] = field(default_factory=dict)  # variations of `perturb` some step could not apply
 
 
 def check_overrides(lock: Lock, overrides: dict[str, str]) -> None:
@@ -111,7 +112,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         for extra in ctx.cleanup:
             remove_tree(extra)
     say(f"wrote {len(artifacts)} artifacts, SHA256SUMS and manifest.json to {out}")
-    return BuildResult(out, tuple(artifacts), manifest)
+    return BuildResult(out, tuple(artifacts), manifest, dict(ctx.unapplied))
 
 
 def shard_plan(opts: BuildOptions, n: int) -> list[list[Unit]]:

@@ -149,6 +149,11 @@ def _verify_in(work: Path, opts: VerifyOptions, backend: Backend, varied: tuple[
     plans += [(f"run-{i}-varied", perturbation(varied, "varied")) for i in range(2, opts.runs + 1)]
     say(f"verify: {opts.runs} builds ({backend.name} backend), varying: {', '.join(varied) or 'nothing'}")
     results = _parallel([(label, p) for label, p in plans], run)
+    for result in results[1:]:
+        for name, why in result.unapplied.items():
+            if name not in skipped:
+                say(f"verify: {name} was not applied to every step: {why}")
+                skipped[name] = f"not applied to every step: {why}"
     control = _digests(results[0])
     differing: set[str] = set()
     pair_dir = None

@@ -18,7 +18,17 @@ from typing import Any
 
 import pytest
 
-from reprobuild.backends import OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env, select_backend
+from reprobuild.backends import (
+    OUT,
+    SRC,
+    EnvPolicy,
+    ImageRef,
+    Mount,
+    Perturbation,
+    RunSpec,
+    hermetic_env,
+    select_backend,
+)
 from reprobuild.errors import EnvironmentFailure
 from tests import httpserver
 from tests.conftest import HELLO_GO, HELLO_GO_BUILD, REPO, hello_go_env
@@ -258,3 +268,23 @@ def test_same_go_build_gives_identical_bytes_in_docker_and_local(docker_backend:
     assert len(binaries["docker"]) > 1_000_000
     run = subprocess.run([str(tmp_path / "local" / "out" / "hello")], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "hello, reprobuild go1.21.13"
+
+
+def test_umask_is_applied_where_the_image_has_a_shell_and_reported_where_not(docker_backend: Any, go_registry: Any,
+                                                                             tmp_path: Path) -> None:
+    """verify's umask variation: the debian image's shell sets it; the scratch `go` image cannot, and the run
+    says so (verify lists it as skipped) instead of failing or silently not varying."""
+    p = Perturbation(name="varied", umask=0o077)
+    r = docker_backend.run(sh("umask", perturb=p))
+    assert r.returncode == 0 and r.output.strip() == "0077" and r.unapplied == {}
+    from reprobuild.backends import CACHE
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    out.mkdir()
+    cache.mkdir()
+    spec = RunSpec(HELLO_GO_BUILD, ImageRef("go", go_registry.root), hello_go_env(),
+                   (Mount(HELLO_GO, SRC), Mount(out, OUT, read_only=False), Mount(cache, CACHE, read_only=False)),
+                   perturb=p)
+    r = docker_backend.run(spec)
+    assert r.returncode == 0, r.output
+    assert set(r.unapplied) == {"umask"} and "no shell" in r.unapplied["umask"]

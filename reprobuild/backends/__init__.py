@@ -88,6 +88,8 @@ class RunResult:
     output: str
     seconds: float
     hermetic: bool
+    # Variations of the step's Perturbation this run could not apply, and why (verify lists them as skipped).
+    unapplied: Mapping[str, str] = field(default_factory=dict)
 
 
 class Backend(Protocol):

@@ -38,8 +38,9 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
 TMPFS_SIZE = "2g"
 # Not `locales`: the builder images hold only the C.UTF-8 locale, so another LC_ALL would silently fall
-# back to it and vary nothing. Not `time` (no faketime inside) nor `umask` (see `supports`).
-SUPPORTED_VARIATIONS = frozenset({"build_path", "environment", "home", "cache", "timezone",
+# back to it and vary nothing. Not `time` (no faketime inside). `umask` needs a shell in the image: a step
+# in one without (the scratch `go` image) reports it as not applied.
+SUPPORTED_VARIATIONS = frozenset({"build_path", "environment", "home", "cache", "timezone", "umask",
                                   "num_cpus", "user_group", "domain_host"})
 
 
@@ -174,8 +175,7 @@ class DockerBackend:
         return load_spec(self.store.builders_dir, image.name).base != "scratch"
 
     def supports(self, variation: str) -> bool:
-        """`verify` variations a container can apply. Not `time` (no faketime inside), nor `umask`: a
-        scratch image has no shell to set it, so it would silently not vary for Go builds."""
+        """`verify` variations a container can apply (see SUPPORTED_VARIATIONS)."""
         return variation in SUPPORTED_VARIATIONS
 
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
@@ -203,11 +203,12 @@ class DockerBackend:
             if not any(m.target == HOME for m in mounts):
                 tmpfs[HOME] = f"rw,nosuid,nodev,size=256m,uid={uid},gid={gid},mode=0755"
             argv = list(spec.argv)
+            unapplied: dict[str, str] = {}
             if self._has_shell(spec.image):
                 argv = [*umask_wrapper(p.umask), *argv]
             elif p.umask != 0o022:
-                raise BadInput(f"step `{spec.label}`: image `{spec.image.name}` has no shell to set umask "
-                               f"{p.umask:04o} (the runtime's is 0022)")
+                unapplied["umask"] = (f"step `{spec.label}`: image `{spec.image.name}` has no shell to set umask "
+                                      f"{p.umask:04o} (the runtime's is 0022)")
             # Outputs go to the build user and back; a cache stays the build user's between runs.
             writable = [m.source for m in mounts if not m.read_only and m.target != CACHE]
             labels = {LABEL: name, "org.reprobuild.pid": str(os.getpid()), "org.reprobuild.label": spec.label}
@@ -252,7 +253,7 @@ class DockerBackend:
                 if container.attrs.get("State", {}).get("OOMKilled"):
                     raise EnvironmentFailure(f"step `{spec.label}` ran out of memory "
                                              f"(limit {spec.memory_bytes // (1 << 20)} MiB) and was killed")
-            return RunResult(code, output, time.monotonic() - start, hermetic=True)
+            return RunResult(code, output, time.monotonic() - start, hermetic=True, unapplied=unapplied)
         except docker.errors.APIError as exc:
             raise EnvironmentFailure(f"the Docker engine refused step `{spec.label}`: {_short(exc)}") from None
         finally:

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from reprobuild.backends import Backend, EnvPolicy, Perturbation, hermetic_env
+from reprobuild.backends import Backend, EnvPolicy, Perturbation, RunResult, RunSpec, hermetic_env
 from reprobuild.model import Lock, Toolchain
 from reprobuild.pipeline import Pipeline
+from reprobuild.progress import say
 from reprobuild.toolchains import Installed, ToolchainCache
 
 
@@ -24,6 +25,13 @@ class BuildContext:
     images: dict[str, str] = field(default_factory=dict)  # image name -> ID, for the manifest
     perturb: Perturbation = field(default_factory=Perturbation)  # what `verify` varies (nothing by default)
     cleanup: list[Path] = field(default_factory=list)  # temporary dirs removed when the build ends
+    unapplied: dict[str, str] = field(default_factory=dict)  # variations some step could not apply, and why
+
+    def run(self, spec: RunSpec) -> RunResult:
+        """Run one step on the backend, its output shown as progress; note what it could not vary."""
+        result = self.backend.run(spec, on_line=lambda line: say(f"  {line}"))
+        self.unapplied.update(result.unapplied)
+        return result
 
     def step_env(self, source_date_epoch: int, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The hermetic environment of a step, then the step's own variables, then verify's variation."""

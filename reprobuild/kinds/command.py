@@ -30,7 +30,7 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     spec = RunSpec(argv=("/bin/sh", "-c", pipeline.run), image=image, env=env,
                    mounts=(Mount(pipeline.source, src, read_only=False, copy=True), Mount(out, OUT, read_only=False)),
                    workdir=src, label=pipeline.name, perturb=ctx.perturb)
-    result = ctx.backend.run(spec, on_line=lambda line: say(f"  {line}"))
+    result = ctx.run(spec)
     if result.returncode != 0:
         tail = "\n".join("    " + line for line in result.output.strip().splitlines()[-40:])
         raise CheckFailed(f"{pipeline.name}: `{pipeline.run}` failed (exit {result.returncode}):\n{tail}")

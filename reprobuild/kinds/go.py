@@ -92,7 +92,7 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
                            mounts=(Mount(pipeline.source, src), Mount(out, OUT, read_only=False),
                                    Mount(gocache, CACHE, read_only=False)),
                            workdir=src, label=f"{pipeline.name}/{target.name} {platform}", perturb=ctx.perturb)
-            result = ctx.backend.run(spec, on_line=lambda line: say(f"  {line}"))
+            result = ctx.run(spec)
             if result.returncode != 0:
                 raise CheckFailed(f"{pipeline.name}: `go build` of target `{target.name}` for {platform} failed "
                                   f"(exit {result.returncode}):\n" + _indent(result.output))

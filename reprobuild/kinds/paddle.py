@@ -418,7 +418,7 @@ _IMAGE_HINTS = (
 
 
 def _run(ctx: BuildContext, spec: RunSpec, what: str, error: type[ReprobuildError] = CheckFailed) -> None:
-    result = ctx.backend.run(spec, on_line=lambda line: say(f"  {line}"))
+    result = ctx.run(spec)
     if result.returncode != 0:
         tail = "\n".join("    " + line for line in result.output.strip().splitlines()[-40:])
         hint = next((h for needle, h in _IMAGE_HINTS if needle in result.output), None)
