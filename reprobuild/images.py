@@ -45,6 +45,8 @@ FORMAT = 3  # 3: /rb/tmp (mode 1777) joined the mount points
 CREATED = "1970-01-01T00:00:00Z"
 SPEC_VERSION = 1
 BASES = ("scratch", "debootstrap")
+LOCALE_RE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?\.UTF-8$")
+BUILTIN_LOCALES = ("C", "C.UTF-8", "POSIX")
 # Files that record "today" while debootstrap runs (pwconv's password-change dates) get this
 # date instead: bookworm's release day. Only used inside the image, never for output bytes.
 DEBIAN_EPOCH = 1686355200
@@ -69,12 +71,13 @@ class ImageSpec:
     variant: str | None = None
     packages: tuple[str, ...] = ()
     mirror: str = "apt"  # `apt`: the mirror apt is configured with, read at run time; or a URL
+    locales: tuple[str, ...] = ()  # compiled into the image besides the built-in C.UTF-8
 
     def digest(self) -> str:
         """The inputs of the image, for the lock (`lock --check`) and the caches."""
         data = {"name": self.name, "base": self.base, "toolchain": self.toolchain, "env": self.env,
                 "suite": self.suite, "variant": self.variant, "packages": sorted(self.packages),
-                "mirror": self.mirror, "format": FORMAT}
+                "mirror": self.mirror, "locales": sorted(self.locales), "format": FORMAT}
         return _sha256_json(data)
 
 
@@ -98,7 +101,8 @@ def load_spec(builders_dir: Path, name: str) -> ImageSpec:
         raise BadInput(f"no builder image `{name}` ({path} does not exist; images: {known})")
     root = load_one(path)
     what = f"builder image `{name}`"
-    f = Fields(root, what, {"version", "base", "toolchain", "env", "suite", "variant", "packages", "mirror"})
+    f = Fields(root, what, {"version", "base", "toolchain", "env", "suite", "variant", "packages", "mirror",
+                            "locales"})
     if f.required("version").integer(f"{what}: version") != SPEC_VERSION:
         raise f.required("version").error(f"{what}: unsupported version; this reprobuild reads {SPEC_VERSION}")
     base_node = f.required("base")
@@ -115,7 +119,7 @@ def load_spec(builders_dir: Path, name: str) -> ImageSpec:
         for key, value in env_node.mapping(f"{what}: env").items():
             env[key] = value.string(f"{what}: env {key}")
     if base == "scratch":
-        for key in ("suite", "variant", "packages", "mirror"):
+        for key in ("suite", "variant", "packages", "mirror", "locales"):
             if f.optional(key) is not None:
                 raise f.required(key).error(f"{what}: `{key}` only applies to base `debootstrap`")
         return ImageSpec(name, base, toolchain, env, path)
@@ -133,7 +137,16 @@ def load_spec(builders_dir: Path, name: str) -> ImageSpec:
     if mirror != "apt" and not re.match(r"^(https?|file)://", mirror):
         raise mirror_node.error(f"{what}: mirror must be `apt` or an http(s)/file URL",  # type: ignore[union-attr]
                                 "e.g. a dated snapshot archive, so the pins never rot")
-    return ImageSpec(name, base, toolchain, env, path, suite, variant, packages, mirror)
+    locales: tuple[str, ...] = ()
+    locales_node = f.optional("locales")
+    if locales_node is not None:
+        locales = tuple(locales_node.strings(f"{what}: locales"))
+        for loc, lnode in zip(locales, locales_node.sequence("locales"), strict=True):
+            if not LOCALE_RE.match(loc):
+                raise lnode.error(f"{what}: `{loc}` is not a UTF-8 locale name", "e.g. fr_CH.UTF-8")
+        if locales and "locales" not in packages:
+            raise locales_node.error(f"{what}: compiling locales needs the `locales` package in `packages`")
+    return ImageSpec(name, base, toolchain, env, path, suite, variant, packages, mirror, locales)
 
 
 # --- the lock's `images:` section ----------------------------------------------------------------
@@ -493,6 +506,11 @@ def debootstrap(spec: ImageSpec, target: Path) -> None:
         raise EnvironmentFailure(f"debootstrap failed (exit {done.returncode}) for image `{spec.name}`:\n{detail}",
                                  "check the mirror (apt's sources or `mirror:` in builders/"
                                  f"{spec.name}/image.yaml) and the network")
+    for loc in spec.locales:
+        lang = loc.split(".", 1)[0]
+        # --no-archive: one directory per locale, the same bytes every time (an archive is a hash table).
+        proc.run(["chroot", str(target), "localedef", "--no-archive", "-c", "-i", lang, "-f", "UTF-8", loc],
+                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}, umask=0o022)
     clean_rootfs(target)
 
 

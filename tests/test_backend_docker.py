@@ -18,17 +18,7 @@ from typing import Any
 
 import pytest
 
-from reprobuild.backends import (
-    OUT,
-    SRC,
-    EnvPolicy,
-    ImageRef,
-    Mount,
-    Perturbation,
-    RunSpec,
-    hermetic_env,
-    select_backend,
-)
+from reprobuild.backends import OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env, select_backend
 from reprobuild.errors import EnvironmentFailure
 from tests import httpserver
 from tests.conftest import HELLO_GO, HELLO_GO_BUILD, REPO, hello_go_env
@@ -270,21 +260,33 @@ def test_same_go_build_gives_identical_bytes_in_docker_and_local(docker_backend:
     assert run.stdout.strip() == "hello, reprobuild go1.21.13"
 
 
-def test_umask_is_applied_where_the_image_has_a_shell_and_reported_where_not(docker_backend: Any, go_registry: Any,
-                                                                             tmp_path: Path) -> None:
-    """verify's umask variation: the debian image's shell sets it; the scratch `go` image cannot, and the run
-    says so (verify lists it as skipped) instead of failing or silently not varying."""
-    p = Perturbation(name="varied", umask=0o077)
-    r = docker_backend.run(sh("umask", perturb=p))
-    assert r.returncode == 0 and r.output.strip() == "0077" and r.unapplied == {}
+def test_umask_time_and_locale_vary_where_the_image_can_and_are_reported_where_not(
+        docker_backend: Any, go_registry: Any, tmp_path: Path) -> None:
+    """verify's umask, time and locales variations: the debian image applies them (its shell sets the umask,
+    its libfaketime moves the clock, its compiled fr_CH.UTF-8 sorts differently); the scratch `go` image can
+    apply none of them, and the run says so (verify lists them as skipped) instead of failing or silently
+    not varying."""
     from reprobuild.backends import CACHE
+    from reprobuild.verify import perturbation
 
+    p = perturbation(("umask", "time", "locales"), "varied")
+    script = "umask; date -u +%Y; printf 'b\\nA\\na\\nB\\n' | sort | tr '\\n' ' '"
+    plain = docker_backend.run(sh(script))
+    varied = docker_backend.run(RunSpec(("sh", "-c", script), DEBIAN, {**env(), **p.env}, (), workdir="/tmp",
+                                        perturb=p))
+    assert plain.returncode == 0 and varied.returncode == 0, varied.output
+    (umask0, year0, sorted0), (umask1, year1, sorted1) = plain.output.splitlines(), varied.output.splitlines()
+    assert (umask0, umask1) == ("0022", "0002")
+    assert int(year1) > int(year0)
+    assert (sorted0.split(), sorted1.split()) == (["A", "B", "a", "b"], ["a", "A", "b", "B"])
+    assert varied.unapplied == {}
     out, cache = tmp_path / "out", tmp_path / "cache"
     out.mkdir()
     cache.mkdir()
-    spec = RunSpec(HELLO_GO_BUILD, ImageRef("go", go_registry.root), hello_go_env(),
+    spec = RunSpec(HELLO_GO_BUILD, ImageRef("go", go_registry.root), {**hello_go_env(), **p.env},
                    (Mount(HELLO_GO, SRC), Mount(out, OUT, read_only=False), Mount(cache, CACHE, read_only=False)),
                    perturb=p)
     r = docker_backend.run(spec)
     assert r.returncode == 0, r.output
-    assert set(r.unapplied) == {"umask"} and "no shell" in r.unapplied["umask"]
+    assert set(r.unapplied) == {"umask", "time", "locales"}
+    assert "no shell" in r.unapplied["umask"] and "libfaketime" in r.unapplied["time"]

@@ -91,6 +91,13 @@ def test_specs_are_validated_with_did_you_mean(tmp_path: Path) -> None:
     assert {"gcc", "g++", "libc6-dev", "zlib1g-dev", "python3", "python3-venv", "ca-certificates", "tar",
             "gzip"} <= set(debian.packages)
     assert debian.mirror == "apt"  # no host written down: apt's configured mirror is read at run time
+    assert debian.locales == ("fr_CH.UTF-8",)  # what verify's `locales` variation needs inside the image
+    for body, problem in (("packages: [gcc]\nlocales: [fr_CH.ISO-8859-1]\n", "not a UTF-8 locale name"),
+                          ("packages: [gcc]\nlocales: [fr_CH.UTF-8]\n", "needs the `locales` package")):
+        (tmp_path / "bad" / "image.yaml").write_text("version: 1\nbase: debootstrap\nsuite: bookworm\n" + body)
+        with pytest.raises(BadInput, match=problem) as err:
+            images.load_spec(tmp_path, "bad")
+        assert f"{tmp_path / 'bad' / 'image.yaml'}:5" in str(err.value)
 
 
 def test_mirror_comes_from_apts_own_sources(tmp_path: Path) -> None:
@@ -197,7 +204,9 @@ def test_lock_pins_every_installed_version_and_check_notices_changed_inputs(debi
     work = tmp_path / "repo"
     shutil.copytree(debian_lock.parent, work)
     spec = work / "builders" / "debian" / "image.yaml"
-    spec.write_text(spec.read_text().replace("gzip]", "gzip, make]"))
+    doc = yaml.safe_load(spec.read_text())
+    doc["packages"].append("make")
+    spec.write_text(yaml.safe_dump(doc))
     import contextlib
     import io
 

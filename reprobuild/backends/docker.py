@@ -37,11 +37,11 @@ from reprobuild.model import Lock
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
 TMPFS_SIZE = "2g"
-# Not `locales`: the builder images hold only the C.UTF-8 locale, so another LC_ALL would silently fall
-# back to it and vary nothing. Not `time` (no faketime inside). `umask` needs a shell in the image: a step
-# in one without (the scratch `go` image) reports it as not applied.
-SUPPORTED_VARIATIONS = frozenset({"build_path", "environment", "home", "cache", "timezone", "umask",
-                                  "num_cpus", "user_group", "domain_host"})
+# `umask` needs a shell in the image, `time` its libfaketime, `locales` the locale compiled into it (see
+# builders/debian/image.yaml): a step in an image without (the scratch `go` image) reports the variation
+# as not applied, and verify lists it as skipped.
+SUPPORTED_VARIATIONS = frozenset({"build_path", "environment", "home", "cache", "timezone", "umask", "time",
+                                  "locales", "num_cpus", "user_group", "domain_host"})
 
 
 def umask_wrapper(umask: int) -> tuple[str, ...]:
@@ -174,6 +174,22 @@ class DockerBackend:
 
         return load_spec(self.store.builders_dir, image.name).base != "scratch"
 
+    def _unapplied(self, spec: RunSpec) -> dict[str, str]:
+        """The variations of the step's Perturbation its image cannot apply, and why."""
+        from reprobuild.images import BUILTIN_LOCALES, load_spec
+
+        image = load_spec(self.store.builders_dir, spec.image.name)
+        varied, where = spec.perturb.env, f"step `{spec.label}`: image `{image.name}`"
+        found = {}
+        if spec.perturb.umask != 0o022 and image.base == "scratch":
+            found["umask"] = f"{where} has no shell to set umask {spec.perturb.umask:04o} (the runtime's is 0022)"
+        if "faketime" in varied.get("LD_PRELOAD", "") and "libfaketime" not in image.packages:
+            found["time"] = f"{where} has no libfaketime to move the clock"
+        locale = varied.get("LC_ALL")
+        if locale and locale not in BUILTIN_LOCALES and locale not in image.locales:
+            found["locales"] = f"{where} has no {locale} locale (builders/{image.name}/image.yaml `locales`)"
+        return found
+
     def supports(self, variation: str) -> bool:
         """`verify` variations a container can apply (see SUPPORTED_VARIATIONS)."""
         return variation in SUPPORTED_VARIATIONS
@@ -203,12 +219,9 @@ class DockerBackend:
             if not any(m.target == HOME for m in mounts):
                 tmpfs[HOME] = f"rw,nosuid,nodev,size=256m,uid={uid},gid={gid},mode=0755"
             argv = list(spec.argv)
-            unapplied: dict[str, str] = {}
+            unapplied = self._unapplied(spec)
             if self._has_shell(spec.image):
                 argv = [*umask_wrapper(p.umask), *argv]
-            elif p.umask != 0o022:
-                unapplied["umask"] = (f"step `{spec.label}`: image `{spec.image.name}` has no shell to set umask "
-                                      f"{p.umask:04o} (the runtime's is 0022)")
             # Outputs go to the build user and back; a cache stays the build user's between runs.
             writable = [m.source for m in mounts if not m.read_only and m.target != CACHE]
             labels = {LABEL: name, "org.reprobuild.pid": str(os.getpid()), "org.reprobuild.label": spec.label}
