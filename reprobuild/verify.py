@@ -54,9 +54,16 @@ def parse_vary(spec: str) -> tuple[str, ...]:
     return tuple(v for v in ALL_VARIATIONS if v in chosen)
 
 
-def perturbation(names: tuple[str, ...], label: str) -> Perturbation:
-    """One Perturbation applying every named variation at once."""
-    p = Perturbation(name=label)
+def control_perturbation(varied: tuple[str, ...]) -> Perturbation:
+    """The control build: the normal build, except that when `num_cpus` is varied it runs on one CPU and
+    the varied builds on all of them (as reprotest's control does): the varied build, which may also be
+    the cold-cache one, is the expensive one and gets the cores."""
+    return Perturbation(name="control", cpus=1 if "num_cpus" in varied else None)
+
+
+def perturbation(names: tuple[str, ...], label: str, varied: tuple[str, ...] = ()) -> Perturbation:
+    """One Perturbation applying every named variation at once, on top of the control of `varied`."""
+    p = replace(control_perturbation(varied), name=label)
     env: dict[str, str] = {}
     for name in names:
         if name == "build_path":
@@ -77,7 +84,7 @@ def perturbation(names: tuple[str, ...], label: str) -> Perturbation:
         elif name == "environment":
             env.update({"REPROBUILD_VARIED": "1", "CAPTURE_ENVIRONMENT": "i_capture_the_environment"})
         elif name == "num_cpus":
-            p = replace(p, cpus=1)
+            p = replace(p, cpus=None if p.cpus else 1)
         elif name == "home":
             env["HOME"] = "/rb/varied-home"
         elif name == "cache":
@@ -145,8 +152,8 @@ def _verify_in(work: Path, opts: VerifyOptions, backend: Backend, varied: tuple[
     def run(label: str, p: Perturbation) -> BuildResult:
         return build(replace(opts.build, out=work / label), backend=backend, perturb=p)
 
-    plans = [("run-1-control", Perturbation(name="control"))]
-    plans += [(f"run-{i}-varied", perturbation(varied, "varied")) for i in range(2, opts.runs + 1)]
+    plans = [("run-1-control", control_perturbation(varied))]
+    plans += [(f"run-{i}-varied", perturbation(varied, "varied", varied)) for i in range(2, opts.runs + 1)]
     say(f"verify: {opts.runs} builds ({backend.name} backend), varying: {', '.join(varied) or 'nothing'}")
     results = _parallel([(label, p) for label, p in plans], run)
     for result in results[1:]:
@@ -166,8 +173,8 @@ def _verify_in(work: Path, opts: VerifyOptions, backend: Backend, varied: tuple[
     differences: list[dict[str, Any]] = []
     if differing:
         say(f"verify: {len(differing)} artifact(s) differ; rebuilding with one variation at a time")
-        singles = [("rerun-nothing-varied", Perturbation(name="control"))]
-        singles += [(f"only-{v}", perturbation((v,), v)) for v in varied]
+        singles = [("rerun-nothing-varied", control_perturbation(varied))]
+        singles += [(f"only-{v}", perturbation((v,), v, varied)) for v in varied]
         reruns = _parallel(singles, run)
         unexplained = _differing(control, _digests(reruns[0]))
         if unexplained:
