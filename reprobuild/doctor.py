@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.model import Lock, host_platform
+from reprobuild.policy import Finding as PolicyFinding
 from reprobuild.toolchains import ToolchainCache
 
 SEVERITIES = ("ok", "info", "warning", "error")
@@ -57,6 +58,10 @@ class Facts:
     engine: EngineFacts
     docker_required: bool = False
     rootfs_cache: tuple[tuple[str, int], ...] = ()  # cached image rootfs layers: (file name, bytes)
+    # The policy gate's findings for this lock, the pipelines and `--toolchain` substitutions (what
+    # `build` would refuse), or why they could not be judged.
+    policy: tuple[PolicyFinding, ...] = ()
+    policy_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,16 @@ def check_environment(facts: Facts) -> Iterable[Finding]:
                       data={"variable": name, "secret": leak.secret})
 
 
+def check_policy(facts: Facts) -> Iterable[Finding]:
+    """The policy table (Go/Paddle ABI, end of life, go.mod directives, host Go variables), as `build` judges it."""
+    if facts.policy_error:
+        yield Finding("policy.unjudged", "error", facts.policy_error)
+    for f in facts.policy:
+        where = f"{f.where}: " if f.where else ""
+        yield Finding(f"policy.{f.rule}", f.severity, where + f.message,
+                      "; or ".join(f.remedies) if f.remedies else None, {"policy": f.to_json()})
+
+
 def check_leftovers(facts: Facts) -> Iterable[Finding]:
     if facts.engine.leftovers:
         yield Finding("engine.containers", "info",
@@ -228,6 +243,7 @@ RULES: tuple[Rule, ...] = (
     Rule("toolchains", "pinned toolchains in the cache", check_toolchains),
     Rule("images", "builder images pinned and present", check_images),
     Rule("environment", "host variables a build would otherwise see", check_environment),
+    Rule("policy", "the Go/Paddle policy gate", check_policy),
     Rule("containers", "containers left behind", check_leftovers),
 )
 
@@ -258,8 +274,10 @@ def diagnose(facts: Facts, rules: Iterable[Rule] = RULES) -> Report:
 # --- gathering -------------------------------------------------------------------------------------
 
 def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | None = None,
-           builders_dir: Path | None = None) -> Facts:
-    """Look at the machine once: the lock, the cache, the engine and its images, the environment."""
+           builders_dir: Path | None = None, root: Path | None = None,
+           overrides: Mapping[str, str] | None = None) -> Facts:
+    """Look at the machine once: the lock, the cache, the engine and its images, the environment, and the
+    policy gate over the lock and the pipelines under `root` (when it has a `pipelines/` folder)."""
     from reprobuild import images
     from reprobuild.errors import ReprobuildError
     from reprobuild.lockfile import load_lock
@@ -274,8 +292,27 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
             lock_error = str(exc)
     builders = builders_dir or images.default_builders_dir(lock_path)
     rootfs = tuple(sorted((p.name, p.stat().st_size) for p in (cache.root / "images" / "rootfs").glob("*.tar")))
+    judged, policy_error = _policy_facts(lock, root, dict(overrides or {}), environ)
     return Facts(environ, lock, lock_error, cache, builders, _engine_facts(lock, cache, builders),
-                 docker_required=environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"), rootfs_cache=rootfs)
+                 docker_required=environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"), rootfs_cache=rootfs,
+                 policy=judged, policy_error=policy_error)
+
+
+def _policy_facts(lock: Lock | None, root: Path | None, overrides: dict[str, str],
+                  environ: Mapping[str, str]) -> tuple[tuple[PolicyFinding, ...], str | None]:
+    from reprobuild import policy
+    from reprobuild.build import check_overrides
+    from reprobuild.errors import ReprobuildError
+    from reprobuild.pipeline import load_pipelines
+
+    if lock is None:
+        return (), None  # check_lock says why
+    try:
+        check_overrides(lock, overrides)
+        pipelines = load_pipelines(None, root) if root is not None and (root / "pipelines").is_dir() else []
+        return tuple(policy.evaluate(lock, overrides, pipelines, environ)), None
+    except ReprobuildError as exc:
+        return (), f"the policy gate could not judge this repository: {exc}"
 
 
 def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> EngineFacts:

@@ -206,3 +206,23 @@ def test_build_accepts_allowed_pairs(tmp_path: Path, go: str, paddle: str, overr
 def test_repository_lock_passes_the_gate() -> None:
     lock = load_lock(REPO / "toolchains.lock")
     assert errors(policy.evaluate(lock, {}, load_pipelines(None, REPO), environ={})) == []
+
+
+@pytest.mark.parametrize(("go", "paddle", "refused"), [
+    ("1.21.13", "2.5.2", True), ("1.20.13", "2.5.2", False), ("1.21.13", "2.6.2", False)])
+def test_doctor_judges_the_pair_as_build_does(tmp_path: Path, go: str, paddle: str, refused: bool) -> None:
+    """`doctor` runs the same gate: the forbidden pair is exit 2 with the three ways out, in text and --json."""
+    root = command_project(tmp_path, go, paddle)
+    env = {"REPROBUILD_CACHE": str(tmp_path / "cache"), "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    text = run_cli("doctor", "--lock", str(root / "toolchains.lock"), cwd=root, env=env)
+    done = run_cli("doctor", "--json", "--lock", str(root / "toolchains.lock"), cwd=root, env=env)
+    gate = [f for f in json.loads(done.stdout)["findings"] if f["id"].startswith("policy.")]
+    abi = [f for f in gate if f["id"] == "policy.paddle-go-abi"]
+    if refused:
+        assert text.returncode == done.returncode == 2, text.stdout + text.stderr
+        assert [f["severity"] for f in abi] == ["error"]
+        for remedy in ("1.20.13", "2.6.0", "paddle_go121_abi"):
+            assert remedy in abi[0]["hint"] and remedy in text.stdout
+    else:
+        assert text.returncode != 2 and done.returncode != 2, text.stdout
+        assert abi == [] and all(f["severity"] != "error" for f in gate)

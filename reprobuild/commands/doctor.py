@@ -1,23 +1,31 @@
-"""`reprobuild doctor`: check the machine (engine, images, cache, leaking variables); exit 1 on an error finding."""
+"""`reprobuild doctor [--root DIR] [--toolchain NAME=ENTRY]`: check the machine (engine, images, cache, leaking
+variables) and the policy gate; exit 2 when the gate refuses (as `build` would), 1 on any other error finding."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from reprobuild import doctor
-from reprobuild.commands._common import cache, emit, lock_path
-from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK
+from reprobuild.commands._common import cache, emit, lock_path, toolchain_overrides
+from reprobuild.errors import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK
 
 MARKS = {"ok": "ok", "info": "--", "warning": "!!", "error": "XX"}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("doctor", help="check the environment and policy", parents=[common])
+    p.add_argument("--root", type=Path, default=Path("."), help="repository root whose pipelines the policy gate "
+                   "judges (default: the current directory)")
+    p.add_argument("--toolchain", action="append", metavar="NAME=ENTRY",
+                   help="judge the pipelines with lock entry ENTRY wherever they ask for NAME (repeatable)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = doctor.diagnose(doctor.gather(lock_path(args), cache(args)))
+    facts = doctor.gather(lock_path(args), cache(args), root=args.root.resolve(),
+                          overrides=toolchain_overrides(args.toolchain))
+    report = doctor.diagnose(facts)
     lines = []
     for f in report.findings:
         lines.append(f"[{MARKS[f.severity]}] {f.id}: {f.message}")
@@ -27,4 +35,6 @@ def run(args: argparse.Namespace) -> int:
     warnings = sum(f.severity == "warning" for f in report.findings)
     lines.append(f"doctor: {errors} error(s), {warnings} warning(s)")
     emit(args, report.to_json(), "\n".join(lines))
+    if any(f.severity == "error" for f in facts.policy):
+        return EXIT_BAD_INPUT  # what `build` refuses before building: bad input, with its ways out
     return EXIT_OK if report.ok else EXIT_DIFFERENT
