@@ -45,7 +45,7 @@ class _Field:
     end: int  # offset after the value
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def varint(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(data):
@@ -72,23 +72,24 @@ def _encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _fields(data: bytes) -> Iterator[_Field]:
+def fields(data: bytes) -> Iterator[_Field]:
+    """The fields of one protobuf message, in order, with their offsets (the one wire-format reader)."""
     pos = 0
     while pos < len(data):
         start = pos
-        key, pos = _varint(data, pos)
+        key, pos = varint(data, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise ProgramFormatError(f"field number 0 at offset {start}")
         if wire == _VARINT:
-            _, end = _varint(data, pos)
+            _, end = varint(data, pos)
             value_start = pos
         elif wire == _I64:
             value_start, end = pos, pos + 8
         elif wire == _I32:
             value_start, end = pos, pos + 4
         elif wire == _LEN:
-            length, value_start = _varint(data, pos)
+            length, value_start = varint(data, pos)
             end = value_start + length
         else:
             raise ProgramFormatError(f"unsupported wire type {wire} at offset {start}")
@@ -103,7 +104,7 @@ def _rewrite(data: bytes, edit: dict[int, object]) -> tuple[bytes, int]:
     the new payload, or None to drop the field). Returns the bytes and the number of attributes removed."""
     out = bytearray()
     removed = 0
-    for f in _fields(data):
+    for f in fields(data):
         editor = edit.get(f.number)
         if editor is None or f.wire_type != _LEN:
             out += data[f.start:f.end]
@@ -117,7 +118,7 @@ def _rewrite(data: bytes, edit: dict[int, object]) -> tuple[bytes, int]:
 
 
 def attr_name(attr: bytes) -> str | None:
-    for f in _fields(attr):
+    for f in fields(attr):
         if f.number == _ATTR_NAME and f.wire_type == _LEN:
             return attr[f.value_start:f.end].decode("utf-8", "replace")
     return None
@@ -153,15 +154,15 @@ def strip_op_callstack(program: bytes) -> bytes:
 def op_attr_names(program: bytes) -> list[tuple[int, str, list[str]]]:
     """(block index, op type, attribute names) for every op: to inspect what a program carries."""
     result = []
-    for bi, blk in enumerate(f for f in _fields(program) if f.number == _PROGRAM_BLOCKS and f.wire_type == _LEN):
+    for bi, blk in enumerate(f for f in fields(program) if f.number == _PROGRAM_BLOCKS and f.wire_type == _LEN):
         block = program[blk.value_start:blk.end]
-        for opf in _fields(block):
+        for opf in fields(block):
             if opf.number != _BLOCK_OPS or opf.wire_type != _LEN:
                 continue
             op = block[opf.value_start:opf.end]
             op_type = ""
             names = []
-            for f in _fields(op):
+            for f in fields(op):
                 if f.number == 3 and f.wire_type == _LEN:
                     op_type = op[f.value_start:f.end].decode("utf-8", "replace")
                 elif f.number == _OP_ATTRS and f.wire_type == _LEN:

@@ -1,7 +1,7 @@
 """Paddle programs (`.pdmodel`): which op differs, and in which attribute — without importing paddle.
 
-A `.pdmodel` is a protobuf `ProgramDesc` (paddle/fluid/framework/framework.proto). The protobuf
-wire format is decoded here just far enough:
+A `.pdmodel` is a protobuf `ProgramDesc` (paddle/fluid/framework/framework.proto). The wire format is
+read by reprobuild/pdmodel.py (the one reader, which the export harness uses to strip it), just far enough:
 
     ProgramDesc { repeated BlockDesc blocks = 1; Version version = 4; OpVersionMap op_version_map = 5; }
     BlockDesc   { int32 idx = 1; int32 parent_idx = 2; repeated VarDesc vars = 3; repeated OpDesc ops = 4; }
@@ -20,55 +20,20 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reprobuild import pdmodel as protobuf
 from reprobuild.comparators.base import Cause, Context, clip, cut, examples, plural, short
 
-WIRE_VARINT, WIRE_I64, WIRE_LEN, WIRE_I32 = 0, 1, 2, 5
 MAX_PROGRAM_BYTES = 256 << 20
-
-
-class WireError(ValueError):
-    """Bytes that are not a well-formed protobuf message."""
-
+WIRE_VARINT, WIRE_I64, WIRE_I32 = 0, 1, 5
+WireError = protobuf.ProgramFormatError  # bytes that are not a well-formed protobuf message
 
 Field = tuple[int, int, "int | bytes"]
 
 
 def decode(buf: bytes) -> list[Field]:
-    """One message's fields, in order: (field number, wire type, int or bytes)."""
-    fields: list[Field] = []
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == WIRE_VARINT:
-            value, pos = _varint(buf, pos)
-        elif wire == WIRE_I64:
-            value, pos = buf[pos:pos + 8], pos + 8
-        elif wire == WIRE_I32:
-            value, pos = buf[pos:pos + 4], pos + 4
-        elif wire == WIRE_LEN:
-            length, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + length], pos + length
-        else:
-            raise WireError(f"unsupported wire type {wire} at offset {pos}")
-        if pos > len(buf) or number == 0:
-            raise WireError("truncated message")
-        fields.append((number, wire, value))
-    return fields
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result, shift = 0, 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise WireError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
+    """One message's fields, in order: (field number, wire type, int or bytes), read by reprobuild.pdmodel."""
+    return [(f.number, f.wire_type, protobuf.varint(buf, f.value_start)[0] if f.wire_type == WIRE_VARINT
+             else buf[f.value_start:f.end]) for f in protobuf.fields(buf)]
 
 
 def _bytes(fields: list[Field], number: int) -> list[bytes]:
