@@ -23,12 +23,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from _bench import timed  # noqa: E402  (benchmarks/ is on sys.path)
 
 from reprobuild.backends import CACHE, OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env  # noqa: E402
 from reprobuild.backends.docker import DockerBackend  # noqa: E402
@@ -48,12 +49,6 @@ def go_env() -> dict[str, str]:
         "GOTOOLCHAIN": "local", "GOFLAGS": "", "GOPROXY": "off", "GOSUMDB": "off", "CGO_ENABLED": "0",
         "GOCACHE": f"{CACHE}/go-build", "GOPATH": "/tmp/gopath", "GOMODCACHE": "/tmp/gopath/pkg/mod",
         "GOENV": "off"}))
-
-
-def timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main(runs: int = 5) -> dict[str, Any]:

@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from _bench import figure_table, timed  # noqa: E402  (benchmarks/ is on sys.path)
 
 from reprobuild.lockfile import load_lock  # noqa: E402
 from reprobuild.toolchains import Installed, ToolchainCache  # noqa: E402
@@ -102,12 +103,6 @@ def pure_go_pipeline(work: Path) -> Path:
     path = work / "go-service-pure.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main(runs: int = 3, pure_go: bool = False) -> dict[str, Any]:
@@ -178,10 +173,7 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render(r: dict[str, Any]) -> str:
-    rows = [f"| figure (median of {r['runs']}) | ours | baseline | ratio | target met |", "|---|---|---|---|---|"]
-    for f in r["figures"]:
-        rows.append(f"| {f['figure']} | {f['ours']} | {f['baseline']} | {f['ratio']} | "
-                    f"{'yes' if f['ok'] else '**NO**'} |")
+    rows = figure_table(r["figures"], f"figure (median of {r['runs']})")
     rows += ["", f"Binaries ({', '.join(r['targets'])}) identical between plain and reprobuild builds, warm and cold: "
              f"{'yes' if r['identical_bytes'] else '**NO**'}."
              + (f" Pure-Go targets only: {r['pure_go_why']}." if r["pure_go_only"] else "")

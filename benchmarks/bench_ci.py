@@ -29,12 +29,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from _bench import figure_table, timed  # noqa: E402  (benchmarks/ is on sys.path)
 
 from reprobuild.lockfile import load_lock  # noqa: E402
 from reprobuild.toolchains import ToolchainCache  # noqa: E402
@@ -83,12 +84,6 @@ def wait(proc: subprocess.Popen[bytes]) -> None:
     _, err = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"reprobuild failed (exit {proc.returncode}): {err.decode()[-2000:]}")
-
-
-def timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def build_args(out: str, *extra: str) -> list[str]:
@@ -174,10 +169,7 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render(r: dict[str, Any]) -> str:
-    rows = ["| figure | ours | baseline | ratio | target met |", "|---|---|---|---|---|"]
-    for f in r["figures"]:
-        met = "n/a" if f["ok"] is None else ("yes" if f["ok"] else "**NO**")
-        rows.append(f"| {f['figure']} | {f['ours']} | {f['baseline']} | {f['ratio']} | {met} |")
+    rows = figure_table(r["figures"])
     same = r["noop_identical"] and r["shard_latency_identical"] and r["shard_go_identical"]
     rows += ["", f"Outputs identical across the compared runs: {'yes' if same else '**NO**'}. "
              f"Machine: {r['machine']}; load average {r['load_before']:.1f} before, {r['load_after']:.1f} after."]

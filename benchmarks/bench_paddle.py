@@ -23,12 +23,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from _bench import timed  # noqa: E402  (benchmarks/ is on sys.path)
 
 from reprobuild import proc  # noqa: E402
 from reprobuild.backends.local import LocalBackend  # noqa: E402
@@ -43,12 +44,6 @@ TARGET_RATIO = 1.5
 PIPELINE = REPO / "pipelines" / "paddle-model.yaml"
 EXAMPLE = REPO / "examples" / "paddle-model"
 SDE = "315532800"
-
-
-def timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def direct(python: Path, work: Path) -> None:

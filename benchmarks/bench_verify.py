@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from _bench import figure_table, timed  # noqa: E402  (benchmarks/ is on sys.path)
 
 from reprobuild.lockfile import load_lock  # noqa: E402
 from reprobuild.manifest import hash_artifacts  # noqa: E402
@@ -49,12 +50,6 @@ REPROTEST_TARGET = 5.0
 HASH_TARGET = 0.9
 PIPELINE = REPO / "pipelines" / "go-service.yaml"
 COMMON = ("pipelines/go-service.yaml", "--toolchain", "go=go-registry", "--backend", "local", "-q")
-
-
-def timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def cli(*args: str) -> None:
@@ -213,10 +208,7 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render(r: dict[str, Any]) -> str:
-    rows = [f"| figure (median of {r['runs']}) | ours | baseline | ratio | target met |", "|---|---|---|---|---|"]
-    for f in r["figures"]:
-        met = "n/a" if f["ok"] is None else ("yes" if f["ok"] else "**NO**")
-        rows.append(f"| {f['figure']} | {f['ours']} | {f['baseline']} | {f['ratio']} | {met} |")
+    rows = figure_table(r["figures"], f"figure (median of {r['runs']})")
     runs = {k: v for k, v in r.items() if k.endswith("_runs_s")}
     same = r["big_digests_equal"] and r["small_digests_equal"]
     rows += ["", f"Digests equal to sha256sum's: {'yes' if same else '**NO**'}."
