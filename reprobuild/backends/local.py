@@ -19,7 +19,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from reprobuild import proc
-from reprobuild.backends import HOME, OUT, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec
+from reprobuild.backends import GID, HOME, OUT, TMP, TOOLCHAIN, UID, ImageRef, Mount, Perturbation, RunResult, RunSpec
 from reprobuild.fsutil import remove_tree
 
 # Variations this backend can apply, and what each needs on the host.
@@ -92,7 +92,7 @@ class LocalBackend:
         mounts += [Mount(scratch / "home", HOME, False), Mount(scratch / "tmp", TMP, False)]
         if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
             mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
-        if (p.uid, p.gid) != (type(p)().uid, type(p)().gid) and os.geteuid() == 0:
+        if _as_another_user(p):
             mounts = [_reachable(m, scratch / "ro" / str(i)) for i, m in enumerate(mounts)]
         mapping = [(m.target, str(m.source)) for m in mounts]
 
@@ -125,12 +125,17 @@ class LocalBackend:
             argv = ["env", *(f"{k}={v}" for k, v in preload.items()), *argv]
         if p.cpus is not None:
             argv = ["taskset", "-c", ",".join(str(i) for i in range(p.cpus)), *argv]
-        if (p.uid, p.gid) != (default.uid, default.gid) and os.geteuid() == 0:
+        if _as_another_user(p):
             argv = ["setpriv", f"--reuid={p.uid}", f"--regid={p.gid}", "--clear-groups", *argv]
         if (p.hostname, p.domainname) != (default.hostname, default.domainname) and os.geteuid() == 0:
             script = 'hostname "$0" && { [ -z "$1" ] || domainname "$1" 2>/dev/null || true; } && shift && exec "$@"'
             argv = ["unshare", "--uts", "--", "/bin/sh", "-c", script, p.hostname, p.domainname, *argv]
         return argv
+
+
+def _as_another_user(p: Perturbation) -> bool:
+    """The user_group variation: the step runs as another user (only root can switch)."""
+    return (p.uid, p.gid) != (UID, GID) and os.geteuid() == 0
 
 
 def _reachable(m: Mount, view: Path) -> Mount:
