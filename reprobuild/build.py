@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from reprobuild.kinds import BuildContext, kind_for
 from reprobuild.lockfile import load_lock
 from reprobuild.manifest import MANIFEST, Artifact, hash_artifacts, list_files, write_outputs
 from reprobuild.model import Lock, host_platform
+from reprobuild.parallel import default_jobs, map_ordered
 from reprobuild.pipeline import Pipeline, load_pipelines, source_date_epoch
 from reprobuild.progress import say
 from reprobuild.shard import Unit, assign, plan_digest, plan_units
@@ -42,6 +44,7 @@ class BuildOptions:
     action_cache: Path | None = None  # None: no action cache (verify's runs, library callers by default)
     read_cache: bool = True  # False (`--no-cache`): build every unit, still recording the fresh results
     costs: Path | None = None  # unit durations for balancing shards (default: the action cache's costs.json)
+    jobs: int | None = None  # units (and a Go target's platforms) built at once; None: the core count
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,18 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         remove_tree(stale)  # left by a build that was killed outright
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     os.chmod(staging, 0o755)  # an unprivileged build user must reach its output dir
-    ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root, perturb=perturb or Perturbation())
+    ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root, perturb=perturb or Perturbation(),
+                       jobs=opts.jobs or default_jobs())
     inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root,
                        _builders_dir(opts, backend), host_platform())
     try:
         seconds: dict[str, float] = {}
-        for unit in units:
-            elapsed = _build_unit(unit, ctx, actions, inputs, opts.read_cache)
+        moving = threading.Lock()
+        done = map_ordered(lambda unit: _build_unit(unit, ctx, actions, inputs, opts.read_cache, moving),
+                           units, ctx.jobs, backend.cancel)
+        for unit, (elapsed, toolchains, images) in zip(units, done, strict=True):  # merged in unit order
+            ctx.toolchains.update(toolchains)
+            ctx.images.update(images)
             if elapsed is not None:
                 seconds[unit.id] = elapsed
         # A shard planned from the cache's own costs must not change them: the next shard on this machine
@@ -137,21 +145,23 @@ def _builders_dir(opts: BuildOptions, backend: Backend) -> Path | None:
     return default_builders_dir(opts.lock_path)
 
 
+UnitResult = tuple[float | None, dict[str, dict[str, Any]], dict[str, str]]  # seconds, toolchains, images
+
+
 def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inputs: KeyInputs,
-                read_cache: bool) -> float | None:
+                read_cache: bool, moving: threading.Lock) -> UnitResult:
     """Restore the unit from the action cache, or build it in a directory of its own and record it.
 
-    Returns the build time, or None when it was restored.
+    Returns the build time (None when it was restored) and the toolchains and images it used. Units
+    run on threads of their own: each writes only its own directory until its files move into place.
     """
     key = unit_key(unit, inputs) if actions is not None else ""
     if actions is not None and read_cache:
         entry = actions.lookup(key)
         if entry is not None:
             if actions.restore(entry, ctx.staging):
-                ctx.toolchains.update(entry.toolchains)
-                ctx.images.update(entry.images)
                 say(f"{unit.id}: restored from the action cache ({len(entry.artifacts)} artifact(s))")
-                return None
+                return None, entry.toolchains, entry.images
             say(f"{unit.id}: the action cache entry does not match its recorded hashes; rebuilding")
     unit_dir = Path(tempfile.mkdtemp(prefix=f"{ctx.staging.name}.unit-", dir=ctx.staging.parent))
     os.chmod(unit_dir, 0o755)
@@ -163,17 +173,16 @@ def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inpu
         _normalize_modes(unit_dir)
         if actions is not None:
             actions.store(key, unit.id, unit_dir, unit_ctx.toolchains, unit_ctx.images, elapsed)
-        for rel in list_files(unit_dir):
-            dest = ctx.staging / rel
-            if dest.exists():
-                raise CheckFailed(f"{unit.id}: writes {rel}, which another unit of the build wrote too")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(unit_dir / rel, dest)
+        with moving:
+            for rel in list_files(unit_dir):
+                dest = ctx.staging / rel
+                if dest.exists():
+                    raise CheckFailed(f"{unit.id}: writes {rel}, which another unit of the build wrote too")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(unit_dir / rel, dest)
     finally:
         remove_tree(unit_dir)
-    ctx.toolchains.update(unit_ctx.toolchains)
-    ctx.images.update(unit_ctx.images)
-    return elapsed
+    return elapsed, unit_ctx.toolchains, unit_ctx.images
 
 
 def _manifest(pipelines: list[Pipeline], ctx: BuildContext, backend: Backend,

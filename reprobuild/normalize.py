@@ -12,6 +12,9 @@ import zipfile
 from pathlib import Path
 
 ZIP_EPOCH_MIN = 315532800  # zip cannot store times before 1980-01-01
+# zlib's default level: on a Go binary, level 9 took 3.2x as long for 0.3% fewer bytes (measured, 2 MB).
+# Part of the output bytes: changing it changes every archive's hash.
+LEVEL = 6
 
 
 def _mode(path: Path) -> int:
@@ -31,7 +34,8 @@ def write_tar_gz(members: list[tuple[str, Path]], dest: Path, mtime: int) -> Non
             info.uname = info.gname = ""
             with open(path, "rb") as fh:
                 tf.addfile(info, fh)
-    with open(dest, "wb") as out, gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0, compresslevel=9) as gz:
+    with open(dest, "wb") as out, gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0,
+                                                compresslevel=LEVEL) as gz:
         gz.write(raw.getvalue())
 
 
@@ -43,7 +47,7 @@ def write_zip(members: list[tuple[str, Path]], dest: Path, mtime: int) -> None:
             info.external_attr = (0o100000 | _mode(path)) << 16
             info.create_system = 3
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, path.read_bytes(), compresslevel=9)
+            zf.writestr(info, path.read_bytes(), compresslevel=LEVEL)
 
 
 def normalize_zip(path: Path, mtime: int) -> None:
@@ -61,7 +65,7 @@ def normalize_zip(path: Path, mtime: int) -> None:
             new.external_attr = (0o100000 | (0o755 if mode & 0o111 else 0o644)) << 16
             new.create_system = 3
             new.compress_type = zipfile.ZIP_DEFLATED
-            out.writestr(new, data, compresslevel=9)
+            out.writestr(new, data, compresslevel=LEVEL)
     os.replace(tmp, path)
 
 
@@ -82,6 +86,6 @@ def normalize_tar_gz(path: Path, mtime: int) -> None:
                 m.mode = 0o755 if m.mode & 0o111 else 0o644
             out.addfile(m, io.BytesIO(data) if data is not None else None)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh, gzip.GzipFile(filename="", fileobj=fh, mode="wb", mtime=0, compresslevel=9) as gz:
+    with open(tmp, "wb") as fh, gzip.GzipFile(filename="", fileobj=fh, mode="wb", mtime=0, compresslevel=LEVEL) as gz:
         gz.write(raw.getvalue())
     os.replace(tmp, path)

@@ -17,6 +17,10 @@ from reprobuild.errors import CommandFailed, EnvironmentFailure
 
 log = logging.getLogger("reprobuild.proc")
 
+# Process groups of the streaming commands running now (any thread), for `kill_running`.
+_running: set[int] = set()
+_running_guard = threading.Lock()
+
 
 @dataclass(frozen=True)
 class Completed:
@@ -70,6 +74,16 @@ def run(
     return done
 
 
+def kill_running() -> None:
+    """Kill the process group of every streaming command running now (an interrupted parallel build:
+    the interrupt reaches only the main thread, the steps run on others)."""
+    with _running_guard:
+        groups = list(_running)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
 def _run_streaming(args: list[str], env: Mapping[str, str] | None, cwd: Path | None, timeout: float | None,
                    on_line: Callable[[str], None], preexec: Callable[[], object] | None) -> Completed:
     proc = subprocess.Popen(args, env=dict(env) if env is not None else None, cwd=cwd, text=True,
@@ -89,6 +103,8 @@ def _run_streaming(args: list[str], env: Mapping[str, str] | None, cwd: Path | N
 
     timer = threading.Timer(timeout, on_timeout) if timeout is not None else None
     lines: list[str] = []
+    with _running_guard:
+        _running.add(proc.pid)
     try:
         if timer is not None:
             timer.daemon = True
@@ -104,6 +120,8 @@ def _run_streaming(args: list[str], env: Mapping[str, str] | None, cwd: Path | N
         proc.wait()
         raise
     finally:
+        with _running_guard:
+            _running.discard(proc.pid)
         if timer is not None:
             timer.cancel()
     if timed_out.is_set():

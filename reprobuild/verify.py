@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from reprobuild.compare import CompareReport, compare_outputs
 from reprobuild.errors import BadInput
 from reprobuild.fsutil import remove_tree
 from reprobuild.lockfile import load_lock
+from reprobuild.parallel import default_jobs, map_ordered
 from reprobuild.progress import say
 
 # reprotest's names where they overlap, in reprotest's order; `cache` is ours.
@@ -155,7 +155,7 @@ def _verify_in(work: Path, opts: VerifyOptions, backend: Backend, varied: tuple[
     plans = [("run-1-control", control_perturbation(varied))]
     plans += [(f"run-{i}-varied", perturbation(varied, "varied", varied)) for i in range(2, opts.runs + 1)]
     say(f"verify: {opts.runs} builds ({backend.name} backend), varying: {', '.join(varied) or 'nothing'}")
-    results = _parallel([(label, p) for label, p in plans], run)
+    results = _parallel(plans, run, backend)
     for result in results[1:]:
         for name, why in result.unapplied.items():
             if name not in skipped:
@@ -175,7 +175,7 @@ def _verify_in(work: Path, opts: VerifyOptions, backend: Backend, varied: tuple[
         say(f"verify: {len(differing)} artifact(s) differ; rebuilding with one variation at a time")
         singles = [("rerun-nothing-varied", control_perturbation(varied))]
         singles += [(f"only-{v}", perturbation((v,), v, varied)) for v in varied]
-        reruns = _parallel(singles, run)
+        reruns = _parallel(singles, run, backend)
         unexplained = _differing(control, _digests(reruns[0]))
         if unexplained:
             culprits.append(UNEXPLAINED)
@@ -192,12 +192,9 @@ def _verify_in(work: Path, opts: VerifyOptions, backend: Backend, varied: tuple[
                         hermetic=backend.hermetic, run_digests=[_digests(r) for r in results])
 
 
-def _parallel(plans: list[tuple[str, Perturbation]], run: Any) -> list[BuildResult]:
+def _parallel(plans: list[tuple[str, Perturbation]], run: Any, backend: Backend) -> list[BuildResult]:
     """Build in parallel up to the core count (the local backend serializes runs that share a build path)."""
-    workers = max(1, min(len(plans), os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(run, label, p) for label, p in plans]
-        return [f.result() for f in futures]
+    return map_ordered(lambda plan: run(*plan), plans, default_jobs(), backend.cancel)
 
 
 def render_markdown(report: VerifyReport) -> str:

@@ -47,6 +47,9 @@ class CountingBackend:
         self.runs.append(spec.label)
         return self.inner.run(spec, on_line)
 
+    def cancel(self) -> None:
+        self.inner.cancel()
+
 
 def project(root: Path, n: int = TARGETS) -> Path:
     (root / "pipelines").mkdir(parents=True)

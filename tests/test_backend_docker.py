@@ -231,6 +231,49 @@ def test_sigint_ends_a_run_within_10s_leaving_nothing(docker_backend: Any, debia
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step.py"]
 
 
+@pytest.mark.docker
+def test_sigint_ends_a_parallel_build_within_10s_leaving_nothing(debian_lock: Path, shared_cache_root: Path,
+                                                                 tmp_path: Path) -> None:
+    """Two units run at once, each in its own container; Ctrl-C reaches the main thread only, which must end
+    both: exit 130 within 10 s, no container, no output directory and no staging left."""
+    root = tmp_path / "project"
+    for name in ("one", "two"):
+        (root / "src" / name).mkdir(parents=True)
+        (root / "src" / name / "input").write_text(name)
+        (root / "pipelines").mkdir(exist_ok=True)
+        (root / "pipelines" / f"{name}.yaml").write_text(
+            f"version: 1\nname: {name}\nbuilder: command\nsource: src/{name}\n"
+            "run: 'cp input $OUT/partial; echo started; sleep 60; cp input $OUT/out'\nartifacts: [out]\n")
+    env = dict(os.environ, REPROBUILD_CACHE=str(shared_cache_root), PYTHONPATH=str(REPO))
+    child = subprocess.Popen([sys.executable, "-m", "reprobuild", "build", "--lock", str(debian_lock),
+                              "--backend", "docker", "--jobs", "2", "--no-cache", "--out", str(root / "out")],
+                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from reprobuild.backends.docker import leftover_containers
+
+    try:
+        assert child.stderr is not None
+        started: set[str] = set()
+        deadline = time.monotonic() + 300  # the first run of the session may build the image
+        for line in child.stderr:
+            if line.strip().endswith("started"):
+                started.add(line.split("[", 1)[1].split("]", 1)[0])
+            if started == {"one", "two"} or time.monotonic() > deadline:
+                break
+        assert started == {"one", "two"}, "both steps run at once"
+        assert len(leftover_containers(child.pid)) == 2
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=10)
+        assert time.monotonic() - sent < 10
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130
+    assert leftover_containers(child.pid) == []
+    assert sorted(p.name for p in root.iterdir()) == ["pipelines", "src"]  # no out/, no .out.partial-*
+
+
 # --- the same bytes from both backends -----------------------------------------------------------
 
 @pytest.mark.docker

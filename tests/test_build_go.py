@@ -108,6 +108,23 @@ def test_archive_is_normalized(tmp_path: Path, go_registry: Any, shared_cache_ro
     assert gzip.decompress(raw)
 
 
+def test_output_does_not_depend_on_how_many_units_build_at_once(tmp_path: Path, go_registry: Any,
+                                                               shared_cache_root: Path) -> None:
+    """Units (and a target's platforms) run on threads; what is written must not show the order they finished in."""
+    root = checkout(tmp_path / "j")
+    outputs = {}
+    for jobs in ("1", "4"):
+        res = run_cli("build", "--out", f"out-{jobs}", "--backend", "local", "--toolchain", "go=go-registry",
+                      "--no-cache", "--jobs", jobs, env={"REPROBUILD_CACHE": str(shared_cache_root)}, cwd=root)
+        assert res.returncode == 0, res.stderr
+        outputs[jobs] = {name: (root / f"out-{jobs}" / name).read_bytes()
+                         for name in ("SHA256SUMS", "manifest.json", "provenance.json")}
+    assert outputs["1"] == outputs["4"]
+    assert len(outputs["1"]["SHA256SUMS"].splitlines()) == 5
+    bad = run_cli("build", "--out", "out-0", "--jobs", "0", cwd=root)
+    assert bad.returncode == 2 and "--jobs 0" in bad.stderr
+
+
 def test_failed_build_leaves_previous_output_and_no_partial(tmp_path: Path, go_registry: Any,
                                                             shared_cache_root: Path) -> None:
     root = checkout(tmp_path / "d")

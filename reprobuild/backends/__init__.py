@@ -108,6 +108,10 @@ class Backend(Protocol):
         """Run one step; the container (if any) is gone when this returns or raises."""
         ...
 
+    def cancel(self) -> None:
+        """End every step running now (from any thread) and refuse new ones: the build was interrupted."""
+        ...
+
 
 @dataclass(frozen=True)
 class EnvPolicy:

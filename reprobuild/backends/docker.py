@@ -144,6 +144,10 @@ class DockerBackend:
         self.store = ImageStore(DockerEngine(self.client), cache_root or default_cache_root(),
                                 builders_dir or default_builders_dir(lock_path))
         self._ids: dict[ImageRef, str] = {}
+        self._images_guard = threading.Lock()  # parallel steps asking for one image build it once
+        self._running: dict[str, Any] = {}  # name -> container, for `cancel` (steps run on many threads)
+        self._running_guard = threading.Lock()
+        self._cancelled = False
 
     @property
     def lock(self) -> Lock:
@@ -155,8 +159,12 @@ class DockerBackend:
 
     def ensure_image(self, image: ImageRef) -> str:
         """Build the image from its pinned inputs unless the engine already has the expected ID."""
-        if image in self._ids:
+        with self._images_guard:
+            if image not in self._ids:
+                self._ids[image] = self._build_image(image)
             return self._ids[image]
+
+    def _build_image(self, image: ImageRef) -> str:
         from reprobuild.images import load_spec
 
         spec = load_spec(self.store.builders_dir, image.name)
@@ -166,8 +174,16 @@ class DockerBackend:
             built = self.store.ensure_go(image.toolchain_root, image.name)
         else:
             built = self.store.ensure_debian(self.lock, image.name)
-        self._ids[image] = built.image_id
         return built.image_id
+
+    def cancel(self) -> None:
+        """Kill every container this backend runs now; later steps are refused (the build was interrupted)."""
+        with self._running_guard:
+            self._cancelled = True
+            running = list(self._running.values())
+        for container in running:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                container.kill()
 
     def _has_shell(self, image: ImageRef) -> bool:
         from reprobuild.images import load_spec
@@ -242,6 +258,10 @@ class DockerBackend:
                         for m in mounts],
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=4096,
                 detach=True, stdin_open=False, tty=False, log_config=docker.types.LogConfig(type="none"), **limits)
+            with self._running_guard:
+                if self._cancelled:
+                    raise KeyboardInterrupt  # interrupted while this step was being set up
+                self._running[name] = container
             # Attached before it starts, straight to the process's stdout/stderr: no line can be missed,
             # and the stream ends only after the last byte (following the log file could end early).
             attached = container.attach(stdout=True, stderr=True, stream=True, logs=False, demux=True)
@@ -258,6 +278,8 @@ class DockerBackend:
             output = _stream(attached, on_line or (lambda line: None))
             status = container.wait()
             code = int(status.get("StatusCode", -1))
+            if self._cancelled:
+                raise KeyboardInterrupt  # killed by `cancel`: not a failure of the step
             if timed_out.is_set():
                 raise EnvironmentFailure(f"step `{spec.label}` timed out after {spec.timeout:.0f} s and was killed: "
                                          f"{' '.join(spec.argv)}")
@@ -273,6 +295,8 @@ class DockerBackend:
             if timer is not None:
                 timer.cancel()
             self._remove(container, name)
+            with self._running_guard:
+                self._running.pop(name, None)
             _hand_over([m.source for m in mounts if not m.read_only and m.target != CACHE], os.getuid(), os.getgid())
             for copy in copies:
                 remove_tree(copy)

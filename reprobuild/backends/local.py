@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,9 @@ class LocalBackend:
 
     def __init__(self, scratch_base: Path | None = None) -> None:
         self.scratch_base = scratch_base or Path(tempfile.gettempdir()) / "reprobuild-local"
+        # Threads of this process queue here (handed over at once); the file lock is for other processes.
+        self._turn = threading.Lock()
+        self._cancelled = False
 
     def supports(self, variation: str) -> bool:
         if variation not in _NEEDS:
@@ -55,13 +59,19 @@ class LocalBackend:
     def ensure_image(self, image: ImageRef) -> str:
         return f"local:{image.name}"  # the host is the image
 
+    def cancel(self) -> None:
+        self._cancelled = True
+        proc.kill_running()
+
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
         # One fixed build root, so every path a build can see is the same on every run; runs take turns.
         # (The build_path variation moves only the source inside it.)
         self.scratch_base.mkdir(parents=True, exist_ok=True)
         os.chmod(self.scratch_base, 0o755)
         scratch = self.scratch_base / "build"
-        with FileLock(str(scratch) + ".lock"):
+        with self._turn, FileLock(str(scratch) + ".lock"):
+            if self._cancelled:
+                raise KeyboardInterrupt  # the build was interrupted while this step waited its turn
             remove_tree(scratch)
             try:
                 return self._run_in(scratch, spec, on_line)

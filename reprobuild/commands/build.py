@@ -1,5 +1,5 @@
 """`reprobuild build [PIPELINE ...] --out DIR [--backend docker|local] [--offline] [--toolchain NAME=ENTRY]
-[--shard I/N] [--action-cache DIR] [--no-cache]`, and `--dry-run` to print the shard plan."""
+[--shard I/N] [--action-cache DIR] [--no-cache] [--jobs N]`, and `--dry-run` to print the shard plan."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
                    help="where unit results are cached (default: $REPROBUILD_CACHE/actions)")
     p.add_argument("--no-cache", action="store_true",
                    help="build every unit even when the action cache has it (the fresh results are recorded)")
+    p.add_argument("--jobs", "-j", type=int, metavar="N",
+                   help="units (and a Go target's platforms) built at once (default: the core count; "
+                   "the output bytes do not depend on it)")
     p.add_argument("--costs", metavar="FILE", type=Path,
                    help="unit durations (JSON) to balance shards by (default: the action cache's costs.json)")
     p.add_argument("--dry-run", action="store_true", help="print which units each shard builds; build nothing")
@@ -49,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
 
 def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
+    if args.jobs is not None and args.jobs < 1:
+        raise BadInput(f"--jobs {args.jobs}: must be at least 1")
     if args.out is None and not args.dry_run:
         raise BadInput("build needs --out DIR", "reprobuild build [PIPELINE ...] --out DIR")
     opts = BuildOptions(out=args.out or Path("out"), lock_path=lock_path(args), repo_root=args.root.resolve(),
@@ -56,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                         overrides=tuple(toolchain_overrides(args.toolchain).items()),
                         offline=offline_requested(args.offline), shard=shard,
                         action_cache=(args.action_cache or default_action_cache_dir()).resolve(),
-                        read_cache=not args.no_cache, costs=args.costs)
+                        read_cache=not args.no_cache, costs=args.costs, jobs=args.jobs)
     if args.dry_run:
         return _dry_run(args, opts, args.shards or (shard[1] if shard else 1))
     result = build(opts)

@@ -26,10 +26,15 @@ class BuildContext:
     perturb: Perturbation = field(default_factory=Perturbation)  # what `verify` varies (nothing by default)
     cleanup: list[Path] = field(default_factory=list)  # temporary dirs removed when the build ends
     unapplied: dict[str, str] = field(default_factory=dict)  # variations some step could not apply, and why
+    jobs: int = 1  # steps that may run at once (units, a Go target's platforms)
 
     def run(self, spec: RunSpec) -> RunResult:
-        """Run one step on the backend, its output shown as progress; note what it could not vary."""
-        result = self.backend.run(spec, on_line=lambda line: say(f"  {line}"))
+        """Run one step on the backend, its output shown as progress; note what it could not vary.
+
+        Safe to call from several threads: with more than one job, each line names its step.
+        """
+        prefix = f"  [{spec.label}] " if self.jobs > 1 else "  "
+        result = self.backend.run(spec, on_line=lambda line: say(prefix + line))
         self.unapplied.update(result.unapplied)
         return result
 

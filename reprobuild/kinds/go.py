@@ -11,6 +11,7 @@ from reprobuild.errors import BadInput, CheckFailed, FileError, Location
 from reprobuild.kinds import BuildContext
 from reprobuild.model import host_platform
 from reprobuild.normalize import write_tar_gz, write_zip
+from reprobuild.parallel import map_ordered
 from reprobuild.pipeline import GoTarget, Pipeline, source_date_epoch
 from reprobuild.progress import say
 
@@ -80,7 +81,8 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     for target in pipeline.targets:
         image = ImageRef("debian" if target.cgo else "go", inst.tree)
         ctx.images[image.name] = ctx.backend.ensure_image(image)
-        for platform in target.platforms:
+
+        def build_for(platform: str, target: GoTarget = target, image: ImageRef = image) -> None:
             name = binary_name(target, platform)
             say(f"{pipeline.name}: building {target.name} for {platform} ({ctx.backend.name} backend)")
             argv = [f"{goroot}/bin/go", "build", "-trimpath", "-buildvcs=false", "-mod=vendor"]
@@ -102,6 +104,10 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
                 forbidden_paths=forbidden, keep_gnu_build_id=target.keep_gnu_build_id))
             os.chmod(binary, 0o755)
             _package(target, binary, platform, sde)
+
+        # A target's platforms are independent builds (one output file each, one shared Go build cache,
+        # which Go keeps safe for concurrent use): they run at once, up to the job count.
+        map_ordered(build_for, target.platforms, ctx.jobs, ctx.backend.cancel)
 
 
 def _package(target: GoTarget, binary: Path, platform: str, sde: int) -> None:
