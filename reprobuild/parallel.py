@@ -11,8 +11,10 @@ and the interrupt is re-raised once every worker has cleaned up.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -50,3 +52,19 @@ def map_ordered(fn: Callable[[T], R], items: Sequence[T], jobs: int, cancel: Cal
             if error is not None:
                 raise error
     return [future.result() for future in futures]
+
+
+class KeyedLocks:
+    """One lock per key, made on first use: work that must not overlap with its own kind (the same key)
+    while other work goes on."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from reprobuild.backends import Backend, EnvPolicy, Perturbation, RunResult, RunSpec, hermetic_env
 from reprobuild.model import Lock, Toolchain
+from reprobuild.parallel import KeyedLocks
 from reprobuild.pipeline import Pipeline
 from reprobuild.progress import say
 from reprobuild.toolchains import Installed, ToolchainCache
@@ -27,6 +28,7 @@ class BuildContext:
     cleanup: list[Path] = field(default_factory=list)  # temporary dirs removed when the build ends
     unapplied: dict[str, str] = field(default_factory=dict)  # variations some step could not apply, and why
     jobs: int = 1  # steps that may run at once (units, a Go target's platforms)
+    serial: KeyedLocks = field(default_factory=KeyedLocks)  # steps of one key run one at a time (shared by units)
 
     def run(self, spec: RunSpec) -> RunResult:
         """Run one step on the backend, its output shown as progress; note what it could not vary.

@@ -94,7 +94,18 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
                            mounts=(Mount(pipeline.source, src), Mount(out, OUT, read_only=False),
                                    Mount(gocache, CACHE, read_only=False)),
                            workdir=src, label=f"{pipeline.name}/{target.name} {platform}", perturb=ctx.perturb)
-            result = ctx.run(spec)
+            # On a cold cache, builds for one platform take turns: at once, each would compile the same standard
+            # library (Go does not share work in progress between processes). Measured on go-service: cold,
+            # 17.1 s all at once vs 14.1 s in turns; warm, turns cost 1.27 s -> 1.48 s, so they end once the
+            # cache has built the platform (a marker beside Go's cache; a pruned cache is only slower).
+            warm = gocache / f"warm-{platform.replace('/', '-')}"
+            if warm.exists():
+                result = ctx.run(spec)
+            else:
+                with ctx.serial.hold(f"go build {platform} {gocache}"):
+                    result = ctx.run(spec)
+                if result.returncode == 0:
+                    warm.touch()
             if result.returncode != 0:
                 raise CheckFailed(f"{pipeline.name}: `go build` of target `{target.name}` for {platform} failed "
                                   f"(exit {result.returncode}):\n" + _indent(result.output))
