@@ -2,10 +2,11 @@
 
     python benchmarks/bench_verify.py [--runs N] [--json]
 
-(a) `reprobuild verify pipelines/go-service.yaml --toolchain go=go-registry --runs 2 --backend local`
-    (default variations, which include a cold Go build cache) vs one `reprobuild build` of the same (same
-    backend, `--no-cache`, warm GOCACHE): target <= 1.4x. For information, the same against one cold
-    build (reprobuild's Go build cache removed first), and verify with `--vary=-cache` (warm cache).
+(a) `reprobuild verify pipelines/go-service.yaml --toolchain go=go-registry --runs 2` on the Docker backend
+    (the default where an engine answers; else the local one, named in the figures) vs one `reprobuild
+    build` of the same (same backend, `--no-cache`), like against like, target <= 1.4x each: default
+    variations, whose `cache` makes the varied run a build from an empty Go build cache, vs one such cold
+    build; and `--vary=-cache` vs one warm build. For information, default verify vs one warm build.
 (b) Debian's reprotest (default variations minus user_group and domain_host) building the same three
     binaries with the same flags and Go, fresh temp GOCACHE/GOPATH per run, vs verify with reprotest's kind
     of variations (`--vary=-cache`: reprotest has no cold-cache variation; ours still varies user_group and
@@ -49,7 +50,16 @@ VERIFY_TARGET = 1.4
 REPROTEST_TARGET = 5.0
 HASH_TARGET = 0.9
 PIPELINE = REPO / "pipelines" / "go-service.yaml"
-COMMON = ("pipelines/go-service.yaml", "--toolchain", "go=go-registry", "--backend", "local", "-q")
+
+
+def backend_name() -> str:
+    from reprobuild.backends.docker import probe
+
+    return "docker" if probe()[0] else "local"
+
+
+BACKEND = backend_name()
+COMMON = ("pipelines/go-service.yaml", "--toolchain", "go=go-registry", "--backend", BACKEND, "-q")
 
 
 def cli(*args: str) -> None:
@@ -135,7 +145,7 @@ def main(runs: int = 3) -> dict[str, Any]:
     lock = load_lock(REPO / "toolchains.lock")
     installed = ToolchainCache().ensure(lock.toolchain("go-registry"))  # outside the timings
     goroot = installed.root
-    gocache = ToolchainCache().root / "gocache" / f"local-{installed.key[:16]}"  # reprobuild's, local backend
+    gocache = ToolchainCache().root / "gocache" / f"{BACKEND}-{installed.key[:16]}"  # reprobuild's
     load_before = os.getloadavg()[0]
     r: dict[str, Any] = {"runs": runs}
     with tempfile.TemporaryDirectory(prefix="reprobuild-bench-verify-") as tmp:
@@ -169,17 +179,19 @@ def main(runs: int = 3) -> dict[str, Any]:
 
 
 def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
-    v, b = r["verify_s"], r["build_s"]
+    v, b, cold, w = r["verify_s"], r["build_s"], r["build_cold_s"], r["verify_warm_s"]
+    on = f"{BACKEND} backend"
     rows = [
-        {"figure": f"verify go-service, 2 runs, default variations, local backend (target <= {VERIFY_TARGET}x)",
-         "ours": f"{v:.2f} s", "baseline": f"{b:.2f} s (one build, --no-cache)", "ratio": f"{v / b:.2f}x",
-         "ok": v / b <= VERIFY_TARGET},
-        {"figure": "verify go-service, 2 runs, default variations, local backend, vs one cold build (information)",
-         "ours": f"{v:.2f} s", "baseline": f"{r['build_cold_s']:.2f} s (one build, empty Go build cache)",
-         "ratio": f"{v / r['build_cold_s']:.2f}x", "ok": None},
-        {"figure": "verify go-service, 2 runs, --vary=-cache, local backend (information)",
-         "ours": f"{r['verify_warm_s']:.2f} s", "baseline": f"{b:.2f} s (one build, --no-cache)",
-         "ratio": f"{r['verify_warm_s'] / b:.2f}x", "ok": None}]
+        {"figure": f"verify go-service, 2 runs, default variations ({on}; `cache` makes the varied run a cold "
+         f"build) vs one cold build (target <= {VERIFY_TARGET}x)", "ours": f"{v:.2f} s",
+         "baseline": f"{cold:.2f} s (one build, empty Go build cache)", "ratio": f"{v / cold:.2f}x",
+         "ok": v / cold <= VERIFY_TARGET},
+        {"figure": f"verify go-service, 2 runs, --vary=-cache ({on}) vs one warm build (target <= {VERIFY_TARGET}x)",
+         "ours": f"{w:.2f} s", "baseline": f"{b:.2f} s (one build, --no-cache)", "ratio": f"{w / b:.2f}x",
+         "ok": w / b <= VERIFY_TARGET},
+        {"figure": f"verify go-service, 2 runs, default variations ({on}) vs one warm build (information: "
+         "the price of the cold-cache run)", "ours": f"{v:.2f} s", "baseline": f"{b:.2f} s (one build, --no-cache)",
+         "ratio": f"{v / b:.2f}x", "ok": None}]
     if "reprotest_s" in r:
         w = r["verify_warm_s"]
         rows.append({"figure": f"verify --vary=-cache vs reprotest (no cache variation either) on go-service, same "

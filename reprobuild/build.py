@@ -80,12 +80,15 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     out = opts.out.resolve()
     _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.partial-*"):
+    for stale in [*out.parent.glob(f".{out.name}.partial-*"), *out.parent.glob(f".{out.name}.coldcache-*")]:
         remove_tree(stale)  # left by a build that was killed outright
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     os.chmod(staging, 0o755)  # an unprivileged build user must reach its output dir
-    ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root, perturb=perturb or Perturbation(),
-                       jobs=opts.jobs or default_jobs())
+    perturb = perturb or Perturbation()
+    cold = Path(tempfile.mkdtemp(prefix=f".{out.name}.coldcache-", dir=out.parent)) if perturb.cold_cache else None
+    ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root, perturb=perturb,
+                       jobs=opts.jobs or default_jobs(), cold_cache=cold,
+                       cleanup=[cold] if cold is not None else [])
     inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root,
                        _builders_dir(opts, backend), host_platform())
     try:

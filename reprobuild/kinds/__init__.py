@@ -29,6 +29,9 @@ class BuildContext:
     unapplied: dict[str, str] = field(default_factory=dict)  # variations some step could not apply, and why
     jobs: int = 1  # steps that may run at once (units, a Go target's platforms)
     serial: KeyedLocks = field(default_factory=KeyedLocks)  # steps of one key run one at a time (shared by units)
+    # verify's `cache` variation: an empty directory the build's caches start from, shared by its units
+    # (a fresh CI runner's cold cache is cold once per build, not once per target).
+    cold_cache: Path | None = None
 
     def run(self, spec: RunSpec) -> RunResult:
         """Run one step on the backend, its output shown as progress; note what it could not vary.

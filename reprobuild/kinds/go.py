@@ -66,9 +66,8 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     out = ctx.staging / pipeline.name
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o777)  # the build runs as an unprivileged user; the backend hands files back
-    if ctx.perturb.cold_cache:
-        gocache = ctx.staging.parent / f".{ctx.staging.name}-coldcache"  # removed with the staging dir's parent
-        ctx.cleanup.append(gocache)
+    if ctx.cold_cache is not None:  # verify's `cache` variation: one empty cache for the whole build
+        gocache = ctx.cold_cache / f"go-{inst.key[:16]}"
     else:
         gocache = ctx.cache.root / "gocache" / f"{ctx.backend.name}-{inst.key[:16]}"
     gocache.mkdir(parents=True, exist_ok=True)
