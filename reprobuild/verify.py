@@ -90,7 +90,9 @@ def perturbation(names: tuple[str, ...], label: str, varied: tuple[str, ...] = (
         elif name == "cache":
             p = replace(p, cold_cache=True)
         elif name == "exec_path":
-            env["PATH"] = "/rb/varied-path/bin:/usr/local/bin:/usr/bin:/bin"
+            p = replace(p, exec_path="/rb/i_capture_the_path")  # appended to each step's own PATH
+        elif name == "fileordering":
+            p = replace(p, fileordering=True)
     return replace(p, env=env)
 
 

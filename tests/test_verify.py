@@ -27,6 +27,8 @@ CASES = {
     "env": ("env | sort > $OUT/out.txt", "environment"),
     "nproc": ("nproc > $OUT/out.txt", "num_cpus"),
     "home": ("echo $HOME > $OUT/out.txt", "home"),
+    "path": ('echo "$PATH" > $OUT/out.txt', "exec_path"),
+    "readdir": ("touch a b c d e && ls -U > $OUT/out.txt", "fileordering"),  # directory order, unsorted
     "random": ("head -c 16 /dev/urandom | od -An -tx1 > $OUT/out.txt", "unexplained"),
 }
 
@@ -79,6 +81,7 @@ def test_each_variation_is_caught_and_named(tmp_path: Path, backend_args: list[s
     (diff,) = report["differences"]
     assert diff["artifact"] == "case/out.txt" and diff["status"] == "differs"
     assert diff["causes"], "the difference must be explained"
+    assert "disorderfs" not in Path("/proc/mounts").read_text()  # the fileordering views are gone
 
 
 def test_vary_syntax() -> None:

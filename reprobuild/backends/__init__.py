@@ -66,6 +66,8 @@ class Perturbation:
     gid: int = GID
     cpus: int | None = None  # num_cpus: restrict the build to this many CPUs
     cold_cache: bool = False  # cache: a fresh, empty build cache
+    exec_path: str = ""  # exec_path: a directory appended to every step's PATH (reprotest's)
+    fileordering: bool = False  # fileordering: the source is read through disorderfs (entries reversed)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import docker.errors
 import docker.types
 import requests
 
-from reprobuild.backends import CACHE, HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec
+from reprobuild.backends import CACHE, HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec, disorder
 from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import remove_tree
 from reprobuild.model import Lock
@@ -41,7 +41,7 @@ TMPFS_SIZE = "2g"
 # builders/debian/image.yaml): a step in an image without (the scratch `go` image) reports the variation
 # as not applied, and verify lists it as skipped.
 SUPPORTED_VARIATIONS = frozenset({"build_path", "environment", "home", "cache", "timezone", "umask", "time",
-                                  "locales", "num_cpus", "user_group", "domain_host"})
+                                  "locales", "num_cpus", "user_group", "domain_host", "exec_path"})
 
 
 def umask_wrapper(umask: int) -> tuple[str, ...]:
@@ -207,7 +207,10 @@ class DockerBackend:
         return found
 
     def supports(self, variation: str) -> bool:
-        """`verify` variations a container can apply (see SUPPORTED_VARIATIONS)."""
+        """`verify` variations a container can apply (see SUPPORTED_VARIATIONS); fileordering when the host
+        can make a disorderfs view to mount."""
+        if variation == "fileordering":
+            return disorder.unavailable() is None
         return variation in SUPPORTED_VARIATIONS
 
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
@@ -220,14 +223,18 @@ class DockerBackend:
         container: Any = None
         name = f"reprobuild-{uuid.uuid4().hex[:16]}"
         mounts: list[Mount] = []
+        views = contextlib.ExitStack()
         start = time.monotonic()
         try:
             for m in spec.mounts:
                 if m.copy:  # a private, writable copy of the source, removed afterwards
                     copy = Path(tempfile.mkdtemp(prefix="reprobuild-copy-"))
                     copies.append(copy)
+                    os.chmod(copy, 0o711)  # disorderfs creates files as the build user, by path: it must get through
                     shutil.copytree(m.source, copy / "tree", symlinks=True)
                     m = Mount(copy / "tree", m.target, read_only=False)
+                if p.fileordering and m.target == p.src:
+                    m = Mount(views.enter_context(disorder.reversed_view(m.source)), m.target, m.read_only)
                 mounts.append(m)
             if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
                 mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
@@ -297,6 +304,7 @@ class DockerBackend:
             self._remove(container, name)
             with self._running_guard:
                 self._running.pop(name, None)
+            views.close()
             _hand_over([m.source for m in mounts if not m.read_only and m.target != CACHE], os.getuid(), os.getgid())
             for copy in copies:
                 remove_tree(copy)

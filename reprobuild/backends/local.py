@@ -8,6 +8,7 @@ the same on every run, as it is in a container.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,14 +21,27 @@ from pathlib import Path
 from filelock import FileLock
 
 from reprobuild import proc
-from reprobuild.backends import GID, HOME, OUT, TMP, TOOLCHAIN, UID, ImageRef, Mount, Perturbation, RunResult, RunSpec
+from reprobuild.backends import (
+    GID,
+    HOME,
+    OUT,
+    TMP,
+    TOOLCHAIN,
+    UID,
+    ImageRef,
+    Mount,
+    Perturbation,
+    RunResult,
+    RunSpec,
+    disorder,
+)
 from reprobuild.fsutil import remove_tree
 
 # Variations this backend can apply, and what each needs on the host.
 _NEEDS: dict[str, tuple[str, ...]] = {
     "build_path": (), "timezone": (), "locales": (), "umask": (), "environment": (), "home": (), "cache": (),
     "num_cpus": ("taskset",), "user_group": ("setpriv",), "domain_host": ("unshare", "hostname"),
-    "time": (),
+    "time": (), "exec_path": (), "fileordering": (),
 }
 FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1")
@@ -53,6 +67,8 @@ class LocalBackend:
         if variation in ("user_group", "domain_host") and os.geteuid() != 0:
             return False
         if variation == "time" and faketime_library() is None:
+            return False
+        if variation == "fileordering" and disorder.unavailable() is not None:
             return False
         return all(shutil.which(tool) for tool in _NEEDS[variation])
 
@@ -85,25 +101,42 @@ class LocalBackend:
             os.chmod(scratch / sub, 0o777)
         mounts: list[Mount] = []
         hand_back: list[tuple[Path, Path]] = []
-        for m in spec.mounts:
-            if m.target == OUT and not m.read_only:
-                # Outputs are written at a fixed path (as $OUT is in a container), then handed back.
-                fixed = scratch / "out"
-                fixed.mkdir()
-                os.chmod(fixed, 0o777)
-                hand_back.append((fixed, m.source))
-                m = Mount(fixed, m.target, read_only=False)
-            elif m.copy:
-                copy = scratch / "work" / m.target.strip("/").replace("/", "_")
-                shutil.copytree(m.source, copy, symlinks=True)
-                _open_up(copy)
-                m = Mount(copy, m.target, read_only=False)
-            mounts.append(m)
-        mounts += [Mount(scratch / "home", HOME, False), Mount(scratch / "tmp", TMP, False)]
-        if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
-            mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
-        if _as_another_user(p):
-            mounts = [_reachable(m, scratch / "ro" / str(i)) for i, m in enumerate(mounts)]
+        with contextlib.ExitStack() as views:
+            for m in spec.mounts:
+                disordered = p.fileordering and m.target == p.src
+                if m.target == OUT and not m.read_only:
+                    # Outputs are written at a fixed path (as $OUT is in a container), then handed back.
+                    fixed = scratch / "out"
+                    fixed.mkdir()
+                    os.chmod(fixed, 0o777)
+                    hand_back.append((fixed, m.source))
+                    m = Mount(fixed, m.target, read_only=False)
+                elif m.copy:
+                    name = m.target.strip("/").replace("/", "_")
+                    copy = scratch / "work" / name
+                    # fileordering: the copy lies underneath and the disorderfs view takes its place, so the
+                    # build's own paths (`pwd`) are the control's.
+                    tree = scratch / "under" / name if disordered else copy
+                    shutil.copytree(m.source, tree, symlinks=True)
+                    _open_up(tree)
+                    if disordered:
+                        copy.mkdir(parents=True)
+                        views.enter_context(disorder.reversed_view(tree, at=copy))
+                    m = Mount(copy, m.target, read_only=False)
+                mounts.append(m)
+            mounts += [Mount(scratch / "home", HOME, False), Mount(scratch / "tmp", TMP, False)]
+            if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
+                mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
+            if _as_another_user(p):
+                mounts = [_reachable(m, scratch / "ro" / str(i)) for i, m in enumerate(mounts)]
+            if p.fileordering:  # a read-only source: a view of it (of the user's reachable copy, if any)
+                mounts = [Mount(views.enter_context(disorder.reversed_view(m.source)), m.target)
+                          if m.target == p.src and not m.copy and m.read_only else m for m in mounts]
+            return self._run_mounted(spec, mounts, hand_back, on_line)
+
+    def _run_mounted(self, spec: RunSpec, mounts: list[Mount], hand_back: list[tuple[Path, Path]],
+                     on_line: Callable[[str], None] | None) -> RunResult:
+        p = spec.perturb
         mapping = [(m.target, str(m.source)) for m in mounts]
 
         def host(value: str) -> str:

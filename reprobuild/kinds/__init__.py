@@ -48,6 +48,8 @@ class BuildContext:
         env = hermetic_env(EnvPolicy(source_date_epoch))
         env.update(extra or {})
         env.update(self.perturb.env)
+        if self.perturb.exec_path:
+            env["PATH"] = f"{env['PATH']}:{self.perturb.exec_path}"
         return env
 
     def entry_for(self, pipeline: Pipeline) -> tuple[str, Toolchain]:
