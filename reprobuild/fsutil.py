@@ -70,3 +70,17 @@ def temp_dir_in(parent: Path, prefix: str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             remove_tree(tmp)
+
+
+def link_tree(source: Path, dest: Path) -> None:
+    """dest: a tree of hard links to source's files (the same files, no copy); a copy across filesystems."""
+    try:
+        shutil.copytree(source, dest, symlinks=True, copy_function=os.link)
+    except OSError:
+        remove_tree(dest)
+        shutil.copytree(source, dest, symlinks=True)
+
+
+def others_can_reach(path: Path) -> bool:
+    """Every directory above `path` lets other users through (o+x)."""
+    return all(os.stat(parent).st_mode & 0o001 for parent in [*path.resolve().parents][::-1])

@@ -177,6 +177,23 @@ def test_failure_timeout_and_memory_limit_remove_the_container(docker_backend: A
     assert no_leftovers() == []
 
 
+def interrupt(child: subprocess.Popen[str], running: int) -> None:
+    """With `running` of the child's containers up, Ctrl-C it: it must be gone within 10 s."""
+    from reprobuild.backends.docker import leftover_containers
+
+    assert len(leftover_containers(child.pid)) == running
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    child.wait(timeout=10)
+    assert time.monotonic() - sent < 10
+
+
+def reap(child: subprocess.Popen[str]) -> None:
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+
+
 @pytest.mark.docker
 def test_sigint_ends_a_run_within_10s_leaving_nothing(docker_backend: Any, debian_lock: Path,
                                                       shared_cache_root: Path, tmp_path: Path) -> None:
@@ -213,17 +230,11 @@ def test_sigint_ends_a_run_within_10s_leaving_nothing(docker_backend: Any, debia
         for line in child.stdout:
             if line.strip() == "started" or time.monotonic() > deadline:
                 break
-        from reprobuild.backends.docker import leftover_containers
-
-        assert len(leftover_containers(child.pid)) == 1  # the step really is running in a container
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        child.wait(timeout=10)
-        assert time.monotonic() - sent < 10
+        interrupt(child, running=1)  # the step really is running in a container
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        reap(child)
+    from reprobuild.backends.docker import leftover_containers
+
     assert child.returncode != 0
     assert "KeyboardInterrupt" in (child.stderr.read() if child.stderr else "")
     assert leftover_containers(child.pid) == []
@@ -260,15 +271,9 @@ def test_sigint_ends_a_parallel_build_within_10s_leaving_nothing(debian_lock: Pa
             if started == {"one", "two"} or time.monotonic() > deadline:
                 break
         assert started == {"one", "two"}, "both steps run at once"
-        assert len(leftover_containers(child.pid)) == 2
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        child.wait(timeout=10)
-        assert time.monotonic() - sent < 10
+        interrupt(child, running=2)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        reap(child)
     assert child.returncode == 130
     assert leftover_containers(child.pid) == []
     assert sorted(p.name for p in root.iterdir()) == ["pipelines", "src"]  # no out/, no .out.partial-*

@@ -120,3 +120,24 @@ def test_go_example_is_reproducible(tmp_path: Path, go_registry: Any, shared_cac
     report = json.loads((root / "r.json").read_text())
     assert report["reproducible"] is True and report["culprits"] == []
     assert any(a["path"].startswith("go-service/hello_linux_arm64") for a in report["artifacts"])
+
+
+@pytest.mark.docker
+def test_go_example_verifies_on_docker_with_a_warm_cache_shared_by_no_two_users(
+        tmp_path: Path, go_registry: Any, debian_lock: Path, shared_cache_root: Path) -> None:
+    """`--vary=-cache`: the control and the user_group run build at once with warm caches. Each build user has
+    its own; the control's stays the normal build user's, so the next plain build does not have to win it back."""
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "examples" / "go-service", root / "examples" / "go-service")
+    shutil.copytree(REPO / "pipelines", root / "pipelines")
+    for _ in range(2):  # the second time both caches are warm and in use at the same moment
+        res = run_cli("verify", "pipelines/go-service.yaml", "--backend", "docker", "--toolchain", "go=go-registry",
+                      "--lock", str(debian_lock), "--vary=-cache", "--report", "r.json", cwd=root,
+                      env={"REPROBUILD_CACHE": str(shared_cache_root)})
+        assert res.returncode == 0, res.stderr[-3000:]
+        report = json.loads((root / "r.json").read_text())
+        assert report["reproducible"] is True and "user_group" in report["variations"]
+    caches = sorted((shared_cache_root / "gocache").glob(f"docker-{go_registry.key[:16]}*"))
+    assert [c.name.removeprefix(f"docker-{go_registry.key[:16]}") for c in caches] == ["", "-uid1234"]
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in (caches[0] / "go-build").rglob("*")}
+    assert owners == {(1000, 1000)}, "the normal build user's cache was handed to another user"

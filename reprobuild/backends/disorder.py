@@ -20,6 +20,7 @@ from pathlib import Path
 
 from reprobuild import proc
 from reprobuild.errors import EnvironmentFailure
+from reprobuild.fsutil import link_tree, others_can_reach, remove_tree
 
 
 def unavailable() -> str | None:
@@ -39,12 +40,20 @@ def reversed_view(source: Path, at: Path | None = None) -> Iterator[Path]:
     """`source` seen through disorderfs (directory entries reversed), at `at` (an empty directory) or at a
     new temporary one; unmounted when the block ends, also on errors.
 
-    Never put a view of a tree that must survive under a directory that is removed afterwards: a view
-    that could not be unmounted would be removed *through*.
+    disorderfs reads the tree with the build user's rights, by path (a bind mount would not): a source the
+    build user cannot reach (under root's home, or a private temporary directory) is seen through a tree of
+    hard links made beside the view. Never put a view of a tree that must survive under a directory that is
+    removed afterwards: a view that could not be unmounted would be removed *through*.
     """
-    mountpoint = at if at is not None else Path(tempfile.mkdtemp(prefix="reprobuild-disorder-"))
-    os.chmod(mountpoint, 0o755)
+    base = Path(tempfile.mkdtemp(prefix="reprobuild-disorder-"))
+    os.chmod(base, 0o755)
     try:
+        if not others_can_reach(source):
+            link_tree(source, base / "tree")
+            source = base / "tree"
+        mountpoint = at if at is not None else base / "view"
+        mountpoint.mkdir(exist_ok=True)
+        os.chmod(mountpoint, 0o755)
         done = proc.run(["disorderfs", "--reverse-dirents=yes", "--multi-user=yes", "--quiet",
                          str(source), str(mountpoint)], check=False)
         if done.returncode != 0:
@@ -55,9 +64,8 @@ def reversed_view(source: Path, at: Path | None = None) -> Iterator[Path]:
         finally:
             _unmount(mountpoint)
     finally:
-        if at is None:
-            with contextlib.suppress(OSError):
-                mountpoint.rmdir()
+        if not os.path.ismount(base / "view"):  # never remove through a view that is still mounted
+            remove_tree(base)
 
 
 def _unmount(mountpoint: Path) -> None:

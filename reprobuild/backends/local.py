@@ -35,7 +35,7 @@ from reprobuild.backends import (
     RunSpec,
     disorder,
 )
-from reprobuild.fsutil import remove_tree
+from reprobuild.fsutil import link_tree, others_can_reach, remove_tree
 
 # Variations this backend can apply, and what each needs on the host.
 _NEEDS: dict[str, tuple[str, ...]] = {
@@ -187,23 +187,14 @@ def _reachable(m: Mount, view: Path) -> Mount:
     user as a tree of hard links in the scratch root (same files, no copy; on another filesystem, a copy).
     A writable one (a build cache) gets directories the user may add entries to; what it adds is dropped
     with the scratch root, and the files it shares stay the owner's, read-only to the build."""
-    if _others_can_reach(m.source) and (m.read_only or os.stat(m.source).st_mode & 0o002):
+    if others_can_reach(m.source) and (m.read_only or os.stat(m.source).st_mode & 0o002):
         return m
     view.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(view.parent, 0o755)
-    try:
-        shutil.copytree(m.source, view, symlinks=True, copy_function=os.link)
-    except OSError:
-        remove_tree(view)
-        shutil.copytree(m.source, view, symlinks=True)
+    link_tree(m.source, view)
     if not m.read_only:
         _open_up(view)
     return Mount(view, m.target, read_only=m.read_only)
-
-
-def _others_can_reach(path: Path) -> bool:
-    """Every directory above `path` lets other users through (o+x)."""
-    return all(os.stat(parent).st_mode & 0o001 for parent in [*path.resolve().parents][::-1])
 
 
 def _open_up(root: Path) -> None:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from reprobuild import goassert
-from reprobuild.backends import CACHE, OUT, SRC, TOOLCHAIN, ImageRef, Mount, RunSpec
+from reprobuild.backends import CACHE, OUT, SRC, TOOLCHAIN, UID, ImageRef, Mount, RunSpec
 from reprobuild.errors import BadInput, CheckFailed, FileError, Location
 from reprobuild.kinds import BuildContext
 from reprobuild.model import host_platform
@@ -69,7 +69,11 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     if ctx.cold_cache is not None:  # verify's `cache` variation: one empty cache for the whole build
         gocache = ctx.cold_cache / f"go-{inst.key[:16]}"
     else:
-        gocache = ctx.cache.root / "gocache" / f"{ctx.backend.name}-{inst.key[:16]}"
+        # One persistent cache per backend, toolchain and build user: verify's user_group run and its control
+        # run at once, and a cache the Docker backend hands to one user must not be taken from the other
+        # mid-build (that was "open .../go-build/...: permission denied").
+        user = "" if ctx.perturb.uid == UID else f"-uid{ctx.perturb.uid}"
+        gocache = ctx.cache.root / "gocache" / f"{ctx.backend.name}-{inst.key[:16]}{user}"
     gocache.mkdir(parents=True, exist_ok=True)
     os.chmod(gocache, 0o777)
     pin_root = inst.root.relative_to(inst.tree).as_posix()
