@@ -31,7 +31,9 @@ class Ticker(Protocol):
 def say(message: str) -> None:
     """One status line on stderr (never stdout, which `--json` owns)."""
     if not quiet:
-        print(f"reprobuild: {message}", file=sys.stderr, flush=True)
+        # One write per line: steps on other threads say things too, and print() writes the newline apart.
+        sys.stderr.write(f"reprobuild: {message}\n")
+        sys.stderr.flush()
 
 
 class _PlainTicker:
