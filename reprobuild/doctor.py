@@ -310,7 +310,11 @@ def _policy_facts(lock: Lock | None, root: Path | None, overrides: dict[str, str
     try:
         check_overrides(lock, overrides)
         pipelines = load_pipelines(None, root) if root is not None and (root / "pipelines").is_dir() else []
-        return tuple(policy.evaluate(lock, overrides, pipelines, environ)), None
+        # Host variables doctor's own leak check reports (env.leak.*, with why each matters) are not
+        # reported a second time by the table's host-env rules: one finding per variable.
+        reported = {name for name, _ in leaking_variables(environ)}
+        unreported = {k: v for k, v in environ.items() if k not in reported}
+        return tuple(policy.evaluate(lock, overrides, pipelines, unreported)), None
     except ReprobuildError as exc:
         return (), f"the policy gate could not judge this repository: {exc}"
 

@@ -123,3 +123,11 @@ def images_debian() -> Any:
     from reprobuild.backends import ImageRef
 
     return ImageRef("debian")
+
+
+def test_a_host_go_variable_is_reported_once(tmp_path: Path) -> None:
+    """GOFLAGS is both a leak doctor knows and a variable of the policy table's host-env rule: one finding."""
+    r = run_cli("doctor", "--json", "--root", str(REPO), env={"GOFLAGS": "-mod=mod"}, cwd=REPO)
+    findings = json.loads(r.stdout)["findings"]
+    about = [f["id"] for f in findings if "GOFLAGS" in f["message"]]
+    assert about == ["env.leak.GOFLAGS"], about
