@@ -149,6 +149,7 @@ class DockerBackend:
         self._running: dict[str, Any] = {}  # name -> container, for `cancel` (steps run on many threads)
         self._running_guard = threading.Lock()
         self._cancelled = False
+        self._hosts: Path | None = None
 
     @property
     def lock(self) -> Lock:
@@ -178,11 +179,15 @@ class DockerBackend:
         return built.image_id
 
     def _hosts_file(self) -> Path:
-        """The fixed /etc/hosts of a network-less step (the engine writes none when networking is disabled)."""
-        path = self.store.cache_root / "docker" / "hosts"
-        if not path.is_file() or path.read_text() != HOSTS:
-            atomic_write_text(path, HOSTS)
-        return path
+        """The fixed /etc/hosts of a network-less step (the engine writes none when networking is disabled),
+        checked once per backend rather than read again for every step."""
+        with self._images_guard:
+            if self._hosts is None:
+                path = self.store.cache_root / "docker" / "hosts"
+                if not path.is_file() or path.read_text() != HOSTS:
+                    atomic_write_text(path, HOSTS)
+                self._hosts = path
+            return self._hosts
 
     def cancel(self) -> None:
         """Kill every container this backend runs now; later steps are refused (the build was interrupted)."""
