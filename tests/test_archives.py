@@ -26,7 +26,7 @@ import pytest
 
 from reprobuild.archives import extract, tree_hash, tree_records
 from reprobuild.errors import UnsafeArchive
-from tests.conftest import run_cli, sha256, url_entry, write_lock
+from tests.conftest import run_cli, sha256, tar_bytes, url_entry, write_lock
 from tests.httpserver import LocalServer
 
 # --- building archives -----------------------------------------------------------------------------
@@ -123,15 +123,9 @@ def ar_archive(members: list[tuple[str, bytes]]) -> bytes:
 def deb_bytes(data_members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     """A Debian package as dpkg-deb lays it out: debian-binary, control.tar.xz, data.tar.xz."""
 
-    def txz(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:xz") as tf:
-            for info, data in members:
-                tf.addfile(info, io.BytesIO(data) if data is not None else None)
-        return buf.getvalue()
-
-    control = txz([_file("./control", b"Package: golang-test\nVersion: 1.0\nArchitecture: amd64\n")])
-    return ar_archive([("debian-binary", b"2.0\n"), ("control.tar.xz", control), ("data.tar.xz", txz(data_members))])
+    control = tar_bytes([_file("./control", b"Package: golang-test\nVersion: 1.0\nArchitecture: amd64\n")], "xz")
+    return ar_archive([("debian-binary", b"2.0\n"), ("control.tar.xz", control),
+                       ("data.tar.xz", tar_bytes(data_members, "xz"))])
 
 
 # --- the layout every case uses --------------------------------------------------------------------

@@ -14,23 +14,15 @@ import pytest
 
 from reprobuild.pipeline import GoTarget, Pipeline
 from reprobuild.shard import assign, parse_shard, plan_digest, plan_units, select
-from tests.conftest import REPO, run_cli
+from tests.conftest import COPY_INPUT, REPO, command_projects, run_cli
 
 UNITS = 12
 FILES = ("SHA256SUMS", "manifest.json", "provenance.json")
 
 
-def project(root: Path, n: int = UNITS, run: str = "cp input.txt $OUT/out.txt && echo built >> $OUT/out.txt") -> Path:
+def project(root: Path, n: int = UNITS, run: str = COPY_INPUT) -> Path:
     """n command pipelines (one per file), each with its own source tree."""
-    (root / "pipelines").mkdir(parents=True)
-    for k in range(1, n + 1):
-        name = f"unit{k:02d}"
-        (root / "src" / name).mkdir(parents=True)
-        (root / "src" / name / "input.txt").write_text(f"input of {name}\n")
-        (root / "pipelines" / f"{name}.yaml").write_text(
-            f"version: 1\nname: {name}\nbuilder: command\nsource: src/{name}\nrun: {json.dumps(run)}\n"
-            "artifacts: ['*.txt']\n")
-    return root
+    return command_projects(root, n, "unit", run)
 
 
 @pytest.fixture
