@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from reprobuild import __version__, progress
-from reprobuild.commands import COMMANDS
+from reprobuild.commands import HELP, load
 from reprobuild.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, ReprobuildError
 
 
@@ -35,13 +35,19 @@ def common_options(*, with_json: bool = True) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the arguments, only the command they name is loaded (the others are listed
+    in `--help` from commands.HELP but never parsed: argparse parses one command)."""
     parser = argparse.ArgumentParser(prog="reprobuild", description="Hermetic, byte-reproducible builds, with proof.")
     parser.add_argument("--version", action="version", version=f"reprobuild {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = common_options()
-    for command in COMMANDS:
-        command.add_parser(sub, common)
+    named = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    for name in HELP:
+        if named is None or named not in HELP or name == named:
+            load(name).add_parser(sub, common)
+        else:
+            sub.add_parser(name, help=HELP[name], add_help=False)
     return parser
 
 
@@ -55,7 +61,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help

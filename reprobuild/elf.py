@@ -164,8 +164,13 @@ class ElfFile:
     def find(self, needle: bytes) -> list[str]:
         """Where `needle` occurs: section names (compressed debug sections searched decompressed), or `file`."""
         places = []
+        in_file = needle in self.data  # a stored section holds it only if the file does: one pass, no copies
         for s in self.sections:
             if not s.size or s.type == SHT_NOBITS:
+                continue
+            if not s.compressed:
+                if in_file and self.data.find(needle, s.offset, s.offset + s.size) >= 0:
+                    places.append(s.name or "(unnamed)")
                 continue
             try:
                 body = self.contents(s)
@@ -173,7 +178,7 @@ class ElfFile:
                 body = self.raw(s)
             if needle in body:
                 places.append(s.name or "(unnamed)")
-        if not places and needle in self.data:
+        if not places and in_file:
             places.append("file")
         return places
 

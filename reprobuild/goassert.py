@@ -6,46 +6,20 @@ A failed assertion is exit 1 (CheckFailed), naming the target and what was found
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from reprobuild import proc
 from reprobuild.elf import ElfFile
 from reprobuild.errors import CheckFailed
+from reprobuild.gobuildinfo import BuildInfo, from_go_version, read_build_info
 
 
-@dataclass(frozen=True)
-class BuildInfo:
-    go_version: str
-    settings: dict[str, str] = field(default_factory=dict)
-    deps: dict[str, str] = field(default_factory=dict)  # module path -> version
-
-
-def read_buildinfo(go: Path, binary: Path) -> BuildInfo:
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "GOTOOLCHAIN": "local", "GOFLAGS": "",
-           "GOENV": "off", "GOROOT": str(go.parent.parent)}
-    done = proc.run([str(go), "version", "-m", str(binary)], env=env)
-    return parse_buildinfo(done.stdout)
-
-
-def parse_buildinfo(text: str) -> BuildInfo:
-    lines = text.splitlines()
-    if not lines:
-        return BuildInfo("")
-    go_version = lines[0].rsplit(": ", 1)[-1].strip()
-    settings: dict[str, str] = {}
-    deps: dict[str, str] = {}
-    for line in lines[1:]:
-        parts = line.strip().split("\t")
-        if parts[0] == "build" and len(parts) >= 2:
-            key, _, value = parts[1].partition("=")
-            settings[key] = value
-        elif parts[0] == "dep" and len(parts) >= 3:
-            deps[parts[1]] = parts[2]
-        elif parts[0] == "=>" and len(parts) >= 3 and deps:
-            last = list(deps)[-1]
-            deps[last] = f"{deps[last]} => {parts[1]} {parts[2]}"
-    return BuildInfo(go_version, settings, deps)
+def read_buildinfo(go: Path, binary: Path, elf: ElfFile | None = None) -> BuildInfo:
+    """What `go version -m` prints, read from the binary itself (`gobuildinfo` follows debug/buildinfo; a
+    test holds it to `go version -m` on the same binaries). `go version -m` is asked only when the
+    reader finds nothing, so a binary it cannot read is not waved through."""
+    info = read_build_info(elf or ElfFile.open(binary))
+    return info or from_go_version(go, binary) or BuildInfo("")
 
 
 def vendored_modules(module_dir: Path) -> dict[str, str]:
@@ -72,13 +46,14 @@ class Expectation:
 
 
 def check_binary(binary: Path, go: Path, exp: Expectation) -> None:
-    problems = binary_problems(binary, read_buildinfo(go, binary), exp)
+    elf = ElfFile.open(binary)
+    problems = binary_problems(binary, read_buildinfo(go, binary, elf), exp, elf)
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise CheckFailed(f"target `{exp.target}`: {binary.name} failed its reproducibility assertions:\n{listed}")
 
 
-def binary_problems(binary: Path, info: BuildInfo, exp: Expectation) -> list[str]:
+def binary_problems(binary: Path, info: BuildInfo, exp: Expectation, elf: ElfFile | None = None) -> list[str]:
     problems = []
     if info.go_version != f"go{exp.go_version}":
         problems.append(f"built with {info.go_version or 'an unknown Go'}, the lock pins go{exp.go_version}")
@@ -90,21 +65,29 @@ def binary_problems(binary: Path, info: BuildInfo, exp: Expectation) -> list[str
     vcs = sorted(k for k in info.settings if k.startswith("vcs"))
     if vcs:
         problems.append(f"VCS stamping present ({', '.join(vcs)}); build with -buildvcs=false")
-    for mod, version in info.deps.items():
+    for mod, dep in info.deps.items():
         if mod not in exp.vendored:
-            problems.append(f"dependency {mod} {version} is not in vendor/modules.txt")
-        elif exp.vendored[mod].split(" ")[0] != version.split(" ")[0]:
-            problems.append(f"dependency {mod} is {version} in the binary, {exp.vendored[mod]} in vendor/modules.txt")
-    elf = ElfFile.open(binary)
+            problems.append(f"dependency {mod} {dep.version} is not in vendor/modules.txt")
+        elif exp.vendored[mod].split(" ")[0] != dep.version:
+            problems.append(f"dependency {mod} is {dep.version} in the binary, {exp.vendored[mod]} "
+                            "in vendor/modules.txt")
+    elf = elf or ElfFile.open(binary)
     go_id = elf.note_descriptor(".note.go.buildid")
     if go_id:
         problems.append(f"Go build ID present ({go_id[:24].decode('ascii', 'replace')}...); link with -buildid=")
     if not exp.keep_gnu_build_id and elf.section(".note.gnu.build-id") is not None:
         problems.append("GNU build ID present (.note.gnu.build-id); link with -extldflags=-Wl,--build-id=none")
-    for path in exp.forbidden_paths:
-        if len(path) < 5:
-            continue
+    absent: list[str] = []
+    found: dict[str, list[str]] = {}
+    for path in sorted((p for p in exp.forbidden_paths if len(p) >= 5), key=len):  # shorter ones first
+        if any(short in path for short in absent):
+            continue  # a path holding an absent one cannot be in the file either
         places = elf.find(path.encode())
         if places:
-            problems.append(f"embeds the path {path} (in {', '.join(places[:5])})")
+            found[path] = places
+        else:
+            absent.append(path)
+    for path in exp.forbidden_paths:
+        if path in found:
+            problems.append(f"embeds the path {path} (in {', '.join(found[path][:5])})")
     return problems

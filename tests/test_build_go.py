@@ -13,6 +13,7 @@ import pytest
 
 from reprobuild import goassert
 from reprobuild.errors import CheckFailed
+from reprobuild.gobuildinfo import parse_modinfo
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.go
@@ -198,8 +199,7 @@ def test_each_assertion_catches_its_missing_flag(tmp_path: Path, go_registry: An
 
 
 def test_dependency_versions_must_match_vendor(tmp_path: Path) -> None:
-    info = goassert.parse_buildinfo("x: go1.21.13\n\tdep\tgithub.com/a/b\tv1.2.0\t\n\tbuild\t-trimpath=true\n"
-                                    "\tbuild\tCGO_ENABLED=0\n")
+    info = parse_modinfo("go1.21.13", "dep\tgithub.com/a/b\tv1.2.0\t\nbuild\t-trimpath=true\nbuild\tCGO_ENABLED=0\n")
     exp = goassert.Expectation("t", "1.21.13", False, {"github.com/a/b": "v1.3.0"}, ())
     problems = goassert.binary_problems(Path("/bin/true"), info, exp)
     assert any("github.com/a/b is v1.2.0 in the binary, v1.3.0 in vendor/modules.txt" in p for p in problems)

@@ -1,11 +1,25 @@
-"""One module per command; this table is their order in `reprobuild --help`."""
+"""One module per command; this table is their order and one-line help in `reprobuild --help`.
+
+A command's module (and the library it runs) is imported only when that command runs, or for
+`reprobuild --help`: `reprobuild build` does not load the comparators, the resolver or the doctor.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from typing import Protocol
 
-from reprobuild.commands import build, compare, doctor, lock, merge, toolchain, vendor, verify
+HELP: dict[str, str] = {
+    "build": "build every target of the pipelines into DIR",
+    "verify": "rebuild under varied conditions, compare, name the culprits",
+    "compare": "compare two output dirs and explain each difference",
+    "merge": "combine shard outputs into one output dir, or require rebuilds to agree",
+    "toolchain": "provision pinned toolchains into the cache",
+    "vendor": "vendor and prune dependencies",
+    "lock": "resolve toolchains.yaml and write toolchains.lock",
+    "doctor": "check the environment and policy",
+}
 
 
 class Command(Protocol):
@@ -13,4 +27,6 @@ class Command(Protocol):
                    common: argparse.ArgumentParser) -> None: ...
 
 
-COMMANDS: tuple[Command, ...] = (build, verify, compare, merge, toolchain, vendor, lock, doctor)
+def load(name: str) -> Command:
+    module: Command = importlib.import_module(f"reprobuild.commands.{name}")
+    return module

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from reprobuild.actioncache import default_action_cache_dir
 from reprobuild.build import BuildOptions, build, plan_costs, shard_plan
+from reprobuild.commands import HELP
 from reprobuild.commands._common import emit, lock_path, toolchain_overrides
 from reprobuild.errors import EXIT_OK, BadInput
 from reprobuild.fsutil import atomic_write_text
@@ -18,7 +19,7 @@ from reprobuild.toolchains import offline_requested
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("build", help="build every target of the pipelines into DIR", parents=[common])
+    p = sub.add_parser("build", help=HELP["build"], parents=[common])
     p.add_argument("pipelines", nargs="*", metavar="PIPELINE", type=Path,
                    help="pipeline files (default: pipelines/*.yaml)")
     p.add_argument("--out", metavar="DIR", type=Path, help="the output directory (required unless --dry-run)")

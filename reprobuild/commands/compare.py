@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reprobuild.commands import HELP
 from reprobuild.compare import DIFFOSCOPE_TIMEOUT, CompareReport, compare_outputs, render_markdown, render_text
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput
 from reprobuild.fsutil import atomic_write_text
@@ -36,7 +37,7 @@ class _OptionalFile(argparse.Action):
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     from reprobuild.cli import common_options  # this command owns `--json`, which takes an optional FILE
 
-    p = sub.add_parser("compare", help="compare two output dirs and explain each difference", usage=USAGE,
+    p = sub.add_parser("compare", help=HELP["compare"], usage=USAGE,
                        parents=[common_options(with_json=False)],
                        description="Compare two output directories (or manifest.json files) artifact by artifact "
                                    "and explain each difference. Exit 0 identical, 1 differences, 2 bad input.")

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from reprobuild import doctor
+from reprobuild.commands import HELP
 from reprobuild.commands._common import cache, emit, lock_path, toolchain_overrides
 from reprobuild.errors import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK
 
@@ -14,7 +15,7 @@ MARKS = {"ok": "ok", "info": "--", "warning": "!!", "error": "XX"}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("doctor", help="check the environment and policy", parents=[common])
+    p = sub.add_parser("doctor", help=HELP["doctor"], parents=[common])
     p.add_argument("--root", type=Path, default=Path("."), help="repository root whose pipelines the policy gate "
                    "judges (default: the current directory)")
     p.add_argument("--toolchain", action="append", metavar="NAME=ENTRY",

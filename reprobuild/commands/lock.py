@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from reprobuild import resolve
+from reprobuild.commands import HELP
 from reprobuild.commands._common import emit, lock_path
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK
 from reprobuild.lockfile import load_lock
@@ -12,7 +13,7 @@ from reprobuild.toolchains import offline_requested
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("lock", help="resolve toolchains.yaml and write toolchains.lock", parents=[common])
+    p = sub.add_parser("lock", help=HELP["lock"], parents=[common])
     p.add_argument("--check", action="store_true", help="exit 1 when the lock is stale; write nothing")
     p.set_defaults(handler=run)
 

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from reprobuild.commands import HELP
 from reprobuild.commands._common import emit
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput
 from reprobuild.fsutil import atomic_write_text
@@ -19,7 +20,7 @@ from reprobuild.merge import agree, merge, render_markdown, render_text, result_
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("merge", help="combine shard outputs into one output dir, or require rebuilds to agree",
+    p = sub.add_parser("merge", help=HELP["merge"],
                        parents=[common],
                        description="Without --require-agreement: the DIRs are the shards of one build; their "
                                    "artifacts are combined into OUT with one SHA256SUMS, manifest and provenance, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reprobuild.commands import HELP
 from reprobuild.commands._common import cache, emit, load
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput
 from reprobuild.model import Lock, Toolchain, host_platform
@@ -12,7 +13,7 @@ from reprobuild.toolchains import entry_key
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("toolchain", help="provision pinned toolchains into the cache", parents=[common])
+    p = sub.add_parser("toolchain", help=HELP["toolchain"], parents=[common])
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     fetch = actions.add_parser("fetch", parents=[common], help="download, verify and install pinned toolchains")
     fetch.add_argument("names", nargs="*", metavar="NAME", help="lock entries (default: all)")

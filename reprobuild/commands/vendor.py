@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from reprobuild.commands import HELP
 from reprobuild.commands._common import cache, emit, load, toolchain_overrides
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput, CheckFailed
 from reprobuild.model import Lock
@@ -22,7 +23,7 @@ from reprobuild.wheelhouse import vendor_wheelhouses
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("vendor", help="vendor and prune dependencies", parents=[common],
+    p = sub.add_parser("vendor", help=HELP["vendor"], parents=[common],
                        description="Run go mod tidy, go mod vendor and go mod verify for the Go module of each "
                        "go pipeline, report what pruning dropped, and update go.mod, go.sum and vendor/ "
                        "(or, with --check, only say what drifted: exit 1).")

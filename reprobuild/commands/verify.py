@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from reprobuild.build import BuildOptions
+from reprobuild.commands import HELP
 from reprobuild.commands._common import emit, lock_path, toolchain_overrides
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK
 from reprobuild.fsutil import atomic_write_text
@@ -17,7 +18,7 @@ from reprobuild.verify import VerifyOptions, parse_vary, render_markdown, render
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("verify", help="rebuild under varied conditions, compare, name the culprits",
+    p = sub.add_parser("verify", help=HELP["verify"],
                        parents=[common])
     p.add_argument("pipelines", nargs="*", metavar="PIPELINE", type=Path)
     p.add_argument("--runs", type=int, default=2, help="builds to compare (the first is the control; default 2)")

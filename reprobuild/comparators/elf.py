@@ -19,10 +19,10 @@ from pathlib import Path
 
 from reprobuild import proc
 from reprobuild.comparators import fallback
-from reprobuild.comparators._gobuildinfo import BuildInfo, from_go_version, read_build_info
 from reprobuild.comparators.base import Cause, Context, clip, cut, examples, plural
 from reprobuild.elf import SHT_NOBITS, ElfError, ElfFile, Section
 from reprobuild.errors import EnvironmentFailure
+from reprobuild.gobuildinfo import BuildInfo, from_go_version, read_build_info
 
 NT_GO_BUILD_ID = 4
 NT_GNU_BUILD_ID = 3
