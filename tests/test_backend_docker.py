@@ -35,10 +35,20 @@ def sh(script: str, mounts: tuple[Mount, ...] = (), **kw: Any) -> RunSpec:
     return RunSpec(("sh", "-c", script), DEBIAN, env(), mounts, workdir="/tmp", **kw)
 
 
-def no_leftovers() -> list[str]:
-    from reprobuild.backends.docker import leftover_containers
+def containers_of(pid: int) -> list[str]:
+    """The containers a reprobuild process started that still exist, as the Docker SDK sees them (the tests'
+    own view of the engine, independent of reprobuild's client)."""
+    import docker
 
-    return leftover_containers(os.getpid())
+    client = docker.from_env()
+    try:
+        return sorted(c.name for c in client.containers.list(all=True, filters={"label": f"org.reprobuild.pid={pid}"}))
+    finally:
+        client.close()
+
+
+def no_leftovers() -> list[str]:
+    return containers_of(os.getpid())
 
 
 # --- no engine: fall back or refuse ---------------------------------------------------------------
@@ -181,6 +191,39 @@ def test_output_is_streamed_line_by_line_and_captured(docker_backend: Any) -> No
 
 
 @pytest.mark.docker
+def test_large_output_on_both_streams_arrives_whole(docker_backend: Any) -> None:
+    """A step printing 2 MB on stdout and stderr at once: every line arrives, in its stream's order."""
+    script = "seq 1 100000 & seq 100001 200000 >&2; wait"
+    lines: list[str] = []
+    r = docker_backend.run(sh(script), on_line=lines.append)
+    assert r.returncode == 0 and len(lines) == 200000
+    out = [int(x) for x in lines if int(x) <= 100000]
+    err = [int(x) for x in lines if int(x) > 100000]
+    assert out == list(range(1, 100001)) and err == list(range(100001, 200001))
+
+
+@pytest.mark.docker
+def test_leftover_containers_sees_what_the_sdk_sees(docker_engine: str, debian_lock: Path) -> None:
+    """`doctor` lists reprobuild's leftover containers: its view of the engine agrees with the Docker SDK's."""
+    import docker
+
+    from reprobuild.backends.docker import leftover_containers
+
+    client = docker.from_env()
+    image = client.images.list(name="reprobuild-debian")[0]
+    fake_pid = 4_000_000 + os.getpid()  # no such process: this test's container only
+    made = client.containers.create(image.id, ["true"], name=f"reprobuild-test-{os.getpid()}",
+                                    labels={"org.reprobuild.run": "test", "org.reprobuild.pid": str(fake_pid)})
+    try:
+        assert leftover_containers(fake_pid) == containers_of(fake_pid) == [made.name]
+        assert made.name in leftover_containers()
+    finally:
+        made.remove(force=True)
+        client.close()
+    assert leftover_containers(fake_pid) == []
+
+
+@pytest.mark.docker
 def test_failure_timeout_and_memory_limit_remove_the_container(docker_backend: Any) -> None:
     assert docker_backend.run(sh("echo failing; exit 7")).returncode == 7
     start = time.monotonic()
@@ -195,9 +238,8 @@ def test_failure_timeout_and_memory_limit_remove_the_container(docker_backend: A
 
 def interrupt(child: subprocess.Popen[str], running: int) -> None:
     """With `running` of the child's containers up, Ctrl-C it: it must be gone within 10 s."""
-    from reprobuild.backends.docker import leftover_containers
 
-    assert len(leftover_containers(child.pid)) == running
+    assert len(containers_of(child.pid)) == running
     sent = time.monotonic()
     child.send_signal(signal.SIGINT)
     child.wait(timeout=10)
@@ -249,11 +291,10 @@ def test_sigint_ends_a_run_within_10s_leaving_nothing(docker_backend: Any, debia
         interrupt(child, running=1)  # the step really is running in a container
     finally:
         reap(child)
-    from reprobuild.backends.docker import leftover_containers
 
     assert child.returncode != 0
     assert "KeyboardInterrupt" in (child.stderr.read() if child.stderr else "")
-    assert leftover_containers(child.pid) == []
+    assert containers_of(child.pid) == []
     assert not final.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step.py"]
 
@@ -275,7 +316,6 @@ def test_sigint_ends_a_parallel_build_within_10s_leaving_nothing(debian_lock: Pa
     child = subprocess.Popen([sys.executable, "-m", "reprobuild", "build", "--lock", str(debian_lock),
                               "--backend", "docker", "--jobs", "2", "--no-cache", "--out", str(root / "out")],
                              cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    from reprobuild.backends.docker import leftover_containers
 
     try:
         assert child.stderr is not None
@@ -291,7 +331,7 @@ def test_sigint_ends_a_parallel_build_within_10s_leaving_nothing(debian_lock: Pa
     finally:
         reap(child)
     assert child.returncode == 130
-    assert leftover_containers(child.pid) == []
+    assert containers_of(child.pid) == []
     assert sorted(p.name for p in root.iterdir()) == ["pipelines", "src"]  # no out/, no .out.partial-*
 
 

@@ -22,9 +22,9 @@ BUILDERS = REPO / "builders"
 
 
 def store(cache_root: Path) -> images.ImageStore:
-    from reprobuild.backends.docker import DockerEngine, _client
+    from reprobuild.backends.docker import DockerEngine
 
-    return images.ImageStore(DockerEngine(_client()), cache_root, BUILDERS)
+    return images.ImageStore(DockerEngine(), cache_root, BUILDERS)
 
 
 # --- deterministic tarballs and configs (no engine) -----------------------------------------------
@@ -155,13 +155,13 @@ def test_go_image_twice_from_scratch_gives_the_same_id(docker_engine: str, go_re
     """
     import uuid
 
-    from reprobuild.backends.docker import DockerEngine, _client
+    from reprobuild.backends.docker import DockerEngine
 
     builders = tmp_path / "builders"
     shutil.copytree(BUILDERS / "go", builders / "go")
     spec_file = builders / "go" / "image.yaml"
     spec_file.write_text(spec_file.read_text() + f"  REPROBUILD_TEST_RUN: {uuid.uuid4().hex}\n")
-    engine = DockerEngine(_client())
+    engine = DockerEngine()
 
     def fresh_store(name: str) -> images.ImageStore:
         return images.ImageStore(engine, tmp_path / name, builders)
