@@ -6,7 +6,9 @@
     (the default where an engine answers; else the local one, named in the figures) vs one `reprobuild
     build` of the same (same backend, `--no-cache`), like against like, target <= 1.4x each: default
     variations, whose `cache` makes the varied run a build from an empty Go build cache, vs one such cold
-    build; and `--vary=-cache` vs one warm build. For information, default verify vs one warm build.
+    build; and `--vary=-cache` vs one warm build. For information, default verify vs one warm build, and the
+    CPU time of every process during one warm build and during `--vary=-cache` (/proc/stat): how busy one
+    build keeps the cores, and the floor under the ratio that no schedule of the two runs' work can beat.
 (b) Debian's reprotest (default variations minus user_group and domain_host) building the same three
     binaries with the same flags and Go, fresh temp GOCACHE/GOPATH per run, vs verify with reprotest's kind
     of variations (`--vary=-cache`: reprotest has no cold-cache variation; ours still varies user_group and
