@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 API_VERSION = "1.41"
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 STDOUT, STDERR = 1, 2
+BLOCK = 1 << 20  # bytes per write of an uploaded body (image archives are hundreds of MB; http.client: 8 KiB)
 
 
 class EngineError(Exception):
@@ -46,7 +47,7 @@ def engine_address() -> str:
 
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
+        super().__init__("localhost", timeout=timeout, blocksize=BLOCK)
         self.socket_path = path
 
     def connect(self) -> None:
@@ -98,8 +99,8 @@ class Engine:
             return _UnixConnection(url.path, timeout)
         if self._tls is not None:
             return http.client.HTTPSConnection(url.hostname or "", url.port or 2376, timeout=timeout,
-                                               context=self._tls)
-        return http.client.HTTPConnection(url.hostname or "", url.port or 2375, timeout=timeout)
+                                               context=self._tls, blocksize=BLOCK)
+        return http.client.HTTPConnection(url.hostname or "", url.port or 2375, timeout=timeout, blocksize=BLOCK)
 
     def _send(self, method: str, path: str, query: dict[str, Any] | None, body: Any, headers: dict[str, str],
               timeout: float | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
@@ -118,11 +119,10 @@ class Engine:
             why = str(exc) or type(exc).__name__
             raise EngineError(f"no answer: {why}") from None
 
-    def call(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
-             headers: dict[str, str] | None = None, *, no_timeout: bool = False, raw: bool = False) -> Any:
-        """One request; the decoded JSON answer (None when empty; the text with `raw`). EngineError for a
-        4xx/5xx answer. `no_timeout`: for answers that come when a process ends or a load is done."""
-        conn, resp = self._send(method, path, query, body, headers or {}, None if no_timeout else self.timeout)
+    def _exchange(self, method: str, path: str, query: dict[str, Any] | None, body: Any,
+                  headers: dict[str, str], timeout: float | None) -> tuple[http.client.HTTPResponse, bytes]:
+        """One whole request and answer; EngineError for a 4xx/5xx answer."""
+        conn, resp = self._send(method, path, query, body, headers, timeout)
         try:
             data = resp.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -131,11 +131,16 @@ class Engine:
             conn.close()
         if resp.status >= 400:
             raise _error(resp.status, data)
-        if raw:
-            return data.decode("utf-8", "replace")
-        if not data:
+        return resp, data
+
+    def call(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
+             headers: dict[str, str] | None = None, *, no_timeout: bool = False, raw: bool = False) -> Any:
+        """One request; the decoded JSON answer (None when empty; the text with `raw`). EngineError for a
+        4xx/5xx answer. `no_timeout`: for answers that come when a process ends or a load is done."""
+        resp, data = self._exchange(method, path, query, body, headers or {}, None if no_timeout else self.timeout)
+        if not raw and not data:
             return None
-        if "json" in (resp.getheader("Content-Type") or ""):
+        if not raw and "json" in (resp.getheader("Content-Type") or ""):
             return json.loads(data)
         return data.decode("utf-8", "replace")
 
@@ -143,15 +148,7 @@ class Engine:
 
     def ping(self) -> str:
         """Whether the engine answers, cheaply (0.2 ms here, /version 5 ms); its version from the Server header."""
-        conn, resp = self._send("GET", "/_ping", None, None, {}, self.timeout)
-        try:
-            resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise EngineError(f"the answer broke off: {exc}") from None
-        finally:
-            conn.close()
-        if resp.status >= 400:
-            raise EngineError(f"not ready ({resp.status})", resp.status)
+        resp, _ = self._exchange("GET", "/_ping", None, None, {}, self.timeout)
         server = resp.getheader("Server") or ""  # "Docker/20.10.24+dfsg1 (linux)"
         return server.split("/", 1)[1].split(" ", 1)[0] if server.startswith("Docker/") else "?"
 
