@@ -6,6 +6,7 @@ Network tests send traffic to 127.0.0.1 only (a server this test starts), never 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -200,6 +201,81 @@ def test_large_output_on_both_streams_arrives_whole(docker_backend: Any) -> None
     out = [int(x) for x in lines if int(x) <= 100000]
     err = [int(x) for x in lines if int(x) > 100000]
     assert out == list(range(1, 100001)) and err == list(range(100001, 200001))
+
+
+class TcpToEngine:
+    """A loopback TCP port that carries each connection to the engine's Unix socket: the engine is the real one,
+    reached the way a remote engine is (DOCKER_HOST=tcp://...), hijacked attach streams included."""
+
+    def __init__(self, socket_path: str) -> None:
+        import socket
+        import threading
+
+        self.socket_path = socket_path
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            engine.connect(self.socket_path)
+            for a, b in ((client, engine), (engine, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any) -> None:
+        import socket
+
+        try:
+            while chunk := src.recv(1 << 16):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.docker
+def test_an_engine_reached_over_tcp_runs_steps(debian_lock: Path, shared_cache_root: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOCKER_HOST=tcp://HOST:PORT (a remote engine) works as the local socket does: probe, run, stream, remove."""
+    from reprobuild.backends import docker as docker_backend
+    from reprobuild.backends.dockerapi import engine_address
+    from reprobuild.lockfile import load_lock
+
+    local = engine_address()
+    if not local.startswith("unix://"):
+        pytest.skip(f"the engine is not on a local socket ({local})")  # already remote: the other tests cover it
+    bridge = TcpToEngine(local.removeprefix("unix://"))
+    try:
+        monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{bridge.port}")
+        ok, why = docker_backend.probe()
+        assert ok and f"tcp://127.0.0.1:{bridge.port}" in why
+        backend = docker_backend.DockerBackend(lock=load_lock(debian_lock), cache_root=shared_cache_root,
+                                               builders_dir=REPO / "builders")
+        lines: list[str] = []
+        r = backend.run(sh("echo over tcp; echo and its stderr >&2; exit 3"), on_line=lines.append)
+        # (two pipes: under load the engine may read stderr's line first)
+        assert r.returncode == 3 and sorted(lines) == ["and its stderr", "over tcp"]
+        assert bridge.connections >= 5  # create, attach, start, wait, remove: all went over TCP
+    finally:
+        bridge.close()
+    assert no_leftovers() == []
 
 
 @pytest.mark.docker
