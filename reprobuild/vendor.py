@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import json
 import os
 import re
 import shutil
@@ -36,6 +35,7 @@ from reprobuild import policy, proc
 from reprobuild.errors import BadInput, CheckFailed, CommandFailed
 from reprobuild.fsutil import atomic_write_bytes, remove_tree
 from reprobuild.goproxy import escape_path, file_url, unescape_path, write_lists
+from reprobuild.jsonstream import json_objects
 from reprobuild.toolchains import Installed
 
 # Passed through from the caller's environment when set: how a user reaches their proxy and which
@@ -700,7 +700,7 @@ def write_module_mirror(module_dirs: Sequence[Path], dest: Path, settings: GoSet
             if not (w / "go.mod").is_file():
                 raise BadInput(f"{module_dir}: no go.mod (a module mirror is made for Go modules)")
             listing = _go(settings, env, w, "mod", "download", "-json", "all").stdout
-            for item in _json_stream(listing):
+            for item in json_objects(listing):
                 if item.get("Main") or not item.get("Version"):
                     continue
                 vdir = dest / escape_path(item["Path"]) / "@v"
@@ -732,20 +732,6 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
     data = src.read_bytes()
     if not dst.is_file() or dst.read_bytes() != data:
         atomic_write_bytes(dst, data)
-
-
-def _json_stream(text: str) -> Iterator[dict[str, Any]]:
-    """The concatenated JSON objects `go ... -json` prints."""
-    dec = json.JSONDecoder()
-    i = 0
-    while True:
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i >= len(text):
-            return
-        obj, i = dec.raw_decode(text, i)
-        if isinstance(obj, dict):
-            yield obj
 
 
 def _mirror_versions(dest: Path) -> list[tuple[str, str]]:

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from reprobuild.jsonstream import json_objects
+
 API_VERSION = "1.41"
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 STDOUT, STDERR = 1, 2
@@ -177,7 +179,7 @@ class Engine:
         text = self.call("POST", "/images/load", {"quiet": "1"}, body=archive, no_timeout=True, raw=True,
                          headers={"Content-Type": "application/x-tar", "Content-Length": str(size)})
         ids = []
-        for message in _json_stream(text):
+        for message in json_objects(text):
             if message.get("error"):
                 raise EngineError(f"the Docker engine could not load the image: {message['error']}")
             line = str(message.get("stream", "")).strip()
@@ -258,20 +260,6 @@ def _frames(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) ->
     finally:
         resp.close()
         conn.close()
-
-
-def _json_stream(text: str) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a streamed answer (one after another, with or without newlines)."""
-    decoder = json.JSONDecoder()
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            return
-        value, pos = decoder.raw_decode(text, pos)
-        if isinstance(value, dict):
-            yield value
 
 
 def _error(status: int, data: bytes) -> EngineError:
