@@ -22,13 +22,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reprobuild.backends import CACHE, HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec, disorder
 from reprobuild.backends.dockerapi import STDERR, Engine, EngineError, NotFound, engine_address
 from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text, remove_tree
 from reprobuild.model import Lock
+
+if TYPE_CHECKING:
+    from reprobuild.images import ImageSpec
 
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
@@ -119,6 +122,7 @@ class DockerBackend:
         self.store = ImageStore(DockerEngine(self.client), cache_root or default_cache_root(),
                                 builders_dir or default_builders_dir(lock_path))
         self._ids: dict[ImageRef, str] = {}
+        self._specs: dict[str, ImageSpec] = {}  # builders/<name>/image.yaml, read once (steps ask on every run)
         self._images_guard = threading.Lock()  # parallel steps asking for one image build it once
         self._running: set[str] = set()  # containers running now, for `cancel` (steps run on many threads)
         self._running_guard = threading.Lock()
@@ -140,10 +144,17 @@ class DockerBackend:
                 self._ids[image] = self._build_image(image)
             return self._ids[image]
 
-    def _build_image(self, image: ImageRef) -> str:
+    def _spec(self, name: str) -> ImageSpec:
+        """The image's description, parsed once. No lock (ensure_image holds `_images_guard` when it asks): two
+        threads may both parse it, and the first stored copy is the one kept."""
         from reprobuild.images import load_spec
 
-        spec = load_spec(self.store.builders_dir, image.name)
+        if name not in self._specs:
+            self._specs.setdefault(name, load_spec(self.store.builders_dir, name))
+        return self._specs[name]
+
+    def _build_image(self, image: ImageRef) -> str:
+        spec = self._spec(image.name)
         if spec.base == "scratch":
             if image.toolchain_root is None:
                 raise BadInput(f"builder image `{image.name}` is made from a toolchain, but the step names none")
@@ -173,15 +184,13 @@ class DockerBackend:
                 self.client.kill(name)
 
     def _has_shell(self, image: ImageRef) -> bool:
-        from reprobuild.images import load_spec
-
-        return load_spec(self.store.builders_dir, image.name).base != "scratch"
+        return self._spec(image.name).base != "scratch"
 
     def _unapplied(self, spec: RunSpec) -> dict[str, str]:
         """The variations of the step's Perturbation its image cannot apply, and why."""
-        from reprobuild.images import BUILTIN_LOCALES, load_spec
+        from reprobuild.images import BUILTIN_LOCALES
 
-        image = load_spec(self.store.builders_dir, spec.image.name)
+        image = self._spec(spec.image.name)
         varied, where = spec.perturb.env, f"step `{spec.label}`: image `{image.name}`"
         found = {}
         if spec.perturb.umask != 0o022 and image.base == "scratch":
@@ -207,7 +216,6 @@ class DockerBackend:
         copies: list[Path] = []
         timed_out = threading.Event()
         timer: threading.Timer | None = None
-        created = False
         name = f"reprobuild-{uuid.uuid4().hex[:16]}"
         mounts: list[Mount] = []
         views = contextlib.ExitStack()
@@ -260,7 +268,6 @@ class DockerBackend:
                     raise KeyboardInterrupt  # interrupted while this step was being set up
                 self._running.add(name)
             self.client.create(name, config)
-            created = True
             # Attached before it starts, straight to the process's stdout/stderr: no line can be missed,
             # and the stream ends only after the last byte (following the log file could end early).
             attached = self.client.attach(name)
@@ -292,7 +299,7 @@ class DockerBackend:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._remove(name, created)
+            self._remove(name)
             with self._running_guard:
                 self._running.discard(name)
             views.close()
@@ -300,10 +307,11 @@ class DockerBackend:
             for copy in copies:
                 remove_tree(copy)
 
-    def _remove(self, name: str, created: bool) -> None:
-        """Remove the container, by name (also when the create call was interrupted before it returned)."""
-        if not created and name not in self._running:
-            return  # never asked for
+    def _remove(self, name: str) -> None:
+        """Remove the container, by name (also when the create call was interrupted before it returned); one
+        never asked for (the step was cancelled before) is not in `_running`."""
+        if name not in self._running:
+            return
         for _ in range(3):
             try:
                 self.client.remove(name)
