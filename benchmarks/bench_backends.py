@@ -34,8 +34,8 @@ from _bench import timed  # noqa: E402  (benchmarks/ is on sys.path)
 from reprobuild.backends import CACHE, OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env  # noqa: E402
 from reprobuild.backends.docker import DockerBackend  # noqa: E402
 from reprobuild.backends.local import LocalBackend  # noqa: E402
-from reprobuild.lockfile import load_lock  # noqa: E402
-from reprobuild.toolchains import ToolchainCache, default_cache_root  # noqa: E402
+from reprobuild.config.lock import load_lock  # noqa: E402
+from reprobuild.toolchains.cache import ToolchainCache, default_cache_root  # noqa: E402
 
 OVERHEAD_TARGET_S = 0.5
 WARM_BUILD_TARGET_RATIO = 1.5

@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 
 from _bench import figure_table, timed, timed_cpu  # noqa: E402  (benchmarks/ is on sys.path)
 
-from reprobuild.lockfile import load_lock  # noqa: E402
-from reprobuild.toolchains import Installed, ToolchainCache  # noqa: E402
+from reprobuild.config.lock import load_lock  # noqa: E402
+from reprobuild.toolchains.cache import Installed, ToolchainCache  # noqa: E402
 
 WARM_TARGET = 1.3
 COLD_TARGET = 1.15

@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from _bench import figure_table, timed  # noqa: E402  (benchmarks/ is on sys.path)
 
-from reprobuild.lockfile import load_lock  # noqa: E402
-from reprobuild.toolchains import ToolchainCache  # noqa: E402
+from reprobuild.config.lock import load_lock  # noqa: E402
+from reprobuild.toolchains.cache import ToolchainCache  # noqa: E402
 
 NOOP_TARGET_S = 2.0
 NOOP_TARGET_RATIO = 10.0

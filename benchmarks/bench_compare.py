@@ -35,8 +35,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reprobuild.lockfile import load_lock  # noqa: E402
-from reprobuild.toolchains import ToolchainCache  # noqa: E402
+from reprobuild.config.lock import load_lock  # noqa: E402
+from reprobuild.toolchains.cache import ToolchainCache  # noqa: E402
 
 TIME_TARGET_S = 2.0
 SIZE_TARGET_BYTES = 4096

@@ -33,12 +33,12 @@ from _bench import timed  # noqa: E402  (benchmarks/ is on sys.path)
 
 from reprobuild import proc  # noqa: E402
 from reprobuild.backends.local import LocalBackend  # noqa: E402
-from reprobuild.build import BuildOptions, build  # noqa: E402
+from reprobuild.build.orchestrate import BuildOptions, build  # noqa: E402
+from reprobuild.config.lock import load_lock  # noqa: E402
+from reprobuild.config.pipeline import load_pipelines  # noqa: E402
 from reprobuild.kinds import BuildContext  # noqa: E402
-from reprobuild.kinds.paddle import ensure_env, parse_spec  # noqa: E402
-from reprobuild.lockfile import load_lock  # noqa: E402
-from reprobuild.pipeline import load_pipelines  # noqa: E402
-from reprobuild.toolchains import ToolchainCache  # noqa: E402
+from reprobuild.kinds.paddle.builder import ensure_env, parse_spec  # noqa: E402
+from reprobuild.toolchains.cache import ToolchainCache  # noqa: E402
 
 TARGET_RATIO = 1.5
 PIPELINE = REPO / "pipelines" / "paddle-model.yaml"

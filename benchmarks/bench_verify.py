@@ -44,9 +44,9 @@ sys.path.insert(0, str(REPO))
 
 from _bench import figure_table, timed, timed_cpu  # noqa: E402  (benchmarks/ is on sys.path)
 
-from reprobuild.lockfile import load_lock  # noqa: E402
-from reprobuild.manifest import hash_artifacts  # noqa: E402
-from reprobuild.toolchains import ToolchainCache  # noqa: E402
+from reprobuild.build.manifest import hash_artifacts  # noqa: E402
+from reprobuild.config.lock import load_lock  # noqa: E402
+from reprobuild.toolchains.cache import ToolchainCache  # noqa: E402
 
 VERIFY_TARGET = 1.4
 REPROTEST_TARGET = 5.0

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprobuild.model import Lock, host_platform
-from reprobuild.policy import Finding as PolicyFinding
-from reprobuild.toolchains import ToolchainCache
+from reprobuild.config.model import Lock, host_platform
+from reprobuild.config.policy import Finding as PolicyFinding
+from reprobuild.toolchains.cache import ToolchainCache
 
 SEVERITIES = ("ok", "info", "warning", "error")
 
@@ -183,7 +183,7 @@ def check_toolchains(facts: Facts) -> Iterable[Finding]:
 
 
 def check_images(facts: Facts) -> Iterable[Finding]:
-    from reprobuild import images
+    from reprobuild.backends.images import store as images
 
     for name in images.spec_names(facts.builders_dir):
         try:
@@ -278,9 +278,9 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
            overrides: Mapping[str, str] | None = None) -> Facts:
     """Look at the machine once: the lock, the cache, the engine and its images, the environment, and the
     policy gate over the lock and the pipelines under `root` (when it has a `pipelines/` folder)."""
-    from reprobuild import images
+    from reprobuild.backends.images import store as images
+    from reprobuild.config.lock import load_lock
     from reprobuild.errors import ReprobuildError
-    from reprobuild.lockfile import load_lock
 
     environ = dict(os.environ if environ is None else environ)
     lock: Lock | None = None
@@ -300,10 +300,10 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
 
 def _policy_facts(lock: Lock | None, root: Path | None, overrides: dict[str, str],
                   environ: Mapping[str, str]) -> tuple[tuple[PolicyFinding, ...], str | None]:
-    from reprobuild import policy
-    from reprobuild.build import check_overrides
+    from reprobuild.build.orchestrate import check_overrides
+    from reprobuild.config import policy
+    from reprobuild.config.pipeline import load_pipelines
     from reprobuild.errors import ReprobuildError
-    from reprobuild.pipeline import load_pipelines
 
     if lock is None:
         return (), None  # check_lock says why
@@ -320,9 +320,9 @@ def _policy_facts(lock: Lock | None, root: Path | None, overrides: dict[str, str
 
 
 def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> EngineFacts:
-    from reprobuild import images
     from reprobuild.backends import docker as docker_backend
-    from reprobuild.toolchains import entry_key
+    from reprobuild.backends.images import store as images
+    from reprobuild.toolchains.cache import entry_key
 
     reachable, detail = docker_backend.probe()
     if not reachable:

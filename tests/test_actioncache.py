@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.actioncache import ActionCache, KeyInputs, unit_key
 from reprobuild.backends import ImageRef, RunResult, RunSpec
 from reprobuild.backends.local import LocalBackend
-from reprobuild.build import BuildOptions, build
-from reprobuild.lockfile import load_lock
-from reprobuild.pipeline import load_pipelines
-from reprobuild.shard import plan_units
-from reprobuild.verify import VerifyOptions, verify
+from reprobuild.build.actioncache import ActionCache, KeyInputs, unit_key
+from reprobuild.build.orchestrate import BuildOptions, build
+from reprobuild.build.shard import plan_units
+from reprobuild.config.lock import load_lock
+from reprobuild.config.pipeline import load_pipelines
+from reprobuild.evidence.verify import VerifyOptions, verify
 from tests.conftest import REPO, command_projects, run_cli
 
 TARGETS = 20

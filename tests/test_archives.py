@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.archives import extract, tree_hash, tree_records
 from reprobuild.errors import UnsafeArchive
+from reprobuild.toolchains.extract import extract, tree_hash, tree_records
 from tests.conftest import run_cli, sha256, tar_bytes, url_entry, write_lock
 from tests.httpserver import LocalServer
 

@@ -256,7 +256,7 @@ def test_an_engine_reached_over_tcp_runs_steps(debian_lock: Path, shared_cache_r
     """DOCKER_HOST=tcp://HOST:PORT (a remote engine) works as the local socket does: probe, run, stream, remove."""
     from reprobuild.backends import docker as docker_backend
     from reprobuild.backends.dockerapi import engine_address
-    from reprobuild.lockfile import load_lock
+    from reprobuild.config.lock import load_lock
 
     local = engine_address()
     if not local.startswith("unix://"):
@@ -341,7 +341,7 @@ def test_sigint_ends_a_run_within_10s_leaving_nothing(docker_backend: Any, debia
         from reprobuild.backends import OUT, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
         from reprobuild.backends.docker import DockerBackend
         from reprobuild.fsutil import remove_tree
-        from reprobuild.lockfile import load_lock
+        from reprobuild.config.lock import load_lock
 
         backend = DockerBackend(lock=load_lock(Path({str(debian_lock)!r})), cache_root=Path({str(shared_cache_root)!r}),
                                 builders_dir=Path({str(REPO / "builders")!r}))
@@ -447,7 +447,7 @@ def test_umask_time_and_locale_vary_where_the_image_can_and_are_reported_where_n
     apply none of them, and the run says so (verify lists them as skipped) instead of failing or silently
     not varying."""
     from reprobuild.backends import CACHE
-    from reprobuild.verify import perturbation
+    from reprobuild.evidence.verify import perturbation
 
     p = perturbation(("umask", "time", "locales"), "varied")
     script = "umask; date -u +%Y; printf 'b\\nA\\na\\nB\\n' | sort | tr '\\n' ' '"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from reprobuild import goassert
 from reprobuild.errors import CheckFailed
-from reprobuild.gobuildinfo import parse_modinfo
+from reprobuild.formats.gobuildinfo import parse_modinfo
+from reprobuild.kinds.go import assertions as goassert
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.go

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.comparators import COMPARATORS, KINDS, Cause, comparator_for, elf, explain_files, pdmodel
-from reprobuild.elf import ElfFile
+from reprobuild.evidence.comparators import COMPARATORS, KINDS, Cause, comparator_for, elf, explain_files, pdmodel
+from reprobuild.formats.elf import ElfFile
 
 # -- helpers -----------------------------------------------------------------------------------------
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from reprobuild.compare import DIFFERS, ONLY_IN_A, ONLY_IN_B, CompareReport, compare_outputs, render_text
-from reprobuild.elf import ElfFile
 from reprobuild.errors import BadInput, FileError
-from reprobuild.gobuildinfo import from_go_version, read_build_info
+from reprobuild.evidence.compare import DIFFERS, ONLY_IN_A, ONLY_IN_B, CompareReport, compare_outputs, render_text
+from reprobuild.formats.elf import ElfFile
+from reprobuild.formats.gobuildinfo import from_go_version, read_build_info
 from tests.conftest import REPO, run_cli
 from tests.conftest import test_data_cache as data_cache
 

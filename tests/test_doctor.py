@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from reprobuild import doctor, images
-from reprobuild.toolchains import ToolchainCache
+from reprobuild import doctor
+from reprobuild.backends.images import store as images
+from reprobuild.toolchains.cache import ToolchainCache
 from tests.conftest import REPO, run_cli
 
 HOST_ENV = {"PATH": "/usr/bin", "HOME": "/root", "GOFLAGS": "-mod=mod", "CGO_CFLAGS": "-O3", "GOTOOLCHAIN": "auto",

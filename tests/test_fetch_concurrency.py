@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.lockfile import load_lock
-from reprobuild.toolchains import entry_key
+from reprobuild.config.lock import load_lock
+from reprobuild.toolchains.cache import entry_key
 from tests.conftest import GO_VERSION, REPO, TARBALL_NAME, run_cli
 from tests.httpserver import LocalServer
 

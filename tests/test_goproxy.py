@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild import goproxy
 from reprobuild.errors import BadInput
+from reprobuild.kinds.go import goproxy
 from tests.conftest import REPO
 
 MODULES = REPO / "examples" / "go-modules"

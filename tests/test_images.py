@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from reprobuild import cli, images
+from reprobuild import cli
+from reprobuild.backends.images import store as images
+from reprobuild.config.lock import load_lock
 from reprobuild.errors import BadInput
-from reprobuild.lockfile import load_lock
 from tests.conftest import REPO
 
 BUILDERS = REPO / "builders"
@@ -130,7 +131,7 @@ def test_mirror_state_is_the_hash_of_the_signed_index(tmp_path: Path) -> None:
 
 
 def test_image_lock_entries_are_validated(tmp_path: Path) -> None:
-    from reprobuild.model import Lock
+    from reprobuild.config.model import Lock
 
     good = {"inputs": "x", "suite": "bookworm", "variant": "minbase", "mirror": "apt", "packages": {"gcc": "1"}}
     assert images.parse_image_locks(Lock("l", {}, {"images": {"debian": good}}))["debian"].packages == {"gcc": "1"}

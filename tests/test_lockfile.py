@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from reprobuild import cli
+from reprobuild.config.lock import load_lock, render_lock
 from reprobuild.errors import FileError
-from reprobuild.lockfile import load_lock, render_lock
 from tests.conftest import REPO
 
 OFFICIAL_GO_1_20_13 = {

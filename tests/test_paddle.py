@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reprobuild import pdmodel, pylock
+from reprobuild.build.manifest import list_files
+from reprobuild.config import pylock
+from reprobuild.config.pipeline import load_pipelines
 from reprobuild.errors import FileError
-from reprobuild.kinds.paddle import parse_spec
-from reprobuild.manifest import list_files
-from reprobuild.pipeline import load_pipelines
+from reprobuild.formats import pdmodel
+from reprobuild.kinds.paddle.builder import parse_spec
 from tests.conftest import (
     PADDLE_LOCK,
     REPO,
@@ -149,7 +150,7 @@ def test_lock_check_detects_changed_requirements(tmp_path: Path) -> None:
 
 
 def test_recorded_section_matches_the_lock_file() -> None:
-    from reprobuild.lockfile import load_lock
+    from reprobuild.config.lock import load_lock
 
     env = pylock.parse_python_section(load_lock(REPO / "toolchains.lock"))["paddle"]
     reqs = {r.name: r.version for r in pylock.read_requirements_lock(PADDLE_LOCK)}
@@ -157,8 +158,8 @@ def test_recorded_section_matches_the_lock_file() -> None:
 
 
 def test_lock_records_the_section_without_recompiling_an_up_to_date_lock(tmp_path: Path) -> None:
+    from reprobuild.config.lock import load_lock
     from reprobuild.errors import EnvironmentFailure
-    from reprobuild.lockfile import load_lock
 
     root = make_paddle_checkout(tmp_path / "checkout")
     current = load_lock(root / "toolchains.lock")
@@ -234,7 +235,7 @@ def test_two_checkouts_tz_umask_time_give_identical_bytes(paddle_build: PaddleBu
 @pytest.mark.paddle
 @pytest.mark.slow
 def test_custom_op_library_is_path_independent(paddle_build: PaddleBuild, paddle_python: Path) -> None:
-    from reprobuild.elf import ElfFile
+    from reprobuild.formats.elf import ElfFile
 
     lib = paddle_build.out / "paddle-model" / "custom-relu" / "custom_relu.so"
     data = lib.read_bytes()
@@ -363,7 +364,7 @@ def test_docker_backend_installs_the_env_offline_and_exports_match_local(
     """The environment is installed inside the `debian` image with `--network none` from the wheelhouse, at the
     fixed path /rb/toolchain/venv; the model and the pure-Python wheel are byte-identical to the local backend's
     (the custom operator's RUNPATH names the venv path, which differs between backends by design)."""
-    from reprobuild.build import BuildOptions, build
+    from reprobuild.build.orchestrate import BuildOptions, build
 
     doc = yaml.safe_load((REPO / "pipelines" / "paddle-model.yaml").read_text())
     doc["steps"] = [s for s in doc["steps"] if s["kind"] != "custom_op"]
@@ -400,8 +401,8 @@ def debian_image_has_python_headers() -> bool:
 def test_docker_backend_builds_the_custom_op_from_the_fixed_venv_path(
         docker_backend: object, debian_lock: Path, paddle_wheelhouse: Path, shared_cache_root: Path,
         tmp_path: Path) -> None:
-    from reprobuild.build import BuildOptions, build
-    from reprobuild.elf import ElfFile
+    from reprobuild.build.orchestrate import BuildOptions, build
+    from reprobuild.formats.elf import ElfFile
 
     doc = yaml.safe_load((REPO / "pipelines" / "paddle-model.yaml").read_text())
     doc["steps"] = [s for s in doc["steps"] if s["kind"] == "custom_op"]
@@ -429,7 +430,7 @@ def test_umask_inside_the_build_does_not_reach_the_wheels(paddle_build: PaddleBu
     """verify's umask variation (the build's own umask 0002): the wheels record file modes, so the steps set
     umask 022 themselves."""
     from reprobuild.backends import Perturbation
-    from reprobuild.build import BuildOptions, build
+    from reprobuild.build.orchestrate import BuildOptions, build
 
     doc = yaml.safe_load((REPO / "pipelines" / "paddle-model.yaml").read_text())
     doc["steps"] = [s for s in doc["steps"] if s["kind"] != "export"]

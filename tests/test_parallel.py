@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from reprobuild.parallel import map_ordered
+from reprobuild.build.parallel import map_ordered
 
 
 def test_results_come_back_in_input_order_whatever_order_they_finish_in() -> None:

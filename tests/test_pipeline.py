@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from reprobuild import cli
+from reprobuild.config.pipeline import load_pipelines
 from reprobuild.errors import FileError
-from reprobuild.pipeline import load_pipelines
 from tests.conftest import REPO
 
 GOOD = """\

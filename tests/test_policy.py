@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from reprobuild import policy
+from reprobuild.config import policy
+from reprobuild.config.lock import load_lock
+from reprobuild.config.model import Lock
+from reprobuild.config.pipeline import load_pipelines
 from reprobuild.errors import EXIT_BAD_INPUT, BadInput, FileError
-from reprobuild.lockfile import load_lock
-from reprobuild.model import Lock
-from reprobuild.pipeline import load_pipelines
 from tests.conftest import REPO, run_cli, url_entry
 
 SHA = "0" * 64

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.pipeline import GoTarget, Pipeline
-from reprobuild.shard import assign, parse_shard, plan_digest, plan_units, select
+from reprobuild.build.shard import assign, parse_shard, plan_digest, plan_units, select
+from reprobuild.config.pipeline import GoTarget, Pipeline
 from tests.conftest import COPY_INPUT, REPO, command_projects, run_cli
 
 UNITS = 12

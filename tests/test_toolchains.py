@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from reprobuild import cli
-from reprobuild.lockfile import load_lock
-from reprobuild.toolchains import ToolchainCache
+from reprobuild.config.lock import load_lock
+from reprobuild.toolchains.cache import ToolchainCache
 from tests.conftest import GO_VERSION, TARBALL_NAME, run_cli, sha256
 from tests.httpserver import LocalServer
 

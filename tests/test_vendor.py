@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from reprobuild import goproxy
 from reprobuild.commands.vendor import resolve_goproxy
+from reprobuild.config.policy import PolicyRefused
 from reprobuild.errors import CheckFailed
-from reprobuild.policy import PolicyRefused
-from reprobuild.vendor import (
+from reprobuild.kinds.go import goproxy
+from reprobuild.kinds.go.vendor import (
     GoSettings,
     VendorReport,
     go_environment,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reprobuild.verify import ALL_VARIATIONS, DEFAULT_VARIATIONS, parse_vary
+from reprobuild.evidence.verify import ALL_VARIATIONS, DEFAULT_VARIATIONS, parse_vary
 from tests.conftest import REPO, run_cli
 
 CASES = {

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild import pylock
+from reprobuild.config import pylock
 from reprobuild.errors import EnvironmentFailure, FileError
-from reprobuild.wheelhouse import WheelhouseDrift, check_wheelhouse, download_wheelhouse, ensure_wheelhouse
+from reprobuild.toolchains.wheelhouse import WheelhouseDrift, check_wheelhouse, download_wheelhouse, ensure_wheelhouse
 from tests.conftest import PADDLE_LOCK, REPO, make_paddle_checkout, run_cli, run_paddle_build
 
 
@@ -154,7 +154,7 @@ def test_real_wheelhouse_drift_is_named(paddle_wheelhouse: Path, tmp_path: Path)
 def test_build_with_a_changed_wheel_fails_exit_3_naming_it(paddle_wheelhouse: Path, tmp_path: Path) -> None:
     """A fresh cache (so the environment must be installed) whose wheelhouse holds a tampered wheel."""
     from reprobuild.fsutil import sha256_file
-    from reprobuild.wheelhouse import default_wheelhouse
+    from reprobuild.toolchains.wheelhouse import default_wheelhouse
 
     cache = tmp_path / "cache"
     house = default_wheelhouse(cache, "paddle", sha256_file(PADDLE_LOCK))
@@ -175,8 +175,8 @@ def test_build_with_a_changed_wheel_fails_exit_3_naming_it(paddle_wheelhouse: Pa
 
 @pytest.mark.paddle
 def test_vendor_check_of_the_repository_lock(paddle_wheelhouse: Path, shared_cache_root: Path) -> None:
-    from reprobuild.lockfile import load_lock
-    from reprobuild.wheelhouse import locked_wheelhouses, vendor_wheelhouses
+    from reprobuild.config.lock import load_lock
+    from reprobuild.toolchains.wheelhouse import locked_wheelhouses, vendor_wheelhouses
 
     lock = load_lock(REPO / "toolchains.lock")
     ((name, lock_file, dest),) = locked_wheelhouses(lock, REPO, shared_cache_root)
@@ -190,7 +190,7 @@ def test_vendor_check_cli_names_a_missing_wheel_and_passes_a_whole_wheelhouse(pa
     """`reprobuild vendor --check` of a repository with the Paddle pipeline: exit 0 on the locked wheelhouse,
     exit 1 naming the pin once one wheel is gone (and the wheelhouse is left as it was)."""
     from reprobuild.fsutil import sha256_file
-    from reprobuild.wheelhouse import default_wheelhouse
+    from reprobuild.toolchains.wheelhouse import default_wheelhouse
 
     cache = tmp_path / "cache"
     house = default_wheelhouse(cache, "paddle", sha256_file(PADDLE_LOCK))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from reprobuild.model import Lock
+    from reprobuild.config.model import Lock
 
 # Fixed paths inside every build.
 SRC = "/rb/src"  # the source tree (read-only)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from reprobuild.jsonstream import json_objects
+from reprobuild.formats.jsonstream import json_objects
 
 API_VERSION = "1.41"
 DEFAULT_HOST = "unix:///var/run/docker.sock"

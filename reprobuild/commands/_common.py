@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reprobuild.lockfile import default_lock_path, load_lock
-from reprobuild.model import Lock
-from reprobuild.toolchains import ToolchainCache
+from reprobuild.config.lock import default_lock_path, load_lock
+from reprobuild.config.model import Lock
+from reprobuild.toolchains.cache import ToolchainCache
 
 
 def lock_path(args: argparse.Namespace) -> Path:

@@ -8,14 +8,14 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from reprobuild.actioncache import default_action_cache_dir
-from reprobuild.build import BuildOptions, build, plan_costs, shard_plan
+from reprobuild.build.actioncache import default_action_cache_dir
+from reprobuild.build.orchestrate import BuildOptions, build, plan_costs, shard_plan
+from reprobuild.build.shard import parse_shard
 from reprobuild.commands import HELP
 from reprobuild.commands._common import emit, lock_path, toolchain_overrides
 from reprobuild.errors import EXIT_OK, BadInput
 from reprobuild.fsutil import atomic_write_text
-from reprobuild.shard import parse_shard
-from reprobuild.toolchains import offline_requested
+from reprobuild.toolchains.cache import offline_requested
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:

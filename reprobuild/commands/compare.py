@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.commands import HELP
-from reprobuild.compare import DIFFOSCOPE_TIMEOUT, CompareReport, compare_outputs, render_markdown, render_text
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput
+from reprobuild.evidence.compare import DIFFOSCOPE_TIMEOUT, CompareReport, compare_outputs, render_markdown, render_text
 from reprobuild.fsutil import atomic_write_text
 
 STDOUT = "-"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from reprobuild import resolve
 from reprobuild.commands import HELP
 from reprobuild.commands._common import emit, lock_path
+from reprobuild.config import resolve
+from reprobuild.config.lock import load_lock
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK
-from reprobuild.lockfile import load_lock
-from reprobuild.toolchains import offline_requested
+from reprobuild.toolchains.cache import offline_requested
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:

@@ -12,11 +12,11 @@ import json
 import os
 from pathlib import Path
 
+from reprobuild.build.merge import agree, merge, render_markdown, render_text, result_json
 from reprobuild.commands import HELP
 from reprobuild.commands._common import emit
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput
 from reprobuild.fsutil import atomic_write_text
-from reprobuild.merge import agree, merge, render_markdown, render_text, result_json
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from reprobuild.commands import HELP
 from reprobuild.commands._common import cache, emit, load
+from reprobuild.config.model import Lock, Toolchain, host_platform
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput
-from reprobuild.model import Lock, Toolchain, host_platform
-from reprobuild.toolchains import entry_key
+from reprobuild.toolchains.cache import entry_key
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:

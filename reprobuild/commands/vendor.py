@@ -15,11 +15,11 @@ from pathlib import Path
 
 from reprobuild.commands import HELP
 from reprobuild.commands._common import cache, emit, load, toolchain_overrides
+from reprobuild.config.model import Lock
+from reprobuild.config.pipeline import Pipeline, load_pipelines
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput, CheckFailed
-from reprobuild.model import Lock
-from reprobuild.pipeline import Pipeline, load_pipelines
-from reprobuild.vendor import GoSettings, VendorReport, vendor_module, write_module_mirror
-from reprobuild.wheelhouse import vendor_wheelhouses
+from reprobuild.kinds.go.vendor import GoSettings, VendorReport, vendor_module, write_module_mirror
+from reprobuild.toolchains.wheelhouse import vendor_wheelhouses
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:

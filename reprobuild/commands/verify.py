@@ -7,14 +7,14 @@ import json
 import os
 from pathlib import Path
 
-from reprobuild.build import BuildOptions
+from reprobuild.build.orchestrate import BuildOptions
+from reprobuild.build.provenance import verification_statement, write_statement
 from reprobuild.commands import HELP
 from reprobuild.commands._common import emit, lock_path, toolchain_overrides
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK
+from reprobuild.evidence.verify import VerifyOptions, parse_vary, render_markdown, render_text, verify
 from reprobuild.fsutil import atomic_write_text
-from reprobuild.provenance import verification_statement, write_statement
-from reprobuild.toolchains import offline_requested
-from reprobuild.verify import VerifyOptions, parse_vary, render_markdown, render_text, verify
+from reprobuild.toolchains.cache import offline_requested
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:

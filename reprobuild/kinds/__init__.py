@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reprobuild.backends import Backend, EnvPolicy, Perturbation, RunResult, RunSpec, hermetic_env
-from reprobuild.model import Lock, Toolchain
-from reprobuild.parallel import KeyedLocks
-from reprobuild.pipeline import Pipeline
+from reprobuild.build.parallel import KeyedLocks
+from reprobuild.config.model import Lock, Toolchain
+from reprobuild.config.pipeline import Pipeline
 from reprobuild.progress import say
-from reprobuild.toolchains import Installed, ToolchainCache
+from reprobuild.toolchains.cache import Installed, ToolchainCache
 
 
 @dataclass
@@ -78,7 +78,9 @@ class Kind(Protocol):
 
 
 def kind_for(builder: str) -> Kind:
-    from reprobuild.kinds import command, go, paddle
+    from reprobuild.kinds import command
+    from reprobuild.kinds.go import builder as go
+    from reprobuild.kinds.paddle import builder as paddle
 
     table: dict[str, Kind] = {"go": go, "command": command, "paddle": paddle}
     if builder not in table:

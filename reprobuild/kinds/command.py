@@ -6,10 +6,10 @@ import fnmatch
 import os
 
 from reprobuild.backends import OUT, ImageRef, Mount, RunSpec
+from reprobuild.build.manifest import list_files
+from reprobuild.config.pipeline import Pipeline, source_date_epoch
 from reprobuild.errors import CheckFailed
 from reprobuild.kinds import BuildContext
-from reprobuild.manifest import list_files
-from reprobuild.pipeline import Pipeline, source_date_epoch
 from reprobuild.progress import say
 
 

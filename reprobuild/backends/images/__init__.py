@@ -1,0 +1,1 @@
+"""Builder images: specs, the Debian rootfs, deterministic layers and the image store."""

@@ -1,0 +1,1 @@
+"""The build: orchestration, parallel units, the action cache, shards, merge, manifest, provenance."""

@@ -1,0 +1,232 @@
+"""`reprobuild build`: load → plan → run each pipeline in the backend → hash → publish atomically.
+
+The output directory is written as a sibling staging directory and renamed into place only when
+every artifact, `SHA256SUMS` and `manifest.json` are complete: a failed or interrupted build leaves
+no `SHA256SUMS` claiming artifacts that are not there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from reprobuild import __version__
+from reprobuild.backends import Backend, Perturbation, select_backend
+from reprobuild.build import provenance
+from reprobuild.build.actioncache import ActionCache, KeyInputs, load_costs, unit_key
+from reprobuild.build.manifest import MANIFEST, Artifact, hash_artifacts, list_files, write_outputs
+from reprobuild.build.parallel import default_jobs, map_ordered
+from reprobuild.build.shard import Unit, assign, plan_digest, plan_units
+from reprobuild.config import policy
+from reprobuild.config.lock import load_lock
+from reprobuild.config.model import Lock, host_platform
+from reprobuild.config.pipeline import Pipeline, load_pipelines, source_date_epoch
+from reprobuild.errors import BadInput, CheckFailed
+from reprobuild.fsutil import remove_tree
+from reprobuild.kinds import BuildContext, kind_for
+from reprobuild.progress import say
+from reprobuild.toolchains.cache import ToolchainCache
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    out: Path
+    lock_path: Path
+    repo_root: Path
+    pipelines: tuple[Path, ...] = ()
+    backend: str | None = None
+    overrides: tuple[tuple[str, str], ...] = ()
+    offline: bool = False
+    shard: tuple[int, int] | None = None  # (i, n): build only shard i of n (1-based)
+    action_cache: Path | None = None  # None: no action cache (verify's runs, library callers by default)
+    read_cache: bool = True  # False (`--no-cache`): build every unit, still recording the fresh results
+    costs: Path | None = None  # unit durations for balancing shards (default: the action cache's costs.json)
+    jobs: int | None = None  # units (and a Go target's platforms) built at once; None: the core count
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out: Path
+    artifacts: tuple[Artifact, ...]
+    manifest: dict[str, Any]
+    unapplied: dict[str, str] = field(default_factory=dict)  # variations of `perturb` some step could not apply
+
+
+def check_overrides(lock: Lock, overrides: dict[str, str]) -> None:
+    for name, entry in overrides.items():
+        if entry not in lock.toolchains:
+            raise BadInput(f"--toolchain {name}={entry}: {lock.path} has no entry `{entry}` "
+                           f"(entries: {', '.join(sorted(lock.toolchains))})")
+
+
+def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbation | None = None) -> BuildResult:
+    lock = load_lock(opts.lock_path)
+    pipelines = load_pipelines(list(opts.pipelines) or None, opts.repo_root)
+    overrides = dict(opts.overrides)
+    check_overrides(lock, overrides)
+    policy.enforce(policy.evaluate(lock, overrides, pipelines), say)  # refuses (exit 2) before building
+    units = plan_units(pipelines)
+    shards = assign(units, opts.shard[1], plan_costs(opts)) if opts.shard else None
+    if shards is not None and opts.shard is not None:
+        units = shards[opts.shard[0] - 1]
+        say(f"shard {opts.shard[0]}/{opts.shard[1]}: {len(units)} unit(s): {', '.join(u.id for u in units) or 'none'}")
+    backend = backend or select_backend(opts.backend, say, lock=lock)
+    cache = ToolchainCache(offline=opts.offline)
+    # Builds that `verify` perturbs never read or write the action cache: they must really build.
+    actions = ActionCache(opts.action_cache) if opts.action_cache is not None and perturb is None else None
+    out = opts.out.resolve()
+    _check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.parent.glob(f".{out.name}.partial-*"), *out.parent.glob(f".{out.name}.coldcache-*")]:
+        remove_tree(stale)  # left by a build that was killed outright
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    os.chmod(staging, 0o755)  # an unprivileged build user must reach its output dir
+    perturb = perturb or Perturbation()
+    cold = Path(tempfile.mkdtemp(prefix=f".{out.name}.coldcache-", dir=out.parent)) if perturb.cold_cache else None
+    ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root, perturb=perturb,
+                       jobs=opts.jobs or default_jobs(), cold_cache=cold,
+                       cleanup=[cold] if cold is not None else [])
+    inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root,
+                       _builders_dir(opts, backend), host_platform())
+    try:
+        seconds: dict[str, float] = {}
+        moving = threading.Lock()
+        done = map_ordered(lambda unit: _build_unit(unit, ctx, actions, inputs, opts.read_cache, moving),
+                           units, ctx.jobs, backend.cancel)
+        for unit, (elapsed, toolchains, images) in zip(units, done, strict=True):  # merged in unit order
+            ctx.toolchains.update(toolchains)
+            ctx.images.update(images)
+            if elapsed is not None:
+                seconds[unit.id] = elapsed
+        # A shard planned from the cache's own costs must not change them: the next shard on this machine
+        # would plan differently. With `--costs FILE` the plan does not depend on them.
+        if actions is not None and (opts.shard is None or opts.costs is not None):
+            actions.record_costs(seconds)
+        _normalize_modes(staging)
+        artifacts = hash_artifacts(staging)
+        manifest = _manifest(pipelines, ctx, backend, overrides)
+        if shards is not None and opts.shard is not None:
+            manifest.update({"shard": f"{opts.shard[0]}/{opts.shard[1]}", "shard_plan": plan_digest(shards),
+                             "shard_units": [u.id for u in units]})
+        write_outputs(staging, artifacts, manifest)
+        statement = provenance.build_statement(
+            artifacts, manifest, manifest["pipelines"], opts.lock_path, opts.repo_root,
+            {p.name: p.source for p in pipelines})
+        provenance.write_statement(staging / provenance.FILE, statement)
+        _publish(staging, out)
+    finally:
+        if staging.exists():
+            remove_tree(staging)
+        for extra in ctx.cleanup:
+            remove_tree(extra)
+    say(f"wrote {len(artifacts)} artifacts, SHA256SUMS and manifest.json to {out}")
+    return BuildResult(out, tuple(artifacts), manifest, dict(ctx.unapplied))
+
+
+def shard_plan(opts: BuildOptions, n: int) -> list[list[Unit]]:
+    """The units each of n shards would build (pure: nothing is fetched or built)."""
+    pipelines = load_pipelines(list(opts.pipelines) or None, opts.repo_root)
+    return assign(plan_units(pipelines), n, plan_costs(opts))
+
+
+def plan_costs(opts: BuildOptions) -> dict[str, float]:
+    """The recorded unit durations that balance shards: `--costs FILE`, else the action cache's."""
+    if opts.costs is not None:
+        return load_costs(opts.costs)
+    return ActionCache(opts.action_cache).load_costs() if opts.action_cache is not None else {}
+
+
+def _builders_dir(opts: BuildOptions, backend: Backend) -> Path | None:
+    """The builder image descriptions, which make the Docker backend's images (the host is the local one's)."""
+    if backend.name != "docker":
+        return None
+    from reprobuild.backends.images.store import default_builders_dir
+
+    return default_builders_dir(opts.lock_path)
+
+
+UnitResult = tuple[float | None, dict[str, dict[str, Any]], dict[str, str]]  # seconds, toolchains, images
+
+
+def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inputs: KeyInputs,
+                read_cache: bool, moving: threading.Lock) -> UnitResult:
+    """Restore the unit from the action cache, or build it in a directory of its own and record it.
+
+    Returns the build time (None when it was restored) and the toolchains and images it used. Units
+    run on threads of their own: each writes only its own directory until its files move into place.
+    """
+    key = unit_key(unit, inputs) if actions is not None else ""
+    if actions is not None and read_cache:
+        entry = actions.lookup(key)
+        if entry is not None:
+            if actions.restore(entry, ctx.staging):
+                say(f"{unit.id}: restored from the action cache ({len(entry.artifacts)} artifact(s))")
+                return None, entry.toolchains, entry.images
+            say(f"{unit.id}: the action cache entry does not match its recorded hashes; rebuilding")
+    unit_dir = Path(tempfile.mkdtemp(prefix=f"{ctx.staging.name}.unit-", dir=ctx.staging.parent))
+    os.chmod(unit_dir, 0o755)
+    unit_ctx = replace(ctx, staging=unit_dir, toolchains={}, images={})
+    try:
+        start = time.monotonic()
+        kind_for(unit.pipeline.builder).build(unit.as_pipeline(), unit_ctx)
+        elapsed = time.monotonic() - start
+        _normalize_modes(unit_dir)
+        if actions is not None:
+            actions.store(key, unit.id, unit_dir, unit_ctx.toolchains, unit_ctx.images, elapsed)
+        with moving:
+            for rel in list_files(unit_dir):
+                dest = ctx.staging / rel
+                if dest.exists():
+                    raise CheckFailed(f"{unit.id}: writes {rel}, which another unit of the build wrote too")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(unit_dir / rel, dest)
+    finally:
+        remove_tree(unit_dir)
+    return elapsed, unit_ctx.toolchains, unit_ctx.images
+
+
+def _manifest(pipelines: list[Pipeline], ctx: BuildContext, backend: Backend,
+              overrides: dict[str, str]) -> dict[str, Any]:
+    return {
+        "reprobuild_version": __version__,
+        "backend": backend.name,
+        "hermetic": backend.hermetic,
+        "toolchains": ctx.toolchains,
+        "substitutions": dict(sorted(overrides.items())),
+        "images": ctx.images,
+        "pipelines": [{"name": p.name, "builder": p.builder, "source_date_epoch": source_date_epoch(
+            p.source_date_epoch)} for p in pipelines],
+    }
+
+
+def _normalize_modes(root: Path) -> None:
+    """0755 for directories and executables, 0644 for the rest: the umask must not show in the output."""
+    os.chmod(root, 0o755)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.stat(path).st_mode & 0o111 else 0o644)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        raise BadInput(f"--out {out}: exists and is not a reprobuild output directory; not overwriting it",
+                       "choose another directory or remove it")
+
+
+def _publish(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "out")
+        os.replace(staging, out)
+        remove_tree(old)
+    else:
+        os.replace(staging, out)

@@ -1,0 +1,116 @@
+"""Provenance: an in-toto Statement v1 with a SLSA Provenance v1 predicate, written by every build, and
+a second statement from `verify` naming the same subjects with its evidence.
+
+Both are deterministic for the same inputs: no wall-clock time, no host paths, no random IDs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from reprobuild import __version__, proc
+from reprobuild.build.manifest import Artifact
+from reprobuild.fsutil import atomic_write_text, sha256_file
+from reprobuild.toolchains.extract import tree_hash, tree_records
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "urn:reprobuild:build-type:pipeline:v1"
+VERIFY_TYPE = "urn:reprobuild:predicate:verification:v1"
+FILE = "provenance.json"
+
+
+def subjects(artifacts: list[Artifact] | tuple[Artifact, ...]) -> list[dict[str, Any]]:
+    return [{"name": a.path, "digest": {"sha256": a.sha256}} for a in sorted(artifacts, key=lambda a: a.path)]
+
+
+def source_tree_digest(root: Path, exclude: tuple[str, ...] = (".git",)) -> str:
+    """sha256 over every file's path, kind and content (the same scheme as toolchain tree hashes)."""
+    records = {k: v for k, v in tree_records(root).items() if k.split("/")[0] not in exclude}
+    return tree_hash(records)
+
+
+def git_commit(root: Path) -> str | None:
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = proc.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=False,
+                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
+                             "GIT_CONFIG_NOSYSTEM": "1"})
+    except Exception:
+        return None
+    sha = done.stdout.strip()
+    return sha if done.returncode == 0 and len(sha) == 40 else None
+
+
+def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: dict[str, Any],
+                    pipelines: list[dict[str, Any]], lock_path: Path, repo_root: Path,
+                    sources: dict[str, Path]) -> dict[str, Any]:
+    deps: list[dict[str, Any]] = [{"name": "toolchains.lock", "digest": {"sha256": sha256_file(lock_path)}}]
+    for wanted, tc in sorted(manifest.get("toolchains", {}).items()):
+        for f in tc.get("files", []):
+            deps.append({"name": f"toolchain:{tc['entry']}:{f['name']}", "digest": {"sha256": f["sha256"]},
+                         "annotations": {"requestedAs": wanted, "version": tc["version"], "platform": tc["platform"]}})
+    for image, image_id in sorted(manifest.get("images", {}).items()):
+        if image_id.startswith("sha256:") or len(image_id) == 64:
+            deps.append({"name": f"image:{image}", "digest": {"sha256": image_id.removeprefix("sha256:")}})
+        else:
+            deps.append({"name": f"image:{image}", "uri": f"urn:reprobuild:image:{image_id}"})
+    commit = git_commit(repo_root)
+    for name, src in sorted(sources.items()):
+        dep: dict[str, Any] = {"name": f"source:{name}", "digest": {"sha256": source_tree_digest(src)}}
+        if (src / "vendor").is_dir():
+            deps.append({"name": f"vendor:{name}", "digest": {"sha256": source_tree_digest(src / "vendor", ())}})
+        if commit:
+            dep["digest"]["gitCommit"] = commit
+        deps.append(dep)
+    for extra in manifest.get("dependencies", []):
+        deps.append(extra)  # e.g. a Paddle wheelhouse hash, added by its builder
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": subjects(artifacts),
+        "predicateType": SLSA_PROVENANCE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {"pipelines": pipelines,
+                                       "toolchainSubstitutions": manifest.get("substitutions", {})},
+                "internalParameters": {"backend": manifest["backend"], "hermetic": manifest["hermetic"]},
+                "resolvedDependencies": deps,
+            },
+            "runDetails": {
+                "builder": {"id": f"urn:reprobuild:builder:{manifest['backend']}",
+                            "version": {"reprobuild": __version__}},
+                "metadata": {"invocationId": _invocation_id(artifacts, deps)},
+            },
+        },
+    }
+
+
+def _invocation_id(artifacts: list[Artifact] | tuple[Artifact, ...], deps: list[dict[str, Any]]) -> str:
+    """Derived from inputs and outputs, so two builds of the same inputs carry the same ID."""
+    blob = json.dumps({"a": [a.sha256 for a in artifacts], "d": deps}, sort_keys=True).encode()
+    return "urn:reprobuild:invocation:" + hashlib.sha256(blob).hexdigest()[:32]
+
+
+def verification_statement(digests: dict[str, str], report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": p, "digest": {"sha256": d}} for p, d in sorted(digests.items())],
+        "predicateType": VERIFY_TYPE,
+        "predicate": {
+            "verifier": {"id": "urn:reprobuild:verify", "version": {"reprobuild": __version__}},
+            "reproducible": report["reproducible"], "runs": report["runs"],
+            "variations": report["variations"], "culprits": report["culprits"],
+            "backend": report["backend"], "hermetic": report["hermetic"],
+            "matchingDigests": report["reproducible"],
+        },
+    }
+
+
+def write_statement(path: Path, statement: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(statement, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,1 @@
+"""Configuration: the lock, pipelines, YAML with line marks, resolution and the policy table."""

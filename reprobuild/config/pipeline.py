@@ -1,0 +1,213 @@
+"""Pipelines (`pipelines/*.yaml`): parsed and validated in one place, into frozen dataclasses.
+
+Every problem is a FileError naming the file and line; unknown keys get a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reprobuild.config.yamlload import Fields, Node, load_documents
+from reprobuild.errors import BadInput, FileError, Location
+
+BUILDERS = ("go", "command", "paddle")
+ARCHIVE_FORMATS = ("tar.gz", "zip")
+DEFAULT_SOURCE_DATE_EPOCH = 315532800  # 1980-01-01: the earliest time a zip entry can carry
+
+# `go tool dist list` of Go 1.20 (the pinned production Go), which 1.21 extends only with wasip1/wasm.
+_DIST_LIST = """
+aix/ppc64 android/386 android/amd64 android/arm android/arm64 darwin/amd64 darwin/arm64 dragonfly/amd64
+freebsd/386 freebsd/amd64 freebsd/arm freebsd/arm64 freebsd/riscv64 illumos/amd64 ios/amd64 ios/arm64
+js/wasm linux/386 linux/amd64 linux/arm linux/arm64 linux/loong64 linux/mips linux/mips64 linux/mips64le
+linux/mipsle linux/ppc64 linux/ppc64le linux/riscv64 linux/s390x netbsd/386 netbsd/amd64 netbsd/arm
+netbsd/arm64 openbsd/386 openbsd/amd64 openbsd/arm openbsd/arm64 openbsd/mips64 plan9/386 plan9/amd64
+plan9/arm solaris/amd64 wasip1/wasm windows/386 windows/amd64 windows/arm windows/arm64
+"""
+GO_PLATFORMS = frozenset(_DIST_LIST.split())
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_X_RE = re.compile(r"^[A-Za-z0-9_./-]+\.[A-Za-z_][A-Za-z0-9_]*$")
+_PLACEHOLDERS = ("{version}", "{source_date_epoch}", "{pipeline}", "{target}")
+
+
+@dataclass(frozen=True)
+class GoTarget:
+    name: str
+    package: str
+    cgo: bool
+    platforms: tuple[str, ...]  # GOOS/GOARCH
+    ldflags_x: tuple[tuple[str, str], ...] = ()  # -X symbol=value (value may use the placeholders)
+    tags: tuple[str, ...] = ()
+    archive: str | None = None
+    keep_gnu_build_id: bool = False
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    builder: str
+    source: Path  # absolute
+    file: Path
+    line: int
+    toolchain: str | None = None
+    version: str = "0.0.0"
+    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
+    targets: tuple[GoTarget, ...] = ()
+    run: str | None = None
+    artifacts: tuple[str, ...] = ()
+    image: str = "debian"
+    extra: dict[str, object] = field(default_factory=dict)  # builder-specific keys of later builders
+
+    @property
+    def where(self) -> Location:
+        return Location(self.file, self.line)
+
+
+def default_pipeline_files(repo_root: Path) -> list[Path]:
+    return sorted((repo_root / "pipelines").glob("*.yaml"))
+
+
+def load_pipelines(paths: list[Path] | None, repo_root: Path) -> list[Pipeline]:
+    """Load the given pipeline files (default: all of `pipelines/*.yaml`), checking names are unique."""
+    files = paths or default_pipeline_files(repo_root)
+    if not files:
+        raise BadInput(f"no pipeline files given and none in {repo_root / 'pipelines'}")
+    result: list[Pipeline] = []
+    seen: dict[str, Pipeline] = {}
+    for path in files:
+        for doc in load_documents(path):
+            p = parse_pipeline(doc, repo_root)
+            if p.name in seen:
+                raise FileError(p.where, f"pipeline name `{p.name}` is used twice (also at {seen[p.name].where})",
+                                "names must be unique: they name the output subfolder")
+            seen[p.name] = p
+            result.append(p)
+    return result
+
+
+def source_date_epoch(pipeline_value: int) -> int:
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise BadInput(f"SOURCE_DATE_EPOCH={env!r} is not a whole number of seconds") from None
+    return pipeline_value
+
+
+COMMON_KEYS = {"version", "name", "builder", "source", "source_date_epoch"}
+GO_KEYS = COMMON_KEYS | {"toolchain", "targets", "module_version"}
+COMMAND_KEYS = COMMON_KEYS | {"run", "artifacts", "image", "toolchain"}
+
+
+def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
+    path = doc.path
+    doc.mapping("a pipeline")
+    builder_node = doc.value.get("builder")
+    if builder_node is None:
+        raise doc.error("the pipeline is missing required key `builder`", f"one of: {', '.join(BUILDERS)}")
+    builder = builder_node.string("builder")
+    if builder not in BUILDERS:
+        raise builder_node.error(f"unknown builder `{builder}`", f"one of: {', '.join(BUILDERS)}")
+    if builder == "paddle":
+        from reprobuild.kinds import paddle_pipeline_keys
+
+        allowed = COMMON_KEYS | paddle_pipeline_keys()
+    else:
+        allowed = GO_KEYS if builder == "go" else COMMAND_KEYS
+    f = Fields(doc, "the pipeline", allowed)
+    version = f.required("version")
+    if version.integer("version") != 1:
+        raise version.error(f"unsupported pipeline version {version.value}; this reprobuild reads version 1")
+    name_node = f.required("name")
+    name = name_node.string("name")
+    if not _NAME_RE.match(name):
+        raise name_node.error(f"name `{name}` must be letters, digits, `.`, `_` or `-` (it names a folder)")
+    source_node = f.required("source")
+    source = (repo_root / source_node.string("source")).resolve()
+    if not source.is_dir():
+        raise source_node.error(f"source `{source_node.value}` is not a directory (relative to {repo_root})")
+    sde_node = f.optional("source_date_epoch")
+    sde = sde_node.integer("source_date_epoch") if sde_node else DEFAULT_SOURCE_DATE_EPOCH
+    common = {"name": name, "builder": builder, "source": source, "file": path, "line": doc.line,
+              "source_date_epoch": sde}
+    tc_node = f.optional("toolchain")
+    toolchain = tc_node.string("toolchain") if tc_node else None
+    if builder == "go":
+        if toolchain is None:
+            raise doc.error("a go pipeline needs `toolchain` (an entry of toolchains.lock, e.g. `go`)")
+        mv = f.optional("module_version")
+        targets_node = f.required("targets")
+        targets = tuple(_parse_go_target(t) for t in targets_node.sequence("targets"))
+        if not targets:
+            raise targets_node.error("targets is empty")
+        names = [t.name for t in targets]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise targets_node.error(f"target name(s) used twice: {', '.join(sorted(dup))}")
+        return Pipeline(**common, toolchain=toolchain, targets=targets,
+                        version=mv.string("module_version") if mv else "0.0.0")
+    if builder == "command":
+        run = f.required("run").string("run")
+        arts = f.optional("artifacts")
+        artifacts = tuple(arts.strings("artifacts")) if arts else ("*",)
+        for pattern, node in zip(artifacts, arts.sequence("artifacts") if arts else [], strict=False):
+            if pattern.startswith("/") or ".." in pattern.split("/"):
+                raise node.error(f"artifact glob `{pattern}` must stay under $OUT")
+        image_node = f.optional("image")
+        image = image_node.string("image") if image_node else "debian"
+        return Pipeline(**common, toolchain=toolchain, run=run, artifacts=artifacts,
+                        image=image)
+    extra = {k: v for k, v in f if k not in COMMON_KEYS}
+    return Pipeline(**common, toolchain=toolchain, extra=extra)  # type: ignore[arg-type]
+
+
+def _parse_go_target(node: Node) -> GoTarget:
+    f = Fields(node, "a target", {"name", "package", "cgo", "platforms", "ldflags", "tags", "archive",
+                                  "keep_gnu_build_id"})
+    name_node = f.required("name")
+    name = name_node.string("target name")
+    if not _NAME_RE.match(name):
+        raise name_node.error(f"target name `{name}` must be letters, digits, `.`, `_` or `-`")
+    pkg_node = f.required("package")
+    package = pkg_node.string(f"target `{name}`: package")
+    if not (package.startswith("./") or package == "."):
+        raise pkg_node.error(f"target `{name}`: package `{package}` must be a path inside the module, like ./cmd/x")
+    cgo_node = f.optional("cgo")
+    cgo = cgo_node.boolean(f"target `{name}`: cgo") if cgo_node else False
+    plat_node = f.optional("platforms")
+    platforms = tuple(plat_node.strings(f"target `{name}`: platforms")) if plat_node else ("linux/amd64",)
+    for plat, pn in zip(platforms, plat_node.sequence("platforms") if plat_node else [], strict=False):
+        if plat not in GO_PLATFORMS:
+            import difflib
+
+            guess = difflib.get_close_matches(plat, sorted(GO_PLATFORMS), n=1)
+            raise pn.error(f"target `{name}`: Go does not know the platform `{plat}`",
+                           f"did you mean `{guess[0]}`?" if guess else "see `go tool dist list`")
+    if not platforms:
+        raise node.error(f"target `{name}`: platforms is empty")
+    ldflags: list[tuple[str, str]] = []
+    ld_node = f.optional("ldflags")
+    if ld_node is not None:
+        for sym, vnode in ld_node.mapping(f"target `{name}`: ldflags (symbol: value, for -X)").items():
+            if not _X_RE.match(sym):
+                raise vnode.error(f"target `{name}`: `{sym}` is not a Go symbol like main.version (-X only)")
+            value = vnode.string(f"target `{name}`: ldflags value")
+            for bad in re.findall(r"\{[^}]*\}", value):
+                if bad not in _PLACEHOLDERS:
+                    raise vnode.error(f"target `{name}`: unknown placeholder {bad} in ldflags",
+                                      f"allowed: {', '.join(_PLACEHOLDERS)} (never the wall clock)")
+            ldflags.append((sym, value))
+    tags_node = f.optional("tags")
+    tags = tuple(tags_node.strings(f"target `{name}`: tags")) if tags_node else ()
+    arch_node = f.optional("archive")
+    archive = arch_node.string(f"target `{name}`: archive") if arch_node else None
+    if archive is not None and archive not in ARCHIVE_FORMATS:
+        raise arch_node.error(f"target `{name}`: archive `{archive}` is not one of "  # type: ignore[union-attr]
+                              f"{', '.join(ARCHIVE_FORMATS)}")
+    keep_node = f.optional("keep_gnu_build_id")
+    keep = keep_node.boolean("keep_gnu_build_id") if keep_node else False
+    return GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line)

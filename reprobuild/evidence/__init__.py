@@ -1,0 +1,1 @@
+"""The evidence: verify (rebuild under variations), compare and its comparators."""

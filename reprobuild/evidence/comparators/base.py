@@ -1,0 +1,136 @@
+"""What every comparator shares: the Cause it reports, the Context it runs in, and the size bounds.
+
+Explanations are bounded by construction: each comparator summarises (counts, a few examples)
+instead of listing everything, and `clip` cuts any detail that still runs long. A pair of 10 MB
+binaries must yield a few lines, not megabytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+MAX_DETAIL = 600
+"""Characters in one cause's detail (a text diff gets `MAX_DIFF_CHARS`)."""
+MAX_DIFF_CHARS = 3000
+MAX_EXAMPLES = 3
+"""How many examples a summary names before it says "and N more"."""
+MAX_RECURSE_MEMBERS = 5
+"""Differing archive members explained one by one; the rest are counted."""
+MAX_MEMBER_BYTES = 512 << 20
+"""Members larger than this are compared by hash only, not extracted for explanation."""
+HEAD_BYTES = 4096
+
+KINDS = ("go-buildid", "gnu-build-id", "embedded-path", "timestamp", "entry-order", "file-mode", "owner",
+         "vcs-stamp", "buildinfo", "paddle-op-callstack", "content", "missing")
+"""The cause vocabulary of CONTRACT.md."""
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One reason two files differ: a `kind` from the CONTRACT vocabulary and a short human detail."""
+
+    kind: str
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "detail": self.detail}
+
+    def within(self, label: str) -> Cause:
+        """The same cause, found inside archive member (or layer) `label`."""
+        return Cause(self.kind, f"{label}: {self.detail}")
+
+
+Explainer = Callable[[Path, Path, "Context"], list[Cause]]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a comparator may use besides the two files: scratch space, tools, and the way to recurse."""
+
+    scratch: Path
+    """A private directory for extracted members; removed by the caller."""
+    explainer: Explainer
+    """Explains a pair with the whole comparator table (for archive members)."""
+    go: Path | None = None
+    """A `go` binary for `go version -m` when the built-in build-info reader cannot read a binary."""
+    depth: int = 0
+    max_depth: int = 4
+    _counter: Iterator[int] = dataclasses.field(default_factory=itertools.count, compare=False, repr=False)
+
+    def recurse(self, a: Path, b: Path, label: str | None) -> list[Cause]:
+        """Explain a nested pair (archive members, decompressed streams); prefix causes with `label`."""
+        if self.depth >= self.max_depth:
+            return [Cause("content", f"{label or 'nested data'}: differs (nesting deeper than {self.max_depth})")]
+        causes = self.explainer(a, b, dataclasses.replace(self, depth=self.depth + 1))
+        return [c.within(label) for c in causes] if label else causes
+
+    def scratch_pair(self, stem: str) -> tuple[Path, Path]:
+        """Two fresh paths in scratch space for extracted data (the names keep `stem`'s suffix)."""
+        n = next(self._counter)
+        safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in Path(stem).name)[-80:] or "data"
+        directory = self.scratch / f"{n}"
+        (directory / "a").mkdir(parents=True, exist_ok=True)
+        (directory / "b").mkdir(parents=True, exist_ok=True)
+        return directory / "a" / safe, directory / "b" / safe
+
+
+class Comparator(Protocol):
+    """A module of `reprobuild.evidence.comparators`: recognizes one format and explains differences in it."""
+
+    def recognizes(self, path: Path, head: bytes) -> bool: ...
+
+    def explain(self, a: Path, b: Path, ctx: Context) -> list[Cause]: ...
+
+
+def clip(text: str, limit: int = MAX_DETAIL) -> str:
+    """`text` cut to `limit` characters, saying so."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 12] + " …[clipped]"
+
+
+def short(value: object, limit: int = 80) -> str:
+    """A value for a detail line, quoted (repr), cut in the middle when long."""
+    return cut(repr(value), limit)
+
+
+def cut(text: str, limit: int = 80) -> str:
+    """`text` cut in the middle when longer than `limit` (both ends of a path or hash say the most)."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 1) // 2
+    return text[:half] + "…" + text[-half:]
+
+
+def examples(items: Sequence[str], limit: int = MAX_EXAMPLES) -> str:
+    """`a, b, c and 7 more`."""
+    shown = ", ".join(items[:limit])
+    rest = len(items) - limit
+    return f"{shown} and {rest} more" if rest > 0 else shown
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
+    """Byte equality without reading either file whole."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(chunk), fb.read(chunk)
+            if ca != cb:
+                return False
+            if not ca:
+                return True

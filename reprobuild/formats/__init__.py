@@ -1,0 +1,1 @@
+"""Readers and deterministic writers of file formats shared by builders and comparators."""

@@ -1,0 +1,93 @@
+"""Assertions after every Go build: what `go version -m` and the ELF file say must match the pins.
+
+A failed assertion is exit 1 (CheckFailed), naming the target and what was found.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprobuild.errors import CheckFailed
+from reprobuild.formats.elf import ElfFile
+from reprobuild.formats.gobuildinfo import BuildInfo, from_go_version, read_build_info
+
+
+def read_buildinfo(go: Path, binary: Path, elf: ElfFile | None = None) -> BuildInfo:
+    """What `go version -m` prints, read from the binary itself (`gobuildinfo` follows debug/buildinfo; a
+    test holds it to `go version -m` on the same binaries). `go version -m` is asked only when the
+    reader finds nothing, so a binary it cannot read is not waved through."""
+    info = read_build_info(elf or ElfFile.open(binary))
+    return info or from_go_version(go, binary) or BuildInfo("")
+
+
+def vendored_modules(module_dir: Path) -> dict[str, str]:
+    """Module path -> version, from vendor/modules.txt."""
+    path = module_dir / "vendor" / "modules.txt"
+    result: dict[str, str] = {}
+    if not path.exists():
+        return result
+    for line in path.read_text().splitlines():
+        m = re.match(r"^# (\S+) (v\S+)(?: => (\S+)(?: (v\S+))?)?$", line)
+        if m:
+            result[m.group(1)] = m.group(2) + (f" => {m.group(3)} {m.group(4)}" if m.group(4) else "")
+    return result
+
+
+@dataclass(frozen=True)
+class Expectation:
+    target: str
+    go_version: str
+    cgo: bool
+    vendored: dict[str, str]
+    forbidden_paths: tuple[str, ...]
+    keep_gnu_build_id: bool = False
+
+
+def check_binary(binary: Path, go: Path, exp: Expectation) -> None:
+    elf = ElfFile.open(binary)
+    problems = binary_problems(binary, read_buildinfo(go, binary, elf), exp, elf)
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise CheckFailed(f"target `{exp.target}`: {binary.name} failed its reproducibility assertions:\n{listed}")
+
+
+def binary_problems(binary: Path, info: BuildInfo, exp: Expectation, elf: ElfFile | None = None) -> list[str]:
+    problems = []
+    if info.go_version != f"go{exp.go_version}":
+        problems.append(f"built with {info.go_version or 'an unknown Go'}, the lock pins go{exp.go_version}")
+    if info.settings.get("-trimpath") != "true":
+        problems.append("not built with -trimpath (build paths are embedded)")
+    want_cgo = "1" if exp.cgo else "0"
+    if info.settings.get("CGO_ENABLED") != want_cgo:
+        problems.append(f"CGO_ENABLED={info.settings.get('CGO_ENABLED')}, the pipeline says cgo: {exp.cgo}")
+    vcs = sorted(k for k in info.settings if k.startswith("vcs"))
+    if vcs:
+        problems.append(f"VCS stamping present ({', '.join(vcs)}); build with -buildvcs=false")
+    for mod, dep in info.deps.items():
+        if mod not in exp.vendored:
+            problems.append(f"dependency {mod} {dep.version} is not in vendor/modules.txt")
+        elif exp.vendored[mod].split(" ")[0] != dep.version:
+            problems.append(f"dependency {mod} is {dep.version} in the binary, {exp.vendored[mod]} "
+                            "in vendor/modules.txt")
+    elf = elf or ElfFile.open(binary)
+    go_id = elf.note_descriptor(".note.go.buildid")
+    if go_id:
+        problems.append(f"Go build ID present ({go_id[:24].decode('ascii', 'replace')}...); link with -buildid=")
+    if not exp.keep_gnu_build_id and elf.section(".note.gnu.build-id") is not None:
+        problems.append("GNU build ID present (.note.gnu.build-id); link with -extldflags=-Wl,--build-id=none")
+    absent: list[str] = []
+    found: dict[str, list[str]] = {}
+    for path in sorted((p for p in exp.forbidden_paths if len(p) >= 5), key=len):  # shorter ones first
+        if any(short in path for short in absent):
+            continue  # a path holding an absent one cannot be in the file either
+        places = elf.find(path.encode())
+        if places:
+            found[path] = places
+        else:
+            absent.append(path)
+    for path in exp.forbidden_paths:
+        if path in found:
+            problems.append(f"embeds the path {path} (in {', '.join(found[path][:5])})")
+    return problems

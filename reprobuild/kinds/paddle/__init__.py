@@ -1,0 +1,1 @@
+"""The Paddle builder kind: builder and the export harness."""

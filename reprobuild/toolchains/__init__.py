@@ -1,0 +1,1 @@
+"""Toolchains: the content-addressed cache, downloads, safe extraction, wheelhouses."""

@@ -1,0 +1,186 @@
+"""Wheelhouses: the exact wheel set of a hashed requirements lock, for installing with the network off.
+
+`download_wheelhouse(lock_file, dest)` runs `pip download --require-hashes` (through pip's own
+configuration, so whatever index this machine uses) and prunes `dest` to exactly one wheel per pin
+of the lock, for this Python and platform: nothing extra, nothing missing. `check_wheelhouse`
+lists what drifted (a missing wheel, a wheel whose bytes changed, a file the lock does not name),
+each naming the file. The build installs from a wheelhouse with
+`pip install --no-index --find-links WHEELHOUSE --require-hashes -r LOCK`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprobuild.config.model import Lock
+from reprobuild.config.pylock import Requirement, normalize_name, read_requirements_lock
+from reprobuild.errors import CheckFailed, EnvironmentFailure
+from reprobuild.fsutil import remove_tree, sha256_file
+from reprobuild.progress import say
+
+_WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(?:-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+
+
+@dataclass(frozen=True)
+class WheelFile:
+    path: Path
+    name: str  # normalized
+    version: str
+
+
+class WheelhouseDrift(CheckFailed):
+    """The wheelhouse does not hold exactly the locked wheels (exit 1 from `vendor --check`)."""
+
+    def __init__(self, dest: Path, problems: list[str]) -> None:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"wheelhouse {dest} does not match its lock:\n{listed}",
+                         "run `reprobuild vendor` to download it again")
+        self.problems = problems
+
+
+def parse_wheel_name(path: Path) -> WheelFile | None:
+    m = _WHEEL_RE.match(path.name)
+    if not m:
+        return None
+    return WheelFile(path, normalize_name(m.group("name")), m.group("version"))
+
+
+def check_wheelhouse(lock_file: Path, dest: Path) -> list[str]:
+    """What differs between the wheelhouse and the lock, one line per problem naming the file; empty when
+    the wheelhouse holds exactly one wheel per pin, each with a hash the lock allows."""
+    reqs = read_requirements_lock(lock_file)
+    if not dest.is_dir():
+        return [f"{dest}: the wheelhouse does not exist"]
+    problems: list[str] = []
+    by_pin: dict[tuple[str, str], list[Path]] = {}
+    for path in sorted(dest.iterdir()):
+        wheel = parse_wheel_name(path) if path.is_file() else None
+        if wheel is None:
+            problems.append(f"{path}: not a wheel; a wheelhouse holds only the locked wheels")
+            continue
+        by_pin.setdefault((wheel.name, wheel.version), []).append(path)
+    wanted = {(r.name, r.version): r for r in reqs}
+    for key, paths in sorted(by_pin.items()):
+        if key not in wanted:
+            problems += [f"{p}: not in {lock_file} (extra)" for p in paths]
+    for req in reqs:
+        paths = by_pin.get((req.name, req.version), [])
+        if not paths:
+            problems.append(f"{req.name}=={req.version}: no wheel in {dest} (missing; {lock_file}:{req.line})")
+            continue
+        if len(paths) > 1:
+            problems.append(f"{req.name}=={req.version}: {len(paths)} wheels ({', '.join(p.name for p in paths)}); "
+                            "a wheelhouse holds one per pin, for one platform")
+        for path in paths:
+            digest = sha256_file(path)
+            if digest not in req.hashes:
+                problems.append(f"{path}: sha256 {digest} is not a hash {lock_file}:{req.line} allows for "
+                                f"{req.name}=={req.version} (changed)")
+    return problems
+
+
+def download_wheelhouse(lock_file: Path, dest: Path, python_version: str | None = None,
+                        platforms: tuple[str, ...] = ()) -> list[Path]:
+    """Download the locked wheels into `dest` (verified with --require-hashes), then prune it to exactly the lock.
+
+    Wheels already in `dest` with a hash the lock allows are kept (pip skips them); anything else is removed
+    first. `python_version`/`platforms` select another target than this interpreter (pip's --python-version
+    and --platform). Raises EnvironmentFailure when pip cannot get a wheel, WheelhouseDrift when the result
+    still differs from the lock.
+    """
+    from reprobuild import proc
+
+    reqs = read_requirements_lock(lock_file)
+    dest.mkdir(parents=True, exist_ok=True)
+    _remove_unlocked(dest, reqs)
+    argv = [sys.executable, "-m", "pip", "download", "--require-hashes", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--no-input", "--dest", str(dest), "-r", str(lock_file)]
+    if python_version:
+        argv += ["--python-version", python_version]
+    for plat in platforms:
+        argv += ["--platform", plat]
+    say(f"downloading the wheels of {lock_file} into {dest}")
+    done = proc.run(argv, check=False)
+    if done.returncode != 0:
+        tail = "\n".join("    " + line for line in (done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise EnvironmentFailure(f"pip could not download the wheels of {lock_file} (exit {done.returncode}):\n{tail}",
+                                 "check that pip reaches its index (`pip config list`), or import a wheelhouse "
+                                 "made on a machine that does")
+    _remove_unlocked(dest, reqs)
+    problems = check_wheelhouse(lock_file, dest)
+    if problems:
+        raise WheelhouseDrift(dest, problems)
+    return sorted(p for p in dest.iterdir())
+
+
+def _remove_unlocked(dest: Path, reqs: list[Requirement]) -> None:
+    """Remove every file that is not a locked wheel with an allowed hash (pip would otherwise trust it)."""
+    wanted = {(r.name, r.version): r for r in reqs}
+    for path in sorted(dest.iterdir()):
+        wheel = parse_wheel_name(path) if path.is_file() else None
+        req = wanted.get((wheel.name, wheel.version)) if wheel else None
+        if req is None or sha256_file(path) not in req.hashes:
+            if path.is_dir() and not path.is_symlink():
+                remove_tree(path)
+            else:
+                path.unlink()
+
+
+def ensure_wheelhouse(lock_file: Path, dest: Path, offline: bool) -> Path:
+    """The wheelhouse a build installs from: downloaded when it does not exist yet, checked when it does.
+
+    A wheelhouse that exists but drifted is never silently repaired during a build: EnvironmentFailure (exit 3)
+    naming each file, so a tampered or truncated wheel is seen.
+    """
+    if not dest.exists():
+        if offline:
+            raise EnvironmentFailure(f"no wheelhouse at {dest} and offline mode is on",
+                                     "run `reprobuild vendor` on a machine with pip's index, then copy it here")
+        tmp = dest.with_name(dest.name + ".partial")
+        if tmp.exists():
+            remove_tree(tmp)
+        download_wheelhouse(lock_file, tmp)
+        tmp.rename(dest)
+        return dest
+    problems = check_wheelhouse(lock_file, dest)
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise EnvironmentFailure(f"wheelhouse {dest} does not match {lock_file}:\n{listed}",
+                                 f"remove {dest} and build again (or run `reprobuild vendor`) to download it again")
+    return dest
+
+
+def default_wheelhouse(cache_root: Path, env_name: str, lock_sha256: str) -> Path:
+    """Where builds keep the wheelhouse of a locked environment: one per lock content."""
+    return cache_root / "wheelhouse" / env_name / lock_sha256[:16]
+
+
+def locked_wheelhouses(lock: Lock, repo_root: Path, cache_root: Path) -> list[tuple[str, Path, Path]]:
+    """(environment, requirements.lock, wheelhouse directory) for every environment of the lock's `python`
+    section, in name order: what `reprobuild vendor` downloads and `vendor --check` checks."""
+    from reprobuild.config.pylock import parse_python_section
+
+    result = []
+    for name, env in sorted(parse_python_section(lock).items()):
+        result.append((name, repo_root / env.lock_file, default_wheelhouse(cache_root, name, env.lock_sha256)))
+    return result
+
+
+def vendor_wheelhouses(lock: Lock, repo_root: Path, cache_root: Path, check: bool) -> dict[str, list[str]]:
+    """`reprobuild vendor` for Python environments: download every locked wheelhouse (or, with `check`, only
+    check it); returns the problems per environment (empty lists when all is well).
+
+    Downloading raises EnvironmentFailure (exit 3) when pip cannot get a wheel; the caller turns non-empty
+    problems under `check` into exit 1 (see WheelhouseDrift).
+    """
+    problems: dict[str, list[str]] = {}
+    for name, lock_file, dest in locked_wheelhouses(lock, repo_root, cache_root):
+        if check:
+            problems[name] = check_wheelhouse(lock_file, dest)
+        else:
+            download_wheelhouse(lock_file, dest)
+            problems[name] = []
+    return problems
