@@ -8,9 +8,13 @@ from __future__ import annotations
 import nox
 
 nox.options.sessions = ["lint", "tests"]
-nox.options.reuse_existing_virtualenvs = True
+nox.options.reuse_venv = "yes"
+# A session whose interpreter cannot be found fails the run: never "skipped" with exit 0.
+nox.options.error_on_missing_interpreters = True
 
-PYTHON = "3.11"
+# None: every session runs on the interpreter nox itself runs on (any Python >= 3.11, the project's
+# requires-python), so `nox -s build` never looks for one exact version that the machine may not have.
+PYTHON = None
 TEST_TOOLS = [".[test]"]
 
 
