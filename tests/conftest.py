@@ -205,7 +205,7 @@ def docker_engine() -> str:
 
 
 def hello_go_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The hermetic environment plus the Go settings of FACTS.md (CGO off, no toolchain switching, no proxy)."""
+    """The hermetic environment plus the plain Go build settings (CGO off, no toolchain switching, no proxy)."""
     from reprobuild.backends import CACHE, TMP, EnvPolicy, hermetic_env
 
     env = hermetic_env(EnvPolicy(source_date_epoch=1700000000, extra={

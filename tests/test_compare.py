@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +121,8 @@ def test_bad_input(tmp_path: Path) -> None:
     (tmp_path / "plain").mkdir()
     with pytest.raises(BadInput, match="does not exist"):
         compare_outputs(a, tmp_path / "missing")
-    with pytest.raises(BadInput, match="not a reprobuild output directory"):
-        compare_outputs(a, tmp_path / "plain")
+    with pytest.raises(BadInput, match=r"is a file and .* is a directory"):
+        compare_outputs(a / "x.txt", tmp_path / "plain")
     (tmp_path / "broken.json").write_text('{"artifacts": [\n  {"path": "../x", "sha256": "00"}]}')
     with pytest.raises(FileError, match="must be relative"):
         compare_outputs(a, tmp_path / "broken.json")
@@ -128,9 +130,48 @@ def test_bad_input(tmp_path: Path) -> None:
     (a / "x.txt").unlink()
     with pytest.raises(BadInput, match="not there"):
         compare_outputs(a, a)
-    for args in ([str(a), str(tmp_path / "missing")], [str(tmp_path / "plain"), str(tmp_path / "plain")]):
+    (tmp_path / "plain" / "f").write_text("f")
+    for args in ([str(a), str(tmp_path / "missing")], [str(tmp_path / "plain" / "f"), str(tmp_path / "plain")]):
         done = run_cli("compare", *args)
         assert done.returncode == 2 and "reprobuild: error:" in done.stderr, done.stderr
+
+
+def test_any_two_directories(tmp_path: Path) -> None:
+    """Trees without a manifest compare file by file, the way diffoscope compares directories."""
+    for side, stamp in (("a", b"2026-11-22T04:00:00Z\n"), ("b", b"2026-11-22T05:00:00Z\n")):
+        (tmp_path / side / "sub").mkdir(parents=True)
+        (tmp_path / side / "same.txt").write_text("same\n")
+        (tmp_path / side / "sub" / "stamp.txt").write_bytes(stamp)
+    (tmp_path / "b" / "extra.bin").write_bytes(b"\0")
+    report = compare_outputs(tmp_path / "a", tmp_path / "b")
+    assert [(d.artifact, d.status) for d in report.differences] == [("extra.bin", ONLY_IN_B),
+                                                                    ("sub/stamp.txt", DIFFERS)]
+    assert kinds_of(report, "sub/stamp.txt") == ["timestamp"] and report.count("identical") == 1
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e2").mkdir()
+    assert compare_outputs(tmp_path / "e1", tmp_path / "e2").identical
+
+
+def test_any_two_files(tmp_path: Path) -> None:
+    """Two single files (a release binary against a rebuild) pair up whatever their names."""
+    (tmp_path / "release.txt").write_bytes(b"built 2026-11-22T04:00:00Z\n")
+    (tmp_path / "rebuild.txt").write_bytes(b"built 2026-11-22T05:00:00Z\n")
+    report = compare_outputs(tmp_path / "release.txt", tmp_path / "rebuild.txt")
+    assert [d.artifact for d in report.differences] == ["release.txt vs rebuild.txt"]
+    assert kinds_of(report, "release.txt vs rebuild.txt") == ["timestamp"]
+    done = run_cli("compare", str(tmp_path / "release.txt"), str(tmp_path / "release.txt"))
+    assert done.returncode == 0, done.stderr
+    # A manifest is still a manifest against a directory.
+    out = make_output(tmp_path / "out", {"x.txt": b"1\n"})
+    assert compare_outputs(out / "manifest.json", out).identical
+
+
+def test_compare_help_cites_only_project_files() -> None:
+    done = run_cli("compare", "--help")
+    assert done.returncode == 0
+    assert "CONTRACT" not in done.stdout and "two files" in done.stdout
+    for cited in re.findall(r"docs/[\w.-]+\.md", done.stdout):
+        assert (REPO / cited).is_file(), cited
 
 
 # -- the CLI's outputs -------------------------------------------------------------------------------
@@ -196,6 +237,8 @@ class GoBuilds:
     vcs_stamped: Path
     vcs_off: Path  # same git checkout as vcs_stamped, -buildvcs=false
     dep_v101: Path  # the vendored dependency at v1.0.1 instead of v1.0.0
+    x_set: Path  # -X main.version=1.2.3 (base keeps "dev")
+    untrimmed_x: Path  # no -trimpath, -X main.version=1.2.3 (build info records -ldflags)
 
 
 REPRODUCIBLE = ["-mod=vendor", "-trimpath", "-buildvcs=false", "-ldflags=-buildid="]
@@ -246,6 +289,9 @@ def go_builds(go_registry: Any, tmp_path_factory: pytest.TempPathFactory) -> GoB
         vcs_stamped=go_build(go, checkout, out / "vcs-stamped", stamped, env),
         vcs_off=go_build(go, checkout, out / "vcs-off", REPRODUCIBLE, env),
         dep_v101=go_build(go, bumped, out / "dep-v101", REPRODUCIBLE, env),
+        x_set=go_build(go, src, out / "x-set", [*REPRODUCIBLE[:-1], "-ldflags=-buildid= -X main.version=1.2.3"], env),
+        untrimmed_x=go_build(go, src, out / "untrimmed-x", ["-mod=vendor", "-buildvcs=false",
+                                                           "-ldflags=-buildid= -X main.version=1.2.3"], env),
     )
 
 
@@ -258,12 +304,13 @@ def compare_binaries(tmp_path: Path, a: Path, b: Path) -> CompareReport:
 @pytest.mark.slow
 def test_go_trimpath(go_builds: GoBuilds, tmp_path: Path) -> None:
     report = compare_binaries(tmp_path, go_builds.no_trimpath, go_builds.base)
-    assert kinds_of(report, "go-service/hello") == ["buildinfo", "embedded-path"]
-    buildinfo, paths = report.differences[0].causes
-    # Without -trimpath, build info also records -ldflags.
-    assert buildinfo.detail == "build info: -ldflags: -buildid= (A) vs absent (B); -trimpath: absent (A) vs true (B)"
+    # One cause: -trimpath. That build info omits -ldflags under -trimpath is its consequence, not a cause.
+    assert kinds_of(report, "go-service/hello") == ["embedded-path"]
+    [paths] = report.differences[0].causes
+    assert paths.detail.startswith("-trimpath: only B was built with it (build info); A embeds ")
+    assert "-ldflags" not in paths.detail and paths.detail.endswith("(build with -trimpath)")
     src = str(go_builds.base.parent.parent / "src")
-    assert f"under {src} in " in paths.detail and ".gopclntab" in paths.detail and "B: none" in paths.detail
+    assert f"under {src} in " in paths.detail and ".gopclntab" in paths.detail
     goroot = go_builds.go.parent.parent  # GOROOT leaks too (its middle may be cut)
     assert f"paths under {str(goroot)[:50]}" in paths.detail and f"/{goroot.name}/src in " in paths.detail
 
@@ -294,6 +341,62 @@ def test_go_dependency_line(go_builds: GoBuilds, tmp_path: Path) -> None:
     report = compare_binaries(tmp_path, go_builds.base, go_builds.dep_v101)
     assert kinds_of(report, "go-service/hello") == ["buildinfo"]
     assert report.differences[0].causes[0].detail == "build info: dep example.com/greet v1.0.0 (A) vs v1.0.1 (B)"
+
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_go_x_value_names_symbol_and_values(go_builds: GoBuilds, tmp_path: Path) -> None:
+    report = compare_binaries(tmp_path, go_builds.base, go_builds.x_set)
+    [cause] = report.differences[0].causes
+    assert (cause.kind, cause.detail) == ("ldflags-x", "-X main.version: 'dev' (A) vs '1.2.3' (B)")
+
+
+def assert_one_cause_fast_and_short(a: Path, b: Path, kind: str, *needles: str) -> str:
+    """`reprobuild compare A B` on two plain files: exit 1, within 2 s and 4 KB, one cause of `kind`."""
+    start = time.monotonic()
+    done = run_cli("compare", str(a), str(b))
+    elapsed = time.monotonic() - start
+    assert done.returncode == 1, done.stderr
+    assert elapsed < 2.0, elapsed
+    assert len(done.stdout.encode()) <= 4096, done.stdout
+    report = json.loads(run_cli("compare", str(a), str(b), "--json").stdout)
+    [diff] = report["differences"]
+    assert [c["kind"] for c in diff["causes"]] == [kind], diff["causes"]
+    for needle in needles:
+        assert needle in diff["causes"][0]["detail"], diff["causes"][0]["detail"]
+    return str(diff["causes"][0]["detail"])
+
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_plain_go_binaries_name_the_one_cause(go_builds: GoBuilds) -> None:
+    assert_one_cause_fast_and_short(go_builds.base, go_builds.x_set, "ldflags-x", "-X main.version", "'dev'",
+                                    "'1.2.3'")
+    detail = assert_one_cause_fast_and_short(go_builds.no_trimpath, go_builds.base, "embedded-path",
+                                             "-trimpath: only B", "(build with -trimpath)")
+    assert "-ffile-prefix-map" not in detail
+    # Without -trimpath and with another -X value: two root causes, each once; "-ldflags absent" is neither.
+    report = json.loads(run_cli("compare", str(go_builds.untrimmed_x), str(go_builds.base), "--json").stdout)
+    causes = report["differences"][0]["causes"]
+    assert [c["kind"] for c in causes] == ["embedded-path", "ldflags-x"], causes
+    assert not any("-ldflags" in c["detail"] for c in causes)
+
+
+def test_cpp_objects_with_and_without_prefix_map(tmp_path: Path) -> None:
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("needs g++")
+    objects = []
+    for name, flags in (("mapped", ["-ffile-prefix-map={src}=."]), ("plain", [])):
+        src = tmp_path / name / "src"
+        src.mkdir(parents=True)
+        (src / "op.cc").write_text('#include <cstdio>\nint op() { return std::printf("%s\\n", __FILE__); }\n')
+        subprocess.run([gxx, "-g", "-O1", "-c", *(f.format(src=src) for f in flags), str(src / "op.cc"),
+                        "-o", str(tmp_path / name / "op.o")], cwd=src, check=True)
+        objects.append(tmp_path / name / "op.o")
+    detail = assert_one_cause_fast_and_short(objects[0], objects[1], "embedded-path",
+                                             str(tmp_path / "plain" / "src"), "-ffile-prefix-map", "-fdebug-prefix-map")
+    assert "-trimpath" not in detail and "A: none" in detail
 
 
 @pytest.mark.go
@@ -337,7 +440,8 @@ def test_ten_megabyte_binaries_give_a_few_lines(big_pair: tuple[Path, Path], tmp
     done = run_cli("compare", str(out_a), str(out_b))
     assert done.returncode == 1, done.stderr
     assert len(done.stdout.encode()) <= 4096, done.stdout
-    assert "embedded-path" in done.stdout and "buildinfo" in done.stdout
+    # One root cause (-trimpath), its evidence summarised; no "-ldflags absent" consequence.
+    assert "embedded-path" in done.stdout and "-trimpath: only B" in done.stdout and "buildinfo" not in done.stdout
     done = run_cli("compare", str(out_a), str(out_b), "--json")
     assert len(done.stdout.encode()) <= 6144
 

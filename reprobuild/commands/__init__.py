@@ -13,7 +13,7 @@ from typing import Protocol
 HELP: dict[str, str] = {
     "build": "build every target of the pipelines into DIR",
     "verify": "rebuild under varied conditions, compare, name the culprits",
-    "compare": "compare two output dirs and explain each difference",
+    "compare": "compare two files or directories and explain each difference",
     "merge": "combine shard outputs into one output dir, or require rebuilds to agree",
     "toolchain": "provision pinned toolchains into the cache",
     "vendor": "vendor and prune dependencies",

@@ -1,7 +1,8 @@
 """`reprobuild compare A B [--json [FILE]] [--markdown [FILE]] [--diffoscope]`.
 
-`--json` alone prints the report on stdout, like every command's `--json`; `--json FILE` writes it to
-FILE (CONTRACT.md) and prints the terse text. `--markdown FILE` appends to FILE, the way
+A and B are two files or two directories (output dirs, manifests, or any trees). `--json` alone prints
+the report on stdout, like every command's `--json`; `--json FILE` writes it to FILE (docs/reports.md)
+and prints the terse text. `--markdown FILE` appends to FILE, the way
 `$GITHUB_STEP_SUMMARY` is meant to be written. Exit 0 identical, 1 differences, 2 bad input.
 """
 
@@ -39,13 +40,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
 
     p = sub.add_parser("compare", help=HELP["compare"], usage=USAGE,
                        parents=[common_options(with_json=False)],
-                       description="Compare two output directories (or manifest.json files) artifact by artifact "
-                                   "and explain each difference. Exit 0 identical, 1 differences, 2 bad input.")
-    p.add_argument("a", metavar="A", help="an output directory of `reprobuild build`, or its manifest.json")
+                       description="Compare two files, or two directories, and explain each difference by "
+                                   "format (ELF and Go build info, archives, Paddle programs, text). A directory "
+                                   "may be an output directory of `reprobuild build` (its artifacts), its "
+                                   "manifest.json (hashes only), or any tree (every file in it). The report's JSON "
+                                   "is described in docs/reports.md. Exit 0 identical, 1 differences, 2 bad input.")
+    p.add_argument("a", metavar="A", help="a file, a directory (e.g. an output directory of `reprobuild build`), "
+                                          "or a manifest.json")
     # B is optional to argparse only so that `--json A B` can be repaired (`--json` would take A as FILE).
-    p.add_argument("b", metavar="B", nargs="?", help="the other output directory or manifest.json")
+    p.add_argument("b", metavar="B", nargs="?", help="the other file, directory or manifest.json")
     p.add_argument("--json", nargs="?", const=STDOUT, metavar="FILE", action=_OptionalFile,
-                   help="the JSON report (CONTRACT.md) on stdout, or written to FILE")
+                   help="the JSON report on stdout, or written to FILE")
     p.add_argument("--markdown", nargs="?", const=STDOUT, metavar="FILE", action=_OptionalFile,
                    help="a Markdown summary on stdout, or appended to FILE (e.g. $GITHUB_STEP_SUMMARY)")
     p.add_argument("--diffoscope", action="store_true",

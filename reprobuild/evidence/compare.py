@@ -1,8 +1,10 @@
 """Compare two build outputs and explain every difference.
 
 `compare_outputs(A, B)` is the library entry (`reprobuild compare` and `verify` call it). A side is
-an output directory (`manifest.json` and/or `SHA256SUMS` plus the files) or a bare `manifest.json`
-(or `SHA256SUMS`) file. The run is a few small steps:
+an output directory (`manifest.json` and/or `SHA256SUMS` plus the files), a bare `manifest.json`
+(or `SHA256SUMS`) file, any other directory (every regular file in it, the way diffoscope compares
+trees) or, against another file, any single file (a release binary against a rebuild, say). The run
+is a few small steps:
 
     load both sides → pair artifacts by path → hash-compare → explain the differing pairs → report
 
@@ -56,12 +58,20 @@ class ArtifactRecord:
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a comparison. `root` is where the artifact bytes are; None for a bare manifest."""
+    """One side of a comparison. `root` is where the artifact bytes are; None for a bare manifest.
+
+    `files` names an artifact's file when it is not `root / artifact` (a single file compared with another
+    file of a different name)."""
 
     label: str
     root: Path | None
     artifacts: dict[str, ArtifactRecord]
     warnings: tuple[str, ...] = ()
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def path(self, artifact: str) -> Path:
+        assert self.root is not None
+        return self.files.get(artifact, self.root / artifact)
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,7 @@ class CompareReport:
         return list(seen)
 
     def to_json(self) -> dict[str, Any]:
-        """The CONTRACT.md report (`identical` and `differences`), plus counts and warnings."""
+        """The report users read with `--json` (`identical` and `differences`), plus counts and warnings."""
         return {"identical": self.identical, "a": self.a, "b": self.b, "bytes_available": self.bytes_available,
                 "artifacts": self.artifacts, "counts": {s: self.count(s) for s in STATUSES},
                 "kinds": self.kinds, "differences": [d.to_json() for d in self.differences],
@@ -130,8 +140,46 @@ class CompareReport:
 
 # -- loading a side ----------------------------------------------------------------------------------
 
+MANIFEST_SNIFF_BYTES = 64 << 20
+"""A `.json` file larger than this is never taken for a manifest (it is compared as a file)."""
+
+
+def load_sides(a: Path, b: Path) -> tuple[Side, Side]:
+    """Both sides of a comparison, as diffoscope takes them: two files, two directories, or an output
+    directory or manifest against another. Raises BadInput for a file against a directory."""
+    for path, label in ((a, "A"), (b, "B")):
+        if not path.exists():
+            raise BadInput(f"{label}: {path} does not exist",
+                           "give two files, two directories, or an output directory of `reprobuild build` "
+                           "and/or its manifest.json")
+    manifest_a, manifest_b = (not p.is_dir() and is_manifest(p) for p in (a, b))
+    if a.is_file() and b.is_file() and not (manifest_a and manifest_b):
+        name = a.name if a.name == b.name else f"{a.name} vs {b.name}"
+        return _single_file(a, "A", name), _single_file(b, "B", name)
+    for path, label, manifest in ((a, "A", manifest_a), (b, "B", manifest_b)):
+        if not path.is_dir() and not manifest:
+            other = b if label == "A" else a
+            raise BadInput(f"{label}: {path} is a file and {other} is a directory",
+                           "compare a file with a file, or a directory with a directory or a manifest.json")
+    return load_side(a, "A"), load_side(b, "B")
+
+
+def is_manifest(path: Path) -> bool:
+    """Whether a file is a manifest side: `SHA256SUMS`, `manifest.json`, or JSON with an "artifacts" list."""
+    if path.name in ("SHA256SUMS", "manifest.json"):
+        return True
+    if path.suffix != ".json" or not path.is_file() or path.stat().st_size > MANIFEST_SNIFF_BYTES:
+        return False
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("artifacts"), list)
+
+
 def load_side(path: Path, label: str) -> Side:
-    """An output dir or a bare manifest/SHA256SUMS file, as a `Side`. Raises BadInput when it is neither."""
+    """An output dir, a bare manifest/SHA256SUMS file or any other directory (all its regular files),
+    as a `Side`. Raises BadInput when it does not exist."""
     if not path.exists():
         raise BadInput(f"{label}: {path} does not exist", "give an output directory of `reprobuild build` "
                        "or its manifest.json")
@@ -142,12 +190,30 @@ def load_side(path: Path, label: str) -> Side:
         elif sums.is_file():
             records = _read_sums(sums)
         else:
-            raise BadInput(f"{label}: {path} is not a reprobuild output directory (no manifest.json or SHA256SUMS)",
-                           "give the --out directory of `reprobuild build`")
+            return _tree(path, label)
         return _with_files(path, label, records)
     if path.name == "SHA256SUMS":
         return Side(str(path), None, _read_sums(path))
     return Side(str(path), None, _read_manifest(path))
+
+
+def _tree(root: Path, label: str) -> Side:
+    """Any directory: every regular file under it is an artifact, by its relative path."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            if full.is_file() and not full.is_symlink():
+                rel = full.relative_to(root).as_posix()
+                found[rel] = ArtifactRecord(rel, "", None, None)
+    return _with_files(root, label, found, recorded=False)
+
+
+def _single_file(path: Path, label: str, name: str) -> Side:
+    st = path.stat()
+    record = ArtifactRecord(name, sha256_file(path), st.st_size, st.st_mode & 0o7777)
+    return Side(str(path), path.parent, {name: record}, files={name: path})
 
 
 def _read_manifest(path: Path) -> dict[str, ArtifactRecord]:
@@ -207,8 +273,9 @@ def _relative(name: str, source: Path, where: str) -> str:
     return Path(name).as_posix()
 
 
-def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord]) -> Side:
-    """The side with each artifact's actual hash, size and mode (the files are the truth)."""
+def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord], recorded: bool = True) -> Side:
+    """The side with each artifact's actual hash, size and mode (the files are the truth); `recorded`:
+    the records carry hashes to check the files against."""
     missing = [rel for rel in records if not (root / rel).is_file()]
     if missing:
         raise BadInput(f"{label}: {root} lists {len(missing)} artifact(s) that are not there, e.g. {missing[0]}",
@@ -220,11 +287,10 @@ def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord]) -> S
     warnings = []
     for rel, digest in zip(paths, digests, strict=True):
         st = (root / rel).stat()
-        recorded = records[rel]
-        if recorded.sha256 != digest:
+        mode = records[rel].mode
+        if recorded and records[rel].sha256 != digest:
             warnings.append(f"{label}: {rel} does not match its recorded sha256 (the file changed after the build)")
-        actual[rel] = ArtifactRecord(rel, digest, st.st_size,
-                                     recorded.mode if recorded.mode is not None else st.st_mode & 0o7777)
+        actual[rel] = ArtifactRecord(rel, digest, st.st_size, mode if mode is not None else st.st_mode & 0o7777)
     return Side(str(root), root, actual, tuple(warnings))
 
 
@@ -232,13 +298,14 @@ def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord]) -> S
 
 def compare_outputs(a: Path, b: Path, *, go: Path | None = None, diffoscope: bool = False,
                     diffoscope_timeout: float = DIFFOSCOPE_TIMEOUT) -> CompareReport:
-    """Compare two output dirs (or manifests) artifact by artifact and explain each difference.
+    """Compare two files, or two directories (output dirs, manifests or any trees), artifact by artifact
+    and explain each difference.
 
     `go` is a Go binary for `go version -m` when the built-in build-info reader cannot read a binary
     (default: a `go` on PATH, if any). `diffoscope=True` also runs diffoscope on each differing pair,
-    with a time limit and a size cap. Raises BadInput when a side is not an output dir or manifest.
+    with a time limit and a size cap. Raises BadInput for a missing path or a file against a directory.
     """
-    side_a, side_b = load_side(a, "A"), load_side(b, "B")
+    side_a, side_b = load_sides(a, b)
     return compare_sides(side_a, side_b, go=go, diffoscope=diffoscope, diffoscope_timeout=diffoscope_timeout)
 
 
@@ -276,7 +343,7 @@ def _explain(name: str, ra: ArtifactRecord, rb: ArtifactRecord, side_a: Side, si
             causes.append(Cause("content", f"{sizes}sha256 {ra.sha256[:12]}… (A) vs {rb.sha256[:12]}… (B); the bytes "
                                            "are not available (manifest only), so no explanation"))
         else:
-            pa, pb = side_a.root / name, side_b.root / name
+            pa, pb = side_a.path(name), side_b.path(name)
             causes += explain_pair(pa, pb, go=go)
             if diffoscope:
                 report_of_diffoscope = run_diffoscope(pa, pb, timeout=diffoscope_timeout)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 SHT_NOBITS = 8
 SHT_NOTE = 7
+SHT_SYMTAB = 2
+STT_OBJECT = 1
 SHF_ALLOC = 0x2
 SHF_COMPRESSED = 0x800
 ELFCOMPRESS_ZLIB = 1
@@ -37,6 +39,17 @@ class Section:
     @property
     def compressed(self) -> bool:
         return bool(self.flags & SHF_COMPRESSED) or self.name.startswith(".zdebug")
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A `.symtab` entry: its name, value (a virtual address for data), size, type and section index."""
+
+    name: str
+    value: int
+    size: int
+    type: int
+    section_index: int
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,25 @@ class ElfFile:
                 start = s.offset + (addr - s.addr)
                 return self.data[start:start + size]
         raise ElfError(f"address {addr:#x} is not in any loaded section")
+
+    def symbols(self) -> list[Symbol]:
+        """The static symbol table (`.symtab`, names from `.strtab`); empty for a stripped file."""
+        table, names = self.section(".symtab"), self.section(".strtab")
+        if table is None or names is None or table.type != SHT_SYMTAB:
+            return []
+        raw, strtab = self.raw(table), self.raw(names)
+        entry = 24 if self.bits == 64 else 16
+        fmt = self.endian + ("IBBHQQ" if self.bits == 64 else "IIIBBH")
+        found = []
+        for pos in range(0, len(raw) - entry + 1, entry):
+            if self.bits == 64:
+                name_off, info, _, shndx, value, size = struct.unpack_from(fmt, raw, pos)
+            else:
+                name_off, value, size, info, _, shndx = struct.unpack_from(fmt, raw, pos)
+            end = strtab.find(b"\0", name_off)
+            name = strtab[name_off:end if end >= 0 else None].decode("utf-8", "replace")
+            found.append(Symbol(name, value, size, info & 0xF, shndx))
+        return found
 
     def uint(self, data: bytes, size: int, big_endian: bool | None = None) -> int:
         order = ">" if (big_endian if big_endian is not None else self.endian == ">") else "<"

@@ -26,13 +26,13 @@ MAX_MEMBER_BYTES = 512 << 20
 HEAD_BYTES = 4096
 
 KINDS = ("go-buildid", "gnu-build-id", "embedded-path", "timestamp", "entry-order", "file-mode", "owner",
-         "vcs-stamp", "buildinfo", "paddle-op-callstack", "content", "missing")
-"""The cause vocabulary of CONTRACT.md."""
+         "vcs-stamp", "buildinfo", "paddle-op-callstack", "content", "missing", "ldflags-x")
+"""The cause vocabulary of the compare report (docs/reports.md)."""
 
 
 @dataclass(frozen=True)
 class Cause:
-    """One reason two files differ: a `kind` from the CONTRACT vocabulary and a short human detail."""
+    """One reason two files differ: a `kind` from `KINDS` and a short human detail."""
 
     kind: str
     detail: str

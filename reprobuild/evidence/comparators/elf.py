@@ -1,11 +1,16 @@
 """ELF binaries, Go's in particular: build IDs, build info, embedded paths, then differing sections.
 
 Order matters for a reader: build info first (it names the flag or the dependency that changed),
-then embedded absolute paths (the build directory, GOROOT or module cache leaking in), then the
-build IDs. A Go build ID, and a GNU build ID from an external linker, is a hash of the rest of
-the binary: when both binaries carry one and something else differs too, the ID differs *because*
-of it, so it is reported, but the differing sections are listed as well unless another cause
-explains them.
+then embedded absolute paths (the build directory, GOROOT or module cache leaking in), then Go
+string variables set with `-X`, then the build IDs. Each root cause is named once, and what follows
+from it is not listed as another cause:
+- `-trimpath` on one side only is one cause (with the paths the other side embeds as its evidence);
+  that Go leaves `-ldflags` and `CGO_*FLAGS` out of the build info under `-trimpath` is its consequence.
+- A Go build ID, and a GNU build ID from an external linker, is a hash of the rest of the binary:
+  when both binaries carry one and something else differs, the ID differs *because* of it and is
+  not reported; an ID on one side only is a cause of its own (a flag differs).
+- `/_/...` (Go's `-trimpath` placeholder) is not an absolute path.
+Hints fit the format: `-trimpath` for Go binaries, `-ffile-prefix-map` for C/C++ objects.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from pathlib import Path
 from reprobuild import proc
 from reprobuild.errors import EnvironmentFailure
 from reprobuild.evidence.comparators import fallback
-from reprobuild.evidence.comparators.base import Cause, Context, clip, cut, examples, plural
-from reprobuild.formats.elf import SHT_NOBITS, ElfError, ElfFile, Section
+from reprobuild.evidence.comparators.base import Cause, Context, clip, cut, examples, plural, short
+from reprobuild.formats.elf import SHT_NOBITS, STT_OBJECT, ElfError, ElfFile, Section
 from reprobuild.formats.gobuildinfo import BuildInfo, from_go_version, read_build_info
 
 NT_GO_BUILD_ID = 4
@@ -31,6 +36,13 @@ NT_GNU_BUILD_ID = 3
 _PATH = re.compile(rb"/(?:[A-Za-z0-9._+~@=,-]{1,255}/){1,64}[A-Za-z0-9._+~@=,-]{1,255}")
 _PATH_CHAR = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+~@=,-/")
 _MIN_PATH = 6
+_TRIMPATH_PLACEHOLDER = b"/_/"
+# Build settings Go leaves out of the build info when it builds with -trimpath.
+_HIDDEN_BY_TRIMPATH = frozenset({"-ldflags", "CGO_CFLAGS", "CGO_CPPFLAGS", "CGO_CXXFLAGS", "CGO_LDFLAGS"})
+_GO_SECTIONS = (".go.buildinfo", ".gopclntab", ".note.go.buildid")
+_C_HINT = "build with -ffile-prefix-map=OLD=NEW, or -fdebug-prefix-map=OLD=NEW for the debug info only"
+_GO_HINT = "build with -trimpath"
+_MAX_STRING_VAR = 4096
 
 
 def recognizes(path: Path, head: bytes) -> bool:
@@ -43,13 +55,20 @@ def explain(a: Path, b: Path, ctx: Context) -> list[Cause]:
     except ElfError as exc:
         return [Cause("content", f"ELF: unreadable ({exc})"), *fallback.explain(a, b, ctx)]
     differing = _differing_sections(ea, eb)
+    is_go = any(elf.section(name) is not None for elf in (ea, eb) for name in _GO_SECTIONS)
+    ia, ib = _info(ea, a, ctx), _info(eb, b, ctx)
+    untrimmed = _untrimmed_side(ia, ib)
+    x_vars = _x_changes(ea, eb) if is_go else []
     causes: list[Cause] = []
-    causes += _build_info(ea, eb, a, b, ctx)
-    causes += _embedded_paths(ea, eb, differing)
+    causes += _build_info(ia, ib, untrimmed, x_vars)
+    causes += _embedded_paths(ea, eb, differing, is_go, untrimmed)
+    causes += [Cause("ldflags-x", clip(f"-X {name}: {short(va, 120)} (A) vs {short(vb, 120)} (B)"))
+               for name, va, vb in x_vars[:3]]
     ids = _build_ids(ea, eb)
-    id_causes = [cause for cause, _ in ids]
     if ids and not causes and _only_ids_differ(ea, eb):
-        return id_causes
+        return [cause for cause, _ in ids]
+    # An ID on both sides is a hash of the rest: with another cause found, it differs because of it.
+    id_causes = [cause for cause, one_sided in ids if one_sided or not causes]
     # An ID present on one side only shifts every later byte: that alone explains the sections.
     explained = causes or any(one_sided for _, one_sided in ids)
     return causes + id_causes + ([] if explained else [_content(ea, eb, differing)])
@@ -178,8 +197,18 @@ def _info(elf: ElfFile, path: Path, ctx: Context) -> BuildInfo | None:
     return info
 
 
-def _build_info(ea: ElfFile, eb: ElfFile, a: Path, b: Path, ctx: Context) -> list[Cause]:
-    ia, ib = _info(ea, a, ctx), _info(eb, b, ctx)
+def _untrimmed_side(ia: BuildInfo | None, ib: BuildInfo | None) -> str | None:
+    """"A" or "B" when only the other side was built with -trimpath (as its build info says), else None."""
+    if ia is None or ib is None:
+        return None
+    trim_a, trim_b = ia.settings.get("-trimpath") == "true", ib.settings.get("-trimpath") == "true"
+    if trim_a == trim_b:
+        return None
+    return "B" if trim_a else "A"
+
+
+def _build_info(ia: BuildInfo | None, ib: BuildInfo | None, untrimmed: str | None,
+                x_vars: list[tuple[str, str, str]]) -> list[Cause]:
     if ia is None and ib is None:
         return []
     if ia is None or ib is None:
@@ -198,9 +227,10 @@ def _build_info(ea: ElfFile, eb: ElfFile, a: Path, b: Path, ctx: Context) -> lis
             items.append(f"dep {dep} {_dep(da)} (A) vs {_dep(db)} (B)")
     for key in sorted(set(ia.settings) | set(ib.settings), key=lambda k: (k.startswith("vcs"), k)):
         va, vb = ia.settings.get(key), ib.settings.get(key)
-        if va != vb:
-            line = f"{key}: {_setting(va)} (A) vs {_setting(vb)} (B)"
-            (vcs if key == "vcs" or key.startswith("vcs.") else items).append(line)
+        if va == vb or _consequence(key, va, vb, untrimmed, x_vars):
+            continue
+        line = f"{key}: {_setting(va)} (A) vs {_setting(vb)} (B)"
+        (vcs if key == "vcs" or key.startswith("vcs.") else items).append(line)
     causes = []
     if items:
         causes.append(Cause("buildinfo", clip("build info: " + "; ".join(items[:6]) + _more(items, 6))))
@@ -209,6 +239,59 @@ def _build_info(ea: ElfFile, eb: ElfFile, a: Path, b: Path, ctx: Context) -> lis
         hint = " (one side built with -buildvcs=false, or without a checkout or git)" if one_sided else ""
         causes.append(Cause("vcs-stamp", clip("VCS stamp: " + "; ".join(vcs[:4]) + _more(vcs, 4) + hint)))
     return causes
+
+
+def _consequence(key: str, va: str | None, vb: str | None, untrimmed: str | None,
+                 x_vars: list[tuple[str, str, str]]) -> bool:
+    """Whether a differing build setting follows from a cause reported elsewhere."""
+    if untrimmed is not None:
+        if key == "-trimpath":
+            return True  # reported with the paths it lets in
+        trimmed_value = vb if untrimmed == "A" else va
+        if key in _HIDDEN_BY_TRIMPATH and trimmed_value is None:
+            return True  # not recorded under -trimpath: says nothing about the flags themselves
+    if key == "-ldflags" and x_vars and va is not None and vb is not None:
+        return _without_x(va) == _without_x(vb)  # only -X values differ: named by the -X cause
+    return False
+
+
+_X_FLAG = re.compile(r"(-X[= ]?'?\"?[^=\s]+=)(?:'[^']*'|\"[^\"]*\"|\S*)")
+
+
+def _without_x(ldflags: str) -> str:
+    return _X_FLAG.sub(r"\1", ldflags)
+
+
+# -- -X string variables -----------------------------------------------------------------------------
+
+def _string_vars(elf: ElfFile) -> dict[str, str]:
+    """Go string variables with data (`-X` sets these): symbol name -> value, read from `.symtab`."""
+    word = elf.bits // 8
+    data_sections = {i for i, sec in enumerate(elf.sections) if sec.name in (".data", ".noptrdata")}
+    found: dict[str, str] = {}
+    for sym in elf.symbols():
+        if sym.type != STT_OBJECT or sym.size != 2 * word or sym.section_index not in data_sections:
+            continue
+        if "." not in sym.name or sym.name.startswith(("go:", "type:", "runtime.")):
+            continue
+        try:
+            header = elf.read_vaddr(sym.value, 2 * word)
+            pointer, length = elf.uint(header[:word], word), elf.uint(header[word:], word)
+            if length > _MAX_STRING_VAR or (pointer == 0) != (length == 0):
+                continue
+            found[sym.name] = elf.read_vaddr(pointer, length).decode("utf-8") if length else ""
+        except (ElfError, UnicodeDecodeError):
+            continue
+    return found
+
+
+def _x_changes(ea: ElfFile, eb: ElfFile) -> list[tuple[str, str, str]]:
+    """String variables whose values differ: (symbol, A's value, B's value), by symbol name."""
+    try:
+        va, vb = _string_vars(ea), _string_vars(eb)
+    except ElfError:
+        return []
+    return [(name, va[name], vb[name]) for name in sorted(set(va) & set(vb)) if va[name] != vb[name]]
 
 
 def _mod(m: object) -> str:
@@ -235,6 +318,8 @@ def _paths_in(data: bytes) -> set[str]:
         start = m.start()
         if start and data[start - 1] in _PATH_CHAR:
             continue
+        if data.startswith(_TRIMPATH_PLACEHOLDER, start):
+            continue  # Go's -trimpath placeholder for a module path, not a path on a machine
         if m.end() - start >= _MIN_PATH:
             found.add(m.group().decode("ascii"))
     return found
@@ -249,7 +334,8 @@ def _section_paths(elf: ElfFile, section: Section | None) -> set[str]:
         return _paths_in(elf.raw(section))
 
 
-def _embedded_paths(ea: ElfFile, eb: ElfFile, differing: list[str]) -> list[Cause]:
+def _embedded_paths(ea: ElfFile, eb: ElfFile, differing: list[str], is_go: bool,
+                    untrimmed: str | None) -> list[Cause]:
     only_a: dict[str, set[str]] = defaultdict(set)  # path -> sections
     only_b: dict[str, set[str]] = defaultdict(set)
     for name in differing:
@@ -258,11 +344,17 @@ def _embedded_paths(ea: ElfFile, eb: ElfFile, differing: list[str]) -> list[Caus
             only_a[p].add(name)
         for p in pb - pa:
             only_b[p].add(name)
+    if untrimmed is not None:
+        trimmed = "B" if untrimmed == "A" else "A"
+        paths = only_a if untrimmed == "A" else only_b
+        evidence = f"{untrimmed} embeds {_summarise(paths)}" if paths else f"no path found only in {untrimmed}"
+        return [Cause("embedded-path", clip(f"-trimpath: only {trimmed} was built with it (build info); "
+                                            f"{evidence} ({_GO_HINT})"))]
     if not only_a and not only_b:
         return []
     detail = f"A: {_summarise(only_a)}; B: {_summarise(only_b)}"
     return [Cause("embedded-path", clip(f"absolute paths found in only one binary: {detail} "
-                                        "(build with -trimpath)"))]
+                                        f"({_GO_HINT if is_go else _C_HINT})"))]
 
 
 def _summarise(paths: dict[str, set[str]]) -> str:
