@@ -84,6 +84,49 @@ def test_each_variation_is_caught_and_named(tmp_path: Path, backend_args: list[s
     assert "disorderfs" not in Path("/proc/mounts").read_text()  # the fileordering views are gone
 
 
+def test_varied_build_that_fails_is_a_result(tmp_path: Path, backend_args: list[str]) -> None:
+    """The control builds, the varied build fails: exit 1, the report written, the variation named, the step's
+    last lines kept."""
+    run = 'case "$HOME" in *varied*) echo "cannot build with HOME=$HOME"; exit 7;; esac; echo ok > $OUT/out.txt'
+    root = project(tmp_path / "p", run)
+    code, report, out = _verify(root, backend_args, "--vary=-all,+home,+timezone")
+    assert code == 1, out
+    assert report["reproducible"] is False and report["culprits"] == ["home"]
+    [first, *reruns] = report["failures"]
+    assert first["run"] == "run-2-varied" and first["variations"] == ["home", "timezone"]
+    assert "failed (exit 7)" in first["error"]
+    assert "cannot build with HOME=" in first["output_tail"][-1] and "varied-home" in first["output_tail"][-1]
+    assert [(r["run"], r["variations"]) for r in reruns] == [("only-home", ["home"])]
+    assert "Traceback" not in out and "run-2-varied failed (varying home, timezone)" in out
+
+
+def test_home_variation_gives_a_writable_home(tmp_path: Path, backend_args: list[str]) -> None:
+    run = 'mkdir -p "$HOME/.cache/tool" && touch "$HOME/.cache/tool/state" && echo ok > $OUT/out.txt'
+    root = project(tmp_path / "p", run)
+    code, report, out = _verify(root, backend_args, "--vary=-all,+home")
+    assert code == 0, out
+    assert report["variations"] == ["home"] and report["failures"] == []
+
+
+def test_summary_lists_exactly_what_was_applied() -> None:
+    from reprobuild.evidence.verify import VerifyReport, render_markdown, render_text
+
+    report = VerifyReport(
+        reproducible=True, runs=2, variations=["build_path", "home"],
+        skipped={"aslr": "not supported by the docker backend on this host",
+                 "umask": "not applied in 2 step(s): ..."},
+        culprits=[], differences=[], digests={"a": "0" * 64}, backend="docker", hermetic=True,
+        not_applied={"umask": {"go-service/hello": "step `go-service/hello`: image `go` has no shell to set umask",
+                               "go-service/zpack": "step `go-service/zpack`: image `go` has no shell to set umask"}})
+    text = render_text(report)
+    varied_line = next(line for line in text.splitlines() if line.strip().startswith("varied:"))
+    assert varied_line.strip() == "varied: build_path, home"
+    assert "umask: applied except in 2 step(s): step `go-service/hello`: image `go` has no shell" in text
+    assert "not varied: aslr (not supported" in text and "not varied: aslr (not supported by the docker backend " \
+        "on this host)" in text
+    assert "- varied: build_path, home" in render_markdown(report)
+
+
 def test_vary_syntax() -> None:
     assert parse_vary("all") == tuple(v for v in ALL_VARIATIONS if v in DEFAULT_VARIATIONS)
     assert parse_vary("-all,+time") == ("time",)

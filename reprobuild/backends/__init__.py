@@ -60,6 +60,7 @@ class Perturbation:
     src: str = SRC  # build_path: where the source is inside the build
     env: Mapping[str, str] = field(default_factory=dict)  # replaces/extends the hermetic environment
     umask: int = 0o022
+    home: str = HOME  # home: where the build's empty, writable HOME is
     hostname: str = HOSTNAME
     domainname: str = ""
     uid: int = UID

@@ -234,8 +234,8 @@ class DockerBackend:
             if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
                 mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
             tmpfs = {path: f"rw,exec,nosuid,nodev,size={TMPFS_SIZE},mode=1777" for path in ("/tmp", TMP)}
-            if not any(m.target == HOME for m in mounts):
-                tmpfs[HOME] = f"rw,nosuid,nodev,size=256m,uid={uid},gid={gid},mode=0755"
+            if not any(m.target == HOME for m in mounts):  # (verify's `home` variation moves it)
+                tmpfs[p.home] = f"rw,nosuid,nodev,size=256m,uid={uid},gid={gid},mode=0755"
             argv = list(spec.argv)
             unapplied = self._unapplied(spec)
             if self._has_shell(spec.image):

@@ -23,7 +23,6 @@ from filelock import FileLock
 from reprobuild import proc
 from reprobuild.backends import (
     GID,
-    HOME,
     OUT,
     TMP,
     TOOLCHAIN,
@@ -96,9 +95,10 @@ class LocalBackend:
 
     def _run_in(self, scratch: Path, spec: RunSpec, on_line: Callable[[str], None] | None) -> RunResult:
         p = spec.perturb
-        for sub in ("home", "tmp"):
-            (scratch / sub).mkdir(parents=True)
-            os.chmod(scratch / sub, 0o777)
+        home = scratch / Path(p.home).name  # verify's `home` variation: another path, as in a container
+        for sub in (home, scratch / "tmp"):
+            sub.mkdir(parents=True)
+            os.chmod(sub, 0o777)
         mounts: list[Mount] = []
         hand_back: list[tuple[Path, Path]] = []
         with contextlib.ExitStack() as views:
@@ -124,7 +124,7 @@ class LocalBackend:
                         views.enter_context(disorder.reversed_view(tree, at=copy))
                     m = Mount(copy, m.target, read_only=False)
                 mounts.append(m)
-            mounts += [Mount(scratch / "home", HOME, False), Mount(scratch / "tmp", TMP, False)]
+            mounts += [Mount(home, p.home, False), Mount(scratch / "tmp", TMP, False)]
             if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
                 mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
             if _as_another_user(p):

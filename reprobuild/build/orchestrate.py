@@ -54,7 +54,8 @@ class BuildResult:
     out: Path
     artifacts: tuple[Artifact, ...]
     manifest: dict[str, Any]
-    unapplied: dict[str, str] = field(default_factory=dict)  # variations of `perturb` some step could not apply
+    # Variations of `perturb` some step could not apply: variation -> step label -> why.
+    unapplied: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def check_overrides(lock: Lock, overrides: dict[str, str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,6 +14,8 @@ from reprobuild.config.model import Lock, Toolchain
 from reprobuild.config.pipeline import Pipeline
 from reprobuild.progress import say
 from reprobuild.toolchains.cache import Installed, ToolchainCache
+
+log = logging.getLogger("reprobuild.step")
 
 
 @dataclass
@@ -26,7 +30,8 @@ class BuildContext:
     images: dict[str, str] = field(default_factory=dict)  # image name -> ID, for the manifest
     perturb: Perturbation = field(default_factory=Perturbation)  # what `verify` varies (nothing by default)
     cleanup: list[Path] = field(default_factory=list)  # temporary dirs removed when the build ends
-    unapplied: dict[str, str] = field(default_factory=dict)  # variations some step could not apply, and why
+    # Variations some step could not apply: variation -> step label -> why.
+    unapplied: dict[str, dict[str, str]] = field(default_factory=dict)
     jobs: int = 1  # steps that may run at once (units, a Go target's platforms)
     serial: KeyedLocks = field(default_factory=KeyedLocks)  # steps of one key run one at a time (shared by units)
     # verify's `cache` variation: an empty directory the build's caches start from, shared by its units
@@ -39,8 +44,13 @@ class BuildContext:
         Safe to call from several threads: with more than one job, each line names its step.
         """
         prefix = f"  [{spec.label}] " if self.jobs > 1 else "  "
+        if log.isEnabledFor(logging.DEBUG):  # -v: what the step runs and sees, to reproduce it by hand
+            log.debug("step %s (%s backend, image %s): in %s: %s\n%s", spec.label, self.backend.name, spec.image.name,
+                      spec.workdir, shlex.join(spec.argv),
+                      "\n".join(f"    {k}={shlex.quote(v)}" for k, v in sorted(spec.env.items())))
         result = self.backend.run(spec, on_line=lambda line: say(prefix + line))
-        self.unapplied.update(result.unapplied)
+        for name, why in result.unapplied.items():
+            self.unapplied.setdefault(name, {})[spec.label] = why
         return result
 
     def step_env(self, source_date_epoch: int, extra: dict[str, str] | None = None) -> dict[str, str]:
