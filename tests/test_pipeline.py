@@ -80,3 +80,22 @@ def test_malformed_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     err = capsys.readouterr().err
     assert f"{path}:{line}:" in err and words in err
     assert not (tmp_path / "out").exists()
+
+
+def test_pipelines_named_by_name_or_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobuild.errors import BadInput
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "two.yaml").write_text(
+        "version: 1\nname: first\nbuilder: command\nsource: src\nrun: 'true'\n---\n"
+        "version: 1\nname: second\nbuilder: command\nsource: src\nrun: 'true'\n")
+    # Another pipeline that does not parse is not the named one's problem.
+    (tmp_path / "pipelines" / "broken.yaml").write_text("version: 1\nname: broken\nbuilder: command\nsource: nowhere\n")
+    monkeypatch.chdir(tmp_path)
+    assert [p.name for p in load_pipelines([Path("second")], tmp_path)] == ["second"]
+    assert [p.name for p in load_pipelines([Path("pipelines/two.yaml")], tmp_path)] == ["first", "second"]
+    with pytest.raises(BadInput, match="no pipeline named `secnd`") as err:
+        load_pipelines([Path("secnd")], tmp_path)
+    assert err.value.hint == "did you mean `second`?"
+    assert [p.name for p in load_pipelines([Path("go-service")], REPO)] == ["go-service"]

@@ -71,10 +71,35 @@ def default_pipeline_files(repo_root: Path) -> list[Path]:
 
 
 def load_pipelines(paths: list[Path] | None, repo_root: Path) -> list[Pipeline]:
-    """Load the given pipeline files (default: all of `pipelines/*.yaml`), checking names are unique."""
-    files = paths or default_pipeline_files(repo_root)
-    if not files:
+    """Load the given pipelines (default: all of `pipelines/*.yaml`), checking names are unique.
+
+    Each one is a file, or a pipeline's name (`go-service`: the pipeline of that name in `pipelines/*.yaml`)."""
+    named = [p for p in paths or [] if not p.exists() and _NAME_RE.match(str(p))]
+    files = [p for p in paths or [] if p not in named] or ([] if named else default_pipeline_files(repo_root))
+    if not files and not named:
         raise BadInput(f"no pipeline files given and none in {repo_root / 'pipelines'}")
+    result = _load_files(files, repo_root)
+    if named:
+        by_name: dict[str, Node] = {}  # only the named pipelines are parsed: another one's problem is not ours
+        for path in default_pipeline_files(repo_root):
+            for doc in load_documents(path):
+                node = doc.value.get("name") if isinstance(doc.value, dict) else None
+                if node is not None and isinstance(node.value, str):
+                    by_name.setdefault(node.value, doc)
+        for name in (str(n) for n in named):
+            if name not in by_name:
+                import difflib
+
+                guess = difflib.get_close_matches(name, sorted(by_name), n=1)
+                raise BadInput(f"no pipeline file `{name}` and no pipeline named `{name}` in {repo_root / 'pipelines'}",
+                               f"did you mean `{guess[0]}`?" if guess else
+                               f"pipelines: {', '.join(sorted(by_name)) or 'none'}")
+            if all(p.name != name for p in result):
+                result.append(parse_pipeline(by_name[name], repo_root))
+    return result
+
+
+def _load_files(files: list[Path], repo_root: Path) -> list[Pipeline]:
     result: list[Pipeline] = []
     seen: dict[str, Pipeline] = {}
     for path in files:
@@ -101,6 +126,7 @@ def source_date_epoch(pipeline_value: int) -> int:
 COMMON_KEYS = {"version", "name", "builder", "source", "source_date_epoch"}
 GO_KEYS = COMMON_KEYS | {"toolchain", "targets", "module_version"}
 COMMAND_KEYS = COMMON_KEYS | {"run", "artifacts", "image", "toolchain"}
+GO_TARGET_KEYS = {"name", "package", "cgo", "platforms", "ldflags", "tags", "archive", "keep_gnu_build_id"}
 
 
 def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
@@ -166,8 +192,7 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
 
 
 def _parse_go_target(node: Node) -> GoTarget:
-    f = Fields(node, "a target", {"name", "package", "cgo", "platforms", "ldflags", "tags", "archive",
-                                  "keep_gnu_build_id"})
+    f = Fields(node, "a target", GO_TARGET_KEYS)
     name_node = f.required("name")
     name = name_node.string("target name")
     if not _NAME_RE.match(name):
