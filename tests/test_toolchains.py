@@ -46,6 +46,11 @@ def test_list_json_reports_state(cache_dir: Path, url_lock: Path, capsys: pytest
     (row,) = json.loads(capsys.readouterr().out)["toolchains"]
     assert row["state"] == "installed"
     assert Path(row["path"], "bin", "go").is_file()
+    # The human listing shows the cache and each installed tree's path.
+    assert cli.main(["toolchain", "list", "--lock", str(url_lock)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"cache: {cache_dir}"
+    assert lines[1].split()[4:] == ["installed", row["path"]]
 
 
 def test_verify_detects_tampering_after_install(cache_dir: Path, url_lock: Path) -> None:

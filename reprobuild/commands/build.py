@@ -21,7 +21,7 @@ from reprobuild.toolchains.cache import offline_requested
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("build", help=HELP["build"], parents=[common])
     p.add_argument("pipelines", nargs="*", metavar="PIPELINE", type=Path,
-                   help="pipeline files (default: pipelines/*.yaml)")
+                   help="pipeline files or names (`go-service`; default: pipelines/*.yaml)")
     p.add_argument("--out", metavar="DIR", type=Path, help="the output directory (required unless --dry-run)")
     p.add_argument("--backend", choices=["docker", "local"],
                    help="default: docker when an engine answers, else local (not hermetic)")

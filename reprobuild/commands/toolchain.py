@@ -73,9 +73,12 @@ def run_list(args: argparse.Namespace) -> int:
                          "files": [{"name": f.name, "sha256": f.sha256} for f in pin.files],
                          "path": str(c.entry_dir(entry_key(pin)) / "tree" / pin.root),
                          "state": c.state(tc, pin)})
-    human = "\n".join(f"{r['name']:<14} {r['version']:<9} {r['source']:<6} {r['platform']:<13} {r['state']:<9} "
-                      f"{r['files'][0]['name']}" for r in rows)  # type: ignore[index]
-    emit(args, {"toolchains": rows}, human)
+    # An installed entry shows where its tree is (GOROOT: `<path>/bin/go`); a missing one, the archive it needs.
+    human = "\n".join([f"cache: {c.root}"] + [
+        f"{r['name']:<14} {r['version']:<9} {r['source']:<6} {r['platform']:<13} {r['state']:<9} "
+        + (str(r["path"]) if r["state"] == "installed" else r["files"][0]["name"])  # type: ignore[index]
+        for r in rows])
+    emit(args, {"cache": str(c.root), "toolchains": rows}, human)
     return EXIT_OK
 
 

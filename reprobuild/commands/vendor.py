@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
                        "go pipeline, report what pruning dropped, and update go.mod, go.sum and vendor/ "
                        "(or, with --check, only say what drifted: exit 1).")
     p.add_argument("pipelines", nargs="*", metavar="PIPELINE", type=Path,
-                   help="pipeline files (default: pipelines/*.yaml); only `builder: go` pipelines are vendored")
+                   help="pipeline files or names (default: pipelines/*.yaml); only `builder: go` pipelines "
+                        "are vendored")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 with a diff when go.mod, go.sum "
                    "or vendor/ differ from what go mod tidy and go mod vendor produce")
     p.add_argument("--goproxy", metavar="URL", help="module proxy to download through (default: the GOPROXY "

@@ -20,7 +20,8 @@ from reprobuild.toolchains.cache import offline_requested
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", help=HELP["verify"],
                        parents=[common])
-    p.add_argument("pipelines", nargs="*", metavar="PIPELINE", type=Path)
+    p.add_argument("pipelines", nargs="*", metavar="PIPELINE", type=Path,
+                   help="pipeline files or names (`go-service`; default: pipelines/*.yaml)")
     p.add_argument("--runs", type=int, default=2, help="builds to compare (the first is the control; default 2)")
     p.add_argument("--vary", default="all", help="reprotest syntax: all, -all, +x, -x (comma-separated)")
     p.add_argument("--report", metavar="FILE", type=Path, help="write the JSON report here")
