@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprobuild.config.model import Lock, host_platform
+from reprobuild.config.model import Lock, PlatformPin, Toolchain, host_platform
 from reprobuild.config.policy import Finding as PolicyFinding
 from reprobuild.toolchains.cache import ToolchainCache
 
@@ -176,10 +176,29 @@ def check_toolchains(facts: Facts) -> Iterable[Finding]:
             continue
         state = facts.cache.state(tc, pin)
         severity = {"installed": "ok", "missing": "info", "corrupt": "error"}[state]
-        hint = {"missing": f"`reprobuild toolchain fetch {name}` (or it is fetched on first use)",
+        hint = {"missing": _missing_hint(facts.cache, tc, pin),
                 "corrupt": f"`reprobuild toolchain verify {name}`; it is reinstalled on next use"}.get(state)
+        if state == "missing" and facts.cache.offline and not _imported(facts.cache, pin):
+            severity = "warning"  # nothing can fetch it here: a build that needs it stops at once (exit 3)
         yield Finding(f"toolchain.{name}.{state}", severity, f"toolchain `{name}` (Go {tc.version}): {state}", hint,
                       {"state": state, "platform": plat})
+
+
+def _imported(cache: ToolchainCache, pin: PlatformPin) -> bool:
+    return all((cache.root / "archives" / f.sha256).exists() for f in pin.files)
+
+
+def _missing_hint(cache: ToolchainCache, tc: Toolchain, pin: PlatformPin) -> str:
+    """What a build will do about a toolchain that is not installed: no promise the machine cannot keep."""
+    files = ", ".join(f.name for f in pin.files)
+    if _imported(cache, pin):
+        return f"imported ({files}): installed by the next build or `reprobuild toolchain fetch {tc.name}`"
+    if cache.offline:
+        return f"offline: get {files} on a connected machine and run `reprobuild toolchain import FILE`"
+    source = {"url": "its URL and mirrors", "wheel": "pip's index", "deb": "apt's sources"}.get(tc.source, tc.source)
+    return (f"`reprobuild toolchain fetch {tc.name}` tries {source} now; a build that needs it fetches it before "
+            "any unit builds and stops at once (exit 3) if it cannot; or "
+            f"`reprobuild toolchain import {pin.files[0].name}`")
 
 
 def check_images(facts: Facts) -> Iterable[Finding]:

@@ -132,3 +132,18 @@ def test_a_host_go_variable_is_reported_once(tmp_path: Path) -> None:
     findings = json.loads(r.stdout)["findings"]
     about = [f["id"] for f in findings if "GOFLAGS" in f["message"]]
     assert about == ["env.leak.GOFLAGS"], about
+
+
+def test_doctor_promises_nothing_the_machine_cannot_keep(tmp_path: Path) -> None:
+    """A missing toolchain: no "fetched on first use"; offline it is a warning naming the import command."""
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/dead.sock", "REPROBUILD_REQUIRE_DOCKER": "0",
+           "REPROBUILD_CACHE": str(tmp_path / "cache")}
+    r = run_cli("doctor", "--json", "--lock", str(REPO / "toolchains.lock"), "--root", str(tmp_path), env=env)
+    by_id = {f["id"]: f for f in json.loads(r.stdout)["findings"]}
+    online = by_id["toolchain.go-registry.missing"]
+    assert "first use" not in online["hint"] and "stops at once (exit 3)" in online["hint"]
+    r = run_cli("doctor", "--json", "--lock", str(REPO / "toolchains.lock"), "--root", str(tmp_path),
+                env={**env, "REPROBUILD_OFFLINE": "1"})
+    offline = {f["id"]: f for f in json.loads(r.stdout)["findings"]}["toolchain.go-registry.missing"]
+    assert offline["severity"] == "warning"
+    assert "offline" in offline["hint"] and "reprobuild toolchain import" in offline["hint"]

@@ -110,3 +110,58 @@ def test_malformed_lock_names_file_and_line(tmp_path: Path, capsys: pytest.Captu
 def test_missing_lock_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["toolchain", "list", "--lock", str(tmp_path / "nope.lock")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def _repo_copy(root: Path) -> Path:
+    import shutil
+
+    root.mkdir()
+    for name in ("toolchains.yaml", "toolchains.lock"):
+        shutil.copyfile(REPO / name, root / name)
+    shutil.copytree(REPO / "builders", root / "builders")
+    return root
+
+
+def test_lock_finds_inputs_from_the_root_wherever_the_lock_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _repo_copy(tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "toolchains.lock").write_bytes((REPO / "toolchains.lock").read_bytes())
+    # --root names the repository; without it, a lock with no toolchains.yaml beside it uses the current directory.
+    assert cli.main(["lock", "--check", "--offline", "--lock", str(elsewhere / "toolchains.lock"),
+                     "--root", str(repo)]) == 0
+    monkeypatch.chdir(repo)
+    assert cli.main(["lock", "--check", "--offline", "--lock", str(elsewhere / "toolchains.lock")]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_lock_never_drops_a_section_silently(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _repo_copy(tmp_path / "repo")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "toolchains.yaml").write_bytes((REPO / "toolchains.yaml").read_bytes())
+    before = (repo / "toolchains.lock").read_bytes()
+    for check in ([], ["--check"]):
+        code = cli.main(["lock", *check, "--offline", "--lock", str(repo / "toolchains.lock"), "--root", str(bare)])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"{bare / 'builders'} does not exist" in err
+        assert "would drop the `images` and `python` section(s)" in err and "--root DIR" in err
+    assert (repo / "toolchains.lock").read_bytes() == before
+
+
+def test_relock_hint_names_the_root(tmp_path: Path) -> None:
+    """The build's hint for a missing image pin runs a lock that reads the same builders/ (it cannot loop)."""
+    import yaml
+
+    from reprobuild.backends.images.store import ImageStore, load_spec
+    from reprobuild.errors import BadInput
+
+    repo = _repo_copy(tmp_path / "repo")
+    data = yaml.safe_load((repo / "toolchains.lock").read_text())
+    data.pop("images")
+    (repo / "toolchains.lock").write_text(yaml.safe_dump(data, sort_keys=True))
+    with pytest.raises(BadInput) as err:
+        ImageStore.locked_entry(load_spec(repo / "builders", "debian"), load_lock(repo / "toolchains.lock"))
+    assert err.value.hint == f"run `reprobuild lock --lock {repo / 'toolchains.lock'} --root {repo}`"

@@ -17,7 +17,7 @@ from typing import Any
 
 from reprobuild import __version__
 from reprobuild.backends import Backend, Perturbation, select_backend
-from reprobuild.build import provenance
+from reprobuild.build import preflight, provenance
 from reprobuild.build.actioncache import ActionCache, KeyInputs, load_costs, unit_key
 from reprobuild.build.manifest import MANIFEST, Artifact, hash_artifacts, list_files, write_outputs
 from reprobuild.build.parallel import default_jobs, map_ordered
@@ -95,6 +95,10 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root,
                        _builders_dir(opts, backend), host_platform())
     try:
+        # Fail fast: the toolchains of the units that will really build, had before any of them starts.
+        to_build = [u for u in units if actions is None or not opts.read_cache or actions.lookup(unit_key(u, inputs))
+                    is None]
+        preflight.ensure_toolchains([u.pipeline for u in to_build], lock, overrides, cache, say)
         seconds: dict[str, float] = {}
         moving = threading.Lock()
         done = map_ordered(lambda unit: _build_unit(unit, ctx, actions, inputs, opts.read_cache, moving),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from reprobuild.commands import HELP
 from reprobuild.commands._common import emit, lock_path
@@ -15,14 +16,18 @@ from reprobuild.toolchains.cache import offline_requested
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("lock", help=HELP["lock"], parents=[common])
     p.add_argument("--check", action="store_true", help="exit 1 when the lock is stale; write nothing")
+    p.add_argument("--root", type=Path, metavar="DIR",
+                   help="the repository root holding toolchains.yaml and builders/ (default: the lock's directory "
+                        "if it holds toolchains.yaml, else the current directory)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     path = lock_path(args)
     current = load_lock(path) if path.exists() else None
-    plan, _ = resolve.lock(resolve.inputs_path_for(path), path, current, args.check,
-                           offline_requested(args.offline))
+    root = resolve.repository_root(path, args.root)
+    plan, _ = resolve.lock(root / "toolchains.yaml", path, current, args.check, offline_requested(args.offline),
+                           builders_dir=root / "builders")
     data = {"lock": str(path), "stale": plan.stale, "kept": list(plan.keep), "resolved": list(plan.resolve),
             "dropped": list(plan.drop)}
     if args.check:
@@ -32,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
             + "\n  run `reprobuild lock` to update it"] if plan.stale else [f"{path}: up to date"]
         emit(args, data, "\n".join(lines))
         return EXIT_DIFFERENT if plan.stale else EXIT_OK
+    dropped = f": {', '.join(plan.drop)}" if plan.drop else ""
     emit(args, data, f"{path}: written ({len(plan.keep)} kept, {len(plan.resolve)} resolved, "
-                     f"{len(plan.drop)} dropped)")
+                     f"{len(plan.drop)} dropped{dropped})")
     return EXIT_OK

@@ -53,6 +53,14 @@ def inputs_path_for(lock_path: Path) -> Path:
     return lock_path.with_name("toolchains.yaml")
 
 
+def repository_root(lock_path: Path, root: Path | None) -> Path:
+    """Where `toolchains.yaml` and `builders/` are: `--root`, else the lock's directory when it holds a
+    `toolchains.yaml`, else the current directory."""
+    if root is not None:
+        return root
+    return lock_path.parent if inputs_path_for(lock_path).is_file() else Path(".")
+
+
 def load_inputs(path: Path) -> dict[str, ToolchainInput]:
     root = load_one(path)
     top = Fields(root, "toolchains.yaml", {"version", "toolchains"})
@@ -218,18 +226,27 @@ def _resolve_deb(inp: ToolchainInput, plat: str, offline: bool) -> PlatformPin:
     return PlatformPin(plat, tuple(files), inp.root)
 
 
-def lock(inputs_path: Path, lock_path: Path, current: Lock | None, check: bool, offline: bool) -> tuple[Plan, str]:
+def lock(inputs_path: Path, lock_path: Path, current: Lock | None, check: bool, offline: bool,
+         builders_dir: Path | None = None) -> tuple[Plan, str]:
     """Plan, and unless checking, resolve and write. Returns the plan and the rendered lock.
 
-    Builder images (`builders/*/image.yaml` next to the lock) are planned alongside the toolchains,
-    as `images/<name>` in the plan; see reprobuild.backends.images.store.
+    Builder images (`builders/*/image.yaml`; by default next to the lock) are planned alongside the
+    toolchains, as `images/<name>` in the plan; see reprobuild.backends.images.store. Without a
+    `builders/` directory, a lock that has `images` or `python` sections is refused rather than
+    written without them.
     """
     from reprobuild.backends.images import store as images
     from reprobuild.toolchains.cache import default_cache_root
 
     inputs = load_inputs(inputs_path)
     tp = plan(inputs, current)
-    builders_dir = lock_path.parent / "builders"
+    builders_dir = builders_dir or lock_path.parent / "builders"
+    kept_sections = [name for name in ("images", "python") if current is not None and current.sections.get(name)]
+    if not builders_dir.is_dir() and kept_sections:
+        raise BadInput(f"{builders_dir} does not exist: locking without it would drop the "
+                       f"{' and '.join(f'`{n}`' for n in kept_sections)} section(s) of {lock_path}",
+                       "run `reprobuild lock` in the repository root, or give it with `--root DIR` (the directory "
+                       "holding toolchains.yaml and builders/)")
     ip = images.plan_images(builders_dir if builders_dir.is_dir() else None, current)
     p = Plan(tp.keep + tuple(f"images/{n}" for n in ip.keep), tp.resolve + tuple(f"images/{n}" for n in ip.resolve),
              tp.drop + tuple(f"images/{n}" for n in ip.drop))

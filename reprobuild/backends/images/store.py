@@ -626,12 +626,12 @@ class ImageStore:
     def locked_entry(spec: ImageSpec, lock: Lock) -> ImageLock:
         entries = parse_image_locks(lock)
         entry = entries.get(spec.name)
+        # The hint names the root holding builders/, so the lock it runs reads the same image.yaml (no loop).
+        relock = f"run `reprobuild lock --lock {lock.path} --root {spec.path.parent.parent.parent}`"
         if entry is None:
-            raise BadInput(f"{lock.path}: no `images: {spec.name}` entry pins the `{spec.name}` builder image",
-                           f"run `reprobuild lock --lock {lock.path}`")
+            raise BadInput(f"{lock.path}: no `images: {spec.name}` entry pins the `{spec.name}` builder image", relock)
         if entry.inputs != spec.digest():
-            raise CheckFailed(f"{lock.path}: the `{spec.name}` image entry is stale ({spec.path} changed)",
-                              f"run `reprobuild lock --lock {lock.path}`")
+            raise CheckFailed(f"{lock.path}: the `{spec.name}` image entry is stale ({spec.path} changed)", relock)
         return entry
 
     def rootfs_cache(self, entry: ImageLock) -> tuple[Path, Path]:

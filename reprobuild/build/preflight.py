@@ -1,0 +1,59 @@
+"""Before any unit builds, every toolchain the selected pipelines need is had: in the cache, imported, or
+fetched now. What cannot be had ends the build at once (exit 3) with the ways out, instead of after the
+units that did not need it have built (a Paddle pipeline's minute, then a Go SDK that cannot be downloaded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from reprobuild.config.model import Lock, Toolchain, host_platform
+from reprobuild.config.pipeline import Pipeline
+from reprobuild.errors import EnvironmentFailure
+from reprobuild.toolchains.cache import ToolchainCache
+
+
+class ToolchainUnavailable(EnvironmentFailure):
+    """A toolchain a selected pipeline needs can be neither found, imported nor fetched."""
+
+    def __init__(self, needed_by: Sequence[str], asked: str, entry: str, cause: EnvironmentFailure,
+                 alternatives: Sequence[str]) -> None:
+        ways = [cause.hint] if cause.hint else []
+        ways += [f"or build with another lock entry: `--toolchain {asked}={alt}`" for alt in alternatives[:2]]
+        super().__init__(f"{', '.join(needed_by)} need{'s' if len(needed_by) == 1 else ''} toolchain `{entry}`, "
+                         f"which cannot be had (nothing was built): {cause.message}", "; ".join(ways) or None)
+
+
+def needed(pipelines: Sequence[Pipeline], lock: Lock, overrides: dict[str, str]) -> dict[str, tuple[str, list[str]]]:
+    """Lock entry -> (the name pipelines ask for, the pipelines that need it), after `--toolchain` substitution."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    for p in pipelines:
+        if p.toolchain is None:
+            continue
+        entry = overrides.get(p.toolchain, p.toolchain)
+        found.setdefault(entry, (p.toolchain, []))[1].append(p.name)
+    return found
+
+
+def alternatives(lock: Lock, entry: str, cache: ToolchainCache, platform: str) -> list[str]:
+    """Other entries of the same kind this platform can use, installed ones first."""
+    tc = lock.toolchain(entry)
+    others = [t for n, t in sorted(lock.toolchains.items()) if n != entry and t.kind == tc.kind and t.pin(platform)]
+
+    def installed(t: Toolchain) -> bool:
+        pin = t.pin(platform)
+        return pin is not None and cache.state(t, pin) == "installed"
+
+    return [t.name for t in sorted(others, key=lambda t: not installed(t))]
+
+
+def ensure_toolchains(pipelines: Sequence[Pipeline], lock: Lock, overrides: dict[str, str], cache: ToolchainCache,
+                      say: Callable[[str], None]) -> None:
+    """Install (fetching if needed) every toolchain the pipelines need; raise ToolchainUnavailable at once."""
+    platform = host_platform()
+    for entry, (asked, users) in sorted(needed(pipelines, lock, overrides).items()):
+        tc = lock.toolchain(entry)
+        try:
+            cache.ensure(tc)
+        except EnvironmentFailure as exc:
+            raise ToolchainUnavailable(users, asked, entry, exc, alternatives(lock, entry, cache, platform)) from None

@@ -1,0 +1,57 @@
+"""Fail fast: a toolchain the selected pipelines need and nobody can have ends the build before any unit builds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from tests.conftest import REPO, run_cli, url_entry, write_lock
+
+DEAD_URL = "http://127.0.0.1:9/dl/go1.21.13.linux-amd64.tar.gz"  # the discard port: nothing answers
+
+
+def repo_with_two_pipelines(root: Path, marker: Path) -> Path:
+    """A command pipeline that needs no toolchain (and leaves a marker when it runs) and a Go pipeline."""
+    shutil.copytree(REPO / "tests" / "data" / "hello-go", root / "hello")
+    (root / "src").mkdir()
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "a-first.yaml").write_text(
+        "version: 1\nname: a-first\nbuilder: command\nsource: src\n"
+        f"run: {json.dumps(f'touch {marker}; echo x > $OUT/x.txt')}\n")
+    (root / "pipelines" / "hello.yaml").write_text(
+        "version: 1\nname: hello\nbuilder: go\ntoolchain: go\nsource: hello\n"
+        "targets:\n  - name: hello\n    package: .\n")
+    entries = {"go": url_entry("go", "go1.21.13.linux-amd64.tar.gz", "a" * 64, 1000, [DEAD_URL]),
+               "go-other": url_entry("go-other", "go1.21.13.linux-amd64.tar.gz", "b" * 64, 1000, [DEAD_URL])}
+    write_lock(root / "toolchains.lock", entries)
+    return root
+
+
+def test_missing_toolchain_fails_before_any_unit_builds(tmp_path: Path, cache_dir: Path) -> None:
+    marker = tmp_path / "first-ran"
+    root = repo_with_two_pipelines(tmp_path / "repo", marker)
+    start = time.monotonic()
+    done = run_cli("build", "--backend", "local", "--no-cache", "--out", str(tmp_path / "out"), cwd=root,
+                   env={"REPROBUILD_RETRIES": "1"})
+    assert done.returncode == 3, done.stderr
+    assert not marker.exists(), "a unit built before the missing toolchain was found"
+    assert not (tmp_path / "out").exists()
+    assert "hello needs toolchain `go`, which cannot be had (nothing was built)" in done.stderr
+    assert "reprobuild toolchain import go1.21.13.linux-amd64.tar.gz" in done.stderr
+    assert "`--toolchain go=go-other`" in done.stderr
+    assert time.monotonic() - start < 30
+
+
+def test_offline_missing_toolchain_fails_at_once(tmp_path: Path, cache_dir: Path) -> None:
+    marker = tmp_path / "first-ran"
+    root = repo_with_two_pipelines(tmp_path / "repo", marker)
+    done = run_cli("build", "--backend", "local", "--offline", "--out", str(tmp_path / "out"), cwd=root)
+    assert done.returncode == 3, done.stderr
+    assert not marker.exists()
+    assert "offline mode forbids the network" in done.stderr and "toolchain import" in done.stderr
+    # Only the pipeline that needs no toolchain: it builds.
+    done = run_cli("build", "a-first", "--backend", "local", "--offline", "--out", str(tmp_path / "out"), cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert marker.exists()
