@@ -165,3 +165,17 @@ def test_relock_hint_names_the_root(tmp_path: Path) -> None:
     with pytest.raises(BadInput) as err:
         ImageStore.locked_entry(load_spec(repo / "builders", "debian"), load_lock(repo / "toolchains.lock"))
     assert err.value.hint == f"run `reprobuild lock --lock {repo / 'toolchains.lock'} --root {repo}`"
+
+
+def test_build_reads_builders_from_the_root_wherever_the_lock_is(tmp_path: Path) -> None:
+    from reprobuild.build.orchestrate import BuildOptions, builders_dir_for
+
+    repo = _repo_copy(tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    _repo_copy(elsewhere)
+    opts = BuildOptions(out=tmp_path / "out", lock_path=elsewhere / "toolchains.lock", repo_root=repo)
+    assert builders_dir_for(opts) == repo / "builders"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    opts = BuildOptions(out=tmp_path / "out", lock_path=elsewhere / "toolchains.lock", repo_root=bare)
+    assert builders_dir_for(opts) == elsewhere / "builders"  # no builders/ at the root: the lock's

@@ -141,11 +141,12 @@ def hermetic_env(policy: EnvPolicy) -> dict[str, str]:
 
 
 def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock | None = None,
-                   cache_root: Path | None = None) -> Backend:
+                   cache_root: Path | None = None, builders_dir: Path | None = None) -> Backend:
     """`--backend docker|local`; default docker when an engine answers, local otherwise (said on stderr).
 
-    `lock` and `cache_root` tell the Docker backend which lock pins its images (`--lock`) and where its
-    image caches live; by default ./toolchains.lock (or REPROBUILD_LOCK) and the reprobuild cache.
+    `lock`, `cache_root` and `builders_dir` tell the Docker backend which lock pins its images (`--lock`),
+    where its image caches live and where the images are described; by default ./toolchains.lock (or
+    REPROBUILD_LOCK), the reprobuild cache and the `builders/` beside the lock.
     """
     from reprobuild.errors import EnvironmentFailure
 
@@ -159,7 +160,7 @@ def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock
 
         reachable, why = docker_backend.probe()
         if reachable:
-            return docker_backend.DockerBackend(lock=lock, cache_root=cache_root)
+            return docker_backend.DockerBackend(lock=lock, cache_root=cache_root, builders_dir=builders_dir)
         if requested == "docker" or require:
             raise EnvironmentFailure(
                 f"no Docker engine answers ({why})",

@@ -76,7 +76,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     if shards is not None and opts.shard is not None:
         units = shards[opts.shard[0] - 1]
         say(f"shard {opts.shard[0]}/{opts.shard[1]}: {len(units)} unit(s): {', '.join(u.id for u in units) or 'none'}")
-    backend = backend or select_backend(opts.backend, say, lock=lock)
+    backend = backend or select_backend(opts.backend, say, lock=lock, builders_dir=builders_dir_for(opts))
     cache = ToolchainCache(offline=opts.offline)
     # Builds that `verify` perturbs never read or write the action cache: they must really build.
     actions = ActionCache(opts.action_cache) if opts.action_cache is not None and perturb is None else None
@@ -150,9 +150,15 @@ def _builders_dir(opts: BuildOptions, backend: Backend) -> Path | None:
     """The builder image descriptions, which make the Docker backend's images (the host is the local one's)."""
     if backend.name != "docker":
         return None
+    return builders_dir_for(opts)
+
+
+def builders_dir_for(opts: BuildOptions) -> Path:
+    """The repository root's `builders/` (`--root`), wherever the lock is; else the one beside the lock."""
     from reprobuild.backends.images.store import default_builders_dir
 
-    return default_builders_dir(opts.lock_path)
+    at_root = opts.repo_root / "builders"
+    return at_root if at_root.is_dir() else default_builders_dir(opts.lock_path)
 
 
 UnitResult = tuple[float | None, dict[str, dict[str, Any]], dict[str, str]]  # seconds, toolchains, images

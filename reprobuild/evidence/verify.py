@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.backends import Backend, Perturbation, select_backend
-from reprobuild.build.orchestrate import BuildOptions, BuildResult, build
+from reprobuild.build.orchestrate import BuildOptions, BuildResult, build, builders_dir_for
 from reprobuild.build.parallel import default_jobs, map_ordered
 from reprobuild.config.lock import load_lock
 from reprobuild.errors import BadInput, ReprobuildError
@@ -182,7 +182,8 @@ def _differing(a: dict[str, str], b: dict[str, str]) -> set[str]:
 def verify(opts: VerifyOptions, backend: Backend | None = None) -> VerifyReport:
     if opts.runs < 2:
         raise BadInput(f"--runs {opts.runs}: verify needs at least 2 runs (a control and an experiment)")
-    backend = backend or select_backend(opts.build.backend, say, lock=load_lock(opts.build.lock_path))
+    backend = backend or select_backend(opts.build.backend, say, lock=load_lock(opts.build.lock_path),
+                                        builders_dir=builders_dir_for(opts.build))
     varied = tuple(v for v in opts.vary if backend.supports(v))
     skipped = {v: f"not supported by the {backend.name} backend on this host" for v in opts.vary if v not in varied}
     for name, why in skipped.items():
