@@ -107,3 +107,21 @@ def test_another_user_builds_with_a_toolchain_and_warm_cache_in_private_dirs(go_
         entries.append(sorted(p.relative_to(private) for p in (private / "cache").rglob("*")))
     assert binaries[0] == binaries[1]
     assert entries[0] == entries[1] and entries[0], "the warm cache was used, not changed"
+
+
+def test_local_backend_warns_when_the_host_lacks_pinned_packages(tmp_path: Path) -> None:
+    """The host stands in for the builder image: a package the lock pins for it and the host lacks is named."""
+    import yaml
+
+    from tests.conftest import REPO, command_projects, run_cli
+
+    root = command_projects(tmp_path / "repo", 1, "p")
+    data = yaml.safe_load((REPO / "toolchains.lock").read_text())
+    data["images"]["debian"]["packages"]["reprobuild-no-such-package"] = "1.0-1"
+    (root / "toolchains.lock").write_text(yaml.safe_dump(data, sort_keys=True))
+    done = run_cli("build", "--backend", "local", "--no-cache", "--out", str(tmp_path / "out"), cwd=root)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "lacks" in line]
+    assert warnings == ["reprobuild: local backend: this host lacks 1 package(s) the lock pins for the `debian` "
+                        "image: reprobuild-no-such-package (`apt-get install reprobuild-no-such-package`, or use "
+                        "the Docker backend)"]

@@ -154,7 +154,7 @@ def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock
     if requested == "local":
         from reprobuild.backends.local import LocalBackend
 
-        return LocalBackend()
+        return LocalBackend(lock=lock)
     if requested == "docker" or require or requested is None:
         from reprobuild.backends import docker as docker_backend
 
@@ -169,4 +169,4 @@ def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock
         say(f"no Docker engine answers ({why}); using the local backend (not hermetic)")
     from reprobuild.backends.local import LocalBackend
 
-    return LocalBackend()
+    return LocalBackend(lock=lock)

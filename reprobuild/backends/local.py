@@ -9,6 +9,7 @@ the same on every run, as it is in a container.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
@@ -35,6 +37,12 @@ from reprobuild.backends import (
     disorder,
 )
 from reprobuild.fsutil import link_tree, others_can_reach, remove_tree
+from reprobuild.progress import say
+
+if TYPE_CHECKING:
+    from reprobuild.config.model import Lock
+
+log = logging.getLogger("reprobuild.backends.local")
 
 # Variations this backend can apply, and what each needs on the host.
 _NEEDS: dict[str, tuple[str, ...]] = {
@@ -54,8 +62,11 @@ class LocalBackend:
     name = "local"
     hermetic = False
 
-    def __init__(self, scratch_base: Path | None = None) -> None:
+    def __init__(self, scratch_base: Path | None = None, lock: Lock | None = None) -> None:
         self.scratch_base = scratch_base or Path(tempfile.gettempdir()) / "reprobuild-local"
+        self._lock = lock  # its `images:` pins are checked against the host's packages, once per image
+        self._checked: set[str] = set()
+        self._checking = threading.Lock()
         # Threads of this process queue here (handed over at once); the file lock is for other processes.
         self._turn = threading.Lock()
         self._cancelled = False
@@ -72,6 +83,10 @@ class LocalBackend:
         return all(shutil.which(tool) for tool in _NEEDS[variation])
 
     def ensure_image(self, image: ImageRef) -> str:
+        with self._checking:
+            if self._lock is not None and image.name not in self._checked:
+                self._checked.add(image.name)
+                _check_host_packages(self._lock, image.name)
         return f"local:{image.name}"  # the host is the image
 
     def cancel(self) -> None:
@@ -174,6 +189,22 @@ class LocalBackend:
             script = 'hostname "$0" && { [ -z "$1" ] || domainname "$1" 2>/dev/null || true; } && shift && exec "$@"'
             argv = ["unshare", "--uts", "--", "/bin/sh", "-c", script, p.hostname, p.domainname, *argv]
         return argv
+
+
+def _check_host_packages(lock: Lock, image: str) -> None:
+    """Warn when the host lacks packages the lock pins for `image` (the host stands in for it)."""
+    from reprobuild.backends import hostpackages
+    from reprobuild.backends.images.store import parse_image_locks
+
+    pinned = parse_image_locks(lock).get(image)
+    host = hostpackages.installed_packages() if pinned is not None else None
+    if pinned is None or host is None:
+        return
+    difference = hostpackages.compare(image, pinned.packages, host)
+    if (warning := difference.warning()) is not None:
+        say(warning)
+    if (versions := difference.versions()) is not None:
+        log.debug("%s", versions)
 
 
 def _as_another_user(p: Perturbation) -> bool:
