@@ -55,3 +55,23 @@ def test_offline_missing_toolchain_fails_at_once(tmp_path: Path, cache_dir: Path
     done = run_cli("build", "a-first", "--backend", "local", "--offline", "--out", str(tmp_path / "out"), cwd=root)
     assert done.returncode == 0, done.stderr
     assert marker.exists()
+
+
+def test_docker_image_pins_are_checked_before_building(tmp_path: Path) -> None:
+    import pytest
+    import yaml
+
+    from reprobuild.build import preflight
+    from reprobuild.config.lock import load_lock
+    from reprobuild.config.pipeline import load_pipelines
+    from reprobuild.errors import BadInput
+
+    data = yaml.safe_load((REPO / "toolchains.lock").read_text())
+    data.pop("images")
+    lock_path = tmp_path / "toolchains.lock"
+    lock_path.write_text(yaml.safe_dump(data, sort_keys=True))
+    pipelines = load_pipelines([Path("go-service")], REPO)
+    assert preflight.images_needed(pipelines[0]) == {"go", "debian"}  # hello is pure Go, zpack uses cgo
+    with pytest.raises(BadInput, match="no `images: debian` entry"):
+        preflight.check_image_pins(pipelines, load_lock(lock_path), REPO / "builders")
+    preflight.check_image_pins(pipelines, load_lock(REPO / "toolchains.lock"), REPO / "builders")

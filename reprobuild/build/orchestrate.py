@@ -99,6 +99,8 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         to_build = [u for u in units if actions is None or not opts.read_cache or actions.lookup(unit_key(u, inputs))
                     is None]
         preflight.ensure_toolchains([u.pipeline for u in to_build], lock, overrides, cache, say)
+        if backend.name == "docker":
+            preflight.check_image_pins([u.pipeline for u in to_build], lock, builders_dir_for(opts))
         seconds: dict[str, float] = {}
         moving = threading.Lock()
         done = map_ordered(lambda unit: _build_unit(unit, ctx, actions, inputs, opts.read_cache, moving),

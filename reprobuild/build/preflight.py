@@ -1,11 +1,13 @@
 """Before any unit builds, every toolchain the selected pipelines need is had: in the cache, imported, or
 fetched now. What cannot be had ends the build at once (exit 3) with the ways out, instead of after the
 units that did not need it have built (a Paddle pipeline's minute, then a Go SDK that cannot be downloaded).
+With the Docker backend, every debootstrap image they run in must be pinned by the lock, and not stale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from reprobuild.config.model import Lock, Toolchain, host_platform
 from reprobuild.config.pipeline import Pipeline
@@ -57,3 +59,24 @@ def ensure_toolchains(pipelines: Sequence[Pipeline], lock: Lock, overrides: dict
             cache.ensure(tc)
         except EnvironmentFailure as exc:
             raise ToolchainUnavailable(users, asked, entry, exc, alternatives(lock, entry, cache, platform)) from None
+
+
+def images_needed(pipeline: Pipeline) -> set[str]:
+    """The builder images a pipeline's steps run in with the Docker backend."""
+    if pipeline.builder == "go":
+        return {"debian" if t.cgo else "go" for t in pipeline.targets}
+    if pipeline.builder == "paddle":
+        from reprobuild.kinds.paddle.builder import IMAGE
+
+        return {IMAGE}
+    return {pipeline.image}
+
+
+def check_image_pins(pipelines: Sequence[Pipeline], lock: Lock, builders_dir: Path) -> None:
+    """Every debootstrap image the pipelines need has an up-to-date lock entry (BadInput/CheckFailed if not)."""
+    from reprobuild.backends.images.store import ImageStore, load_spec
+
+    for name in sorted(set().union(*(images_needed(p) for p in pipelines))):
+        spec = load_spec(builders_dir, name)
+        if spec.base == "debootstrap":
+            ImageStore.locked_entry(spec, lock)
