@@ -1,15 +1,7 @@
 """`builder: paddle`: model exports, custom C++ operators and wheels, from the locked Paddle environment.
 
-    version: 1
-    name: paddle-model
-    builder: paddle
-    source: examples/paddle-model
-    requirements: paddle          # an environment of the lock's `python` section (builders/paddle/requirements.in)
-    python: "3.11"                # optional: refuse a lock compiled for another Python
-    steps:
-      - {name: model, kind: export, script: export.py, prefix: inference}
-      - {name: custom-relu, kind: custom_op, path: custom_op}
-      - {name: package, kind: wheel, path: ., sdist: true}
+The pipeline's Paddle keys (`requirements`, `python`, `steps`) are parsed and validated when the pipeline
+is loaded (reprobuild.config.paddle); this module runs the parsed steps.
 
 The environment is installed once per lock content (and backend/image) into the reprobuild cache,
 `<cache>/paddle-env/<key>/venv`, from the wheelhouse with the network off, and mounted read-only
