@@ -22,6 +22,7 @@ PASSTHROUGH = (
     "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSH_COMMAND", "SSH_AUTH_SOCK", "TMPDIR",
 )
 
+
 @dataclass(frozen=True)
 class GoSettings:
     """How Go is run for vendoring: which toolchain, which proxy, where its caches live."""
