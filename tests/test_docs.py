@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from reprobuild.config.paddle import PIPELINE_KEYS as PADDLE_KEYS
+from reprobuild.config.paddle import STEP_KEYS
 from reprobuild.config.pipeline import COMMAND_KEYS, GO_KEYS, GO_TARGET_KEYS, parse_pipeline
 from reprobuild.config.yamlload import load_documents
-from reprobuild.kinds import paddle_pipeline_keys
-from reprobuild.kinds.paddle.builder import parse_spec
 from tests.conftest import REPO, run_cli
 from tests.conftest import test_data_cache as data_cache
 
@@ -65,7 +65,7 @@ def test_nothing_cites_a_file_the_project_lacks(capsys: pytest.CaptureFixture[st
 
 def test_pipeline_reference_names_every_key() -> None:
     text = (DOCS / "pipelines.md").read_text()
-    keys = COMMAND_KEYS | GO_KEYS | GO_TARGET_KEYS | paddle_pipeline_keys()
+    keys = COMMAND_KEYS | GO_KEYS | GO_TARGET_KEYS | PADDLE_KEYS | set().union(*STEP_KEYS.values())
     missing = sorted(k for k in keys if f"`{k}`" not in text)
     assert not missing, f"docs/pipelines.md does not document {missing}"
 
@@ -80,8 +80,8 @@ def test_pipeline_reference_examples_parse(tmp_path: Path) -> None:
         pipeline = parse_pipeline(doc, REPO)
         builders.add(pipeline.builder)
         if pipeline.builder == "paddle":
-            spec = parse_spec(pipeline)
-            assert {s.kind for s in spec.steps} == {"export", "custom_op", "wheel"}
+            assert pipeline.paddle is not None
+            assert {s.kind for s in pipeline.paddle.steps} == {"export", "custom_op", "wheel"}
         if pipeline.builder == "go":
             # The example uses every target key.
             assert set(re.findall(r"^(?:  - | {4})(\w+):", example, flags=re.M)) >= GO_TARGET_KEYS

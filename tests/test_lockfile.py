@@ -155,7 +155,8 @@ def test_relock_hint_names_the_root(tmp_path: Path) -> None:
     """The build's hint for a missing image pin runs a lock that reads the same builders/ (it cannot loop)."""
     import yaml
 
-    from reprobuild.backends.images.store import ImageStore, load_spec
+    from reprobuild.backends.images.spec import load_spec
+    from reprobuild.backends.images.store import ImageStore
     from reprobuild.errors import BadInput
 
     repo = _repo_copy(tmp_path / "repo")

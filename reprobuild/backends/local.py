@@ -194,7 +194,7 @@ class LocalBackend:
 def _check_host_packages(lock: Lock, image: str) -> None:
     """Warn when the host lacks packages the lock pins for `image` (the host stands in for it)."""
     from reprobuild.backends import hostpackages
-    from reprobuild.backends.images.store import parse_image_locks
+    from reprobuild.backends.images.spec import parse_image_locks
 
     pinned = parse_image_locks(lock).get(image)
     host = hostpackages.installed_packages() if pinned is not None else None

@@ -74,7 +74,8 @@ def images_needed(pipeline: Pipeline) -> set[str]:
 
 def check_image_pins(pipelines: Sequence[Pipeline], lock: Lock, builders_dir: Path) -> None:
     """Every debootstrap image the pipelines need has an up-to-date lock entry (BadInput/CheckFailed if not)."""
-    from reprobuild.backends.images.store import ImageStore, load_spec
+    from reprobuild.backends.images.spec import load_spec
+    from reprobuild.backends.images.store import ImageStore
 
     for name in sorted(set().union(*(images_needed(p) for p in pipelines))):
         spec = load_spec(builders_dir, name)
