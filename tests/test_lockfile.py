@@ -180,3 +180,26 @@ def test_build_reads_builders_from_the_root_wherever_the_lock_is(tmp_path: Path)
     bare.mkdir()
     opts = BuildOptions(out=tmp_path / "out", lock_path=elsewhere / "toolchains.lock", repo_root=bare)
     assert builders_dir_for(opts) == elsewhere / "builders"  # no builders/ at the root: the lock's
+
+
+def test_lock_upgrade_resolves_a_kept_entry_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _repo_copy(tmp_path / "repo")
+    before = (repo / "toolchains.lock").read_bytes()
+    # `go` pins the publisher's sha256 (toolchains.yaml `published`): resolving it again needs no network.
+    assert cli.main(["lock", "--offline", "--root", str(repo), "--lock", str(repo / "toolchains.lock"),
+                     "--upgrade", "go"]) == 0
+    assert "(4 kept, 1 resolved, 0 dropped)" in capsys.readouterr().out
+    assert (repo / "toolchains.lock").read_bytes() == before
+    assert cli.main(["lock", "--offline", "--root", str(repo), "--lock", str(repo / "toolchains.lock"),
+                     "--upgrade", "images/debain"]) == 2
+    err = capsys.readouterr().err
+    assert "--upgrade images/debain: no such entry" in err and "images/debian" in err
+
+
+def test_image_drift_hint_upgrades_the_pins() -> None:
+    """A plain `reprobuild lock` keeps an image entry whose inputs did not change: the hint must say --upgrade."""
+    from reprobuild.backends.images.spec import ImageDrift
+
+    drift = ImageDrift("debian", ["gzip 1.12-1.1 (locked 1.12-1)"], "/r/toolchains.lock", Path("/r"))
+    assert drift.hint is not None
+    assert drift.hint.startswith("run `reprobuild lock --lock /r/toolchains.lock --root /r --upgrade images/debian`")

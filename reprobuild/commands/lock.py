@@ -19,6 +19,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
     p.add_argument("--root", type=Path, metavar="DIR",
                    help="the repository root holding toolchains.yaml and builders/ (default: the lock's directory "
                         "if it holds toolchains.yaml, else the current directory)")
+    p.add_argument("--upgrade", action="append", default=[], metavar="ENTRY",
+                   help="resolve this kept entry again (a toolchain, or images/NAME to pin what the Debian mirror "
+                        "serves now); repeatable")
     p.set_defaults(handler=run)
 
 
@@ -27,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     current = load_lock(path) if path.exists() else None
     root = resolve.repository_root(path, args.root)
     plan, _ = resolve.lock(root / "toolchains.yaml", path, current, args.check, offline_requested(args.offline),
-                           builders_dir=root / "builders")
+                           builders_dir=root / "builders", upgrade=tuple(args.upgrade))
     data = {"lock": str(path), "stale": plan.stale, "kept": list(plan.keep), "resolved": list(plan.resolve),
             "dropped": list(plan.drop)}
     if args.check:

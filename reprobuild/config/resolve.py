@@ -12,7 +12,7 @@ import json
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reprobuild.config import pylock
 from reprobuild.config.lock import SHA256_RE, render_lock, write_lock
@@ -22,6 +22,9 @@ from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import sha256_file
 from reprobuild.progress import say
 from reprobuild.toolchains import download
+
+if TYPE_CHECKING:
+    from reprobuild.backends.images.store import ImagePlan
 
 INPUTS_VERSION = 1
 
@@ -227,13 +230,14 @@ def _resolve_deb(inp: ToolchainInput, plat: str, offline: bool) -> PlatformPin:
 
 
 def lock(inputs_path: Path, lock_path: Path, current: Lock | None, check: bool, offline: bool,
-         builders_dir: Path | None = None) -> tuple[Plan, str]:
+         builders_dir: Path | None = None, upgrade: tuple[str, ...] = ()) -> tuple[Plan, str]:
     """Plan, and unless checking, resolve and write. Returns the plan and the rendered lock.
 
     Builder images (`builders/*/image.yaml`; by default next to the lock) are planned alongside the
     toolchains, as `images/<name>` in the plan; see reprobuild.backends.images.store. Without a
     `builders/` directory, a lock that has `images` or `python` sections is refused rather than
-    written without them.
+    written without them. `upgrade` names kept entries to resolve again all the same (a toolchain entry,
+    or `images/<name>` when the mirror now serves other versions than the pins).
     """
     from reprobuild.backends.images import store as images
     from reprobuild.toolchains.cache import default_cache_root
@@ -248,6 +252,8 @@ def lock(inputs_path: Path, lock_path: Path, current: Lock | None, check: bool, 
                        "run `reprobuild lock` in the repository root, or give it with `--root DIR` (the directory "
                        "holding toolchains.yaml and builders/)")
     ip = images.plan_images(builders_dir if builders_dir.is_dir() else None, current)
+    if upgrade:
+        tp, ip = _upgrading(tp, ip, upgrade)
     p = Plan(tp.keep + tuple(f"images/{n}" for n in ip.keep), tp.resolve + tuple(f"images/{n}" for n in ip.resolve),
              tp.drop + tuple(f"images/{n}" for n in ip.drop))
     p, pp = _plan_python(p, builders_dir, current)
@@ -270,6 +276,20 @@ def lock(inputs_path: Path, lock_path: Path, current: Lock | None, check: bool, 
         str(lock_path), entries, sections)
     write_lock(new, lock_path)
     return p, render_lock(new)
+
+
+def _upgrading(tp: Plan, ip: ImagePlan, upgrade: tuple[str, ...]) -> tuple[Plan, ImagePlan]:
+    """The plans with the `upgrade` entries moved from `keep` to `resolve`."""
+    known = sorted({*tp.keep, *tp.resolve, *(f"images/{n}" for n in (*ip.keep, *ip.resolve))})
+    unknown = [n for n in upgrade if n not in known]
+    if unknown:
+        raise BadInput(f"--upgrade {', '.join(unknown)}: no such entry", f"entries: {', '.join(known)}")
+    images_up = {n.removeprefix("images/") for n in upgrade if n.startswith("images/")}
+    tp = Plan(tuple(n for n in tp.keep if n not in upgrade), tp.resolve + tuple(n for n in tp.keep if n in upgrade),
+              tp.drop)
+    ip = replace(ip, keep=tuple(n for n in ip.keep if n not in images_up),
+                 resolve=ip.resolve + tuple(n for n in ip.keep if n in images_up))
+    return tp, ip
 
 
 def _plan_python(p: Plan, builders_dir: Path, current: Lock | None) -> tuple[Plan, pylock.PyPlan]:

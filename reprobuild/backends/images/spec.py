@@ -181,12 +181,14 @@ def parse_image_locks(lock: Lock) -> dict[str, ImageLock]:
 class ImageDrift(CheckFailed):
     """The mirror now installs other versions than the lock pins (exit 1)."""
 
-    def __init__(self, name: str, changes: list[str], lock_path: str) -> None:
+    def __init__(self, name: str, changes: list[str], lock_path: str, root: Path | None = None) -> None:
         shown = "; ".join(changes[:20]) + (f"; and {len(changes) - 20} more" if len(changes) > 20 else "")
+        # `--upgrade`: a plain `reprobuild lock` keeps an entry whose inputs did not change (the hint would loop).
+        where = f" --root {root}" if root is not None else ""
         super().__init__(
             f"builder image `{name}`: the installed packages differ from {lock_path}: {shown}",
-            f"run `reprobuild lock --lock {lock_path}` to pin what the mirror serves now, or set a dated "
-            f"snapshot mirror (`mirror:`) in builders/{name}/image.yaml so the pins never rot")
+            f"run `reprobuild lock --lock {lock_path}{where} --upgrade images/{name}` to pin what the mirror serves "
+            f"now, or set a dated snapshot mirror (`mirror:`) in builders/{name}/image.yaml so the pins never rot")
         self.changes = changes
 
 

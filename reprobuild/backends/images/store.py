@@ -186,7 +186,7 @@ class ImageStore:
             actual = replace(entry, packages=versions)
             self._keep_rootfs(actual, made, diff_id)
             if changes:
-                raise ImageDrift(spec.name, changes, lock_path)
+                raise ImageDrift(spec.name, changes, lock_path, spec.path.parent.parent.parent)
         return diff_id, tar
 
     def _keep_rootfs(self, entry: ImageLock, made: Path, diff_id: str) -> None:
