@@ -1,0 +1,215 @@
+"""A Go target's container image, assembled from its verified binaries without any engine.
+
+    bases (scratch, or the pinned .debs of a `kind: base` lock entry, unpacked by the toolchain cache)
+    → one base layer per base → one app layer per platform (binary, listed files, /etc/passwd, /tmp)
+    → config (fixed `created` = SOURCE_DATE_EPOCH, OCI labels) → manifest per platform
+    → an image index when there are several platforms → `<target>.oci/` + `<target>_<os>_<arch>.docker.tar`
+
+Layers are written by the builder images' deterministic layer writer (sorted entries, mtime 0, uid/gid 0,
+0755/0644 modes), gzip'd with no name and mtime 0 (formats/oci.py): the same inputs give the same
+image digest on every machine, whatever its paths, umask or time zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reprobuild.backends.images.store import tree_entries, write_layer
+from reprobuild.config.image import BINARY_DIR, DEFAULT_PATH, SCRATCH, ImageSpec
+from reprobuild.errors import FileError, Location
+from reprobuild.formats import oci
+from reprobuild.kinds import BuildContext
+
+LAYOUT_SUFFIX = ".oci"
+DOCKER_SUFFIX = ".docker.tar"
+BASE_KIND = "base"
+PASSWD = ("root:x:0:0:root:/root:/sbin/nologin\n"
+          "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+GROUP = "root:x:0:\nnonroot:x:65532:\n"
+
+
+@dataclass(frozen=True)
+class Base:
+    """A base's unpacked tree for one platform (None: scratch) and what it was made from."""
+
+    name: str
+    tree: Path | None
+    packages: tuple[str, ...] = ()  # name=version, for the config's history
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """Everything one target's image is made from (the plan; `assemble` does the writing)."""
+
+    name: str  # the target: names the layout and the archives
+    spec: ImageSpec
+    binaries: tuple[tuple[str, Path], ...]  # (linux/amd64, binary) in the target's platform order
+    files: tuple[tuple[str, Path], ...]  # (path in the image, file on disk)
+    bases: tuple[tuple[str, Base], ...]  # platform -> base
+    version: str
+    source_date_epoch: int
+    revision: str | None
+    tag: str
+
+
+def created(sde: int) -> str:
+    return dt.datetime.fromtimestamp(sde, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def labels(job: ImageJob) -> dict[str, str]:
+    result = dict(job.spec.labels)
+    result["org.opencontainers.image.created"] = created(job.source_date_epoch)
+    result["org.opencontainers.image.version"] = job.version
+    if job.revision:
+        result["org.opencontainers.image.revision"] = job.revision
+    if job.spec.source:
+        result["org.opencontainers.image.source"] = job.spec.source
+    return dict(sorted(result.items()))
+
+
+def image_config(job: ImageJob, platform: oci.Platform, diff_ids: list[str], history: list[str]) -> dict[str, Any]:
+    spec = job.spec
+    env = dict(spec.env)
+    env.setdefault("PATH", DEFAULT_PATH)
+    entrypoint = list(spec.entrypoint or (f"{BINARY_DIR}/{job.name}",))
+    config: dict[str, Any] = {"User": spec.user, "Env": [f"{k}={v}" for k, v in env.items()],
+                              "Entrypoint": entrypoint, "WorkingDir": spec.workdir, "Labels": labels(job)}
+    if spec.cmd:
+        config["Cmd"] = list(spec.cmd)
+    if spec.ports:
+        config["ExposedPorts"] = {p: {} for p in spec.ports}
+    when = created(job.source_date_epoch)
+    data: dict[str, Any] = {
+        **platform.to_json(), "created": when, "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": when, "created_by": h} for h in history],
+    }
+    return data
+
+
+def assemble(job: ImageJob, out: Path) -> oci.Layout:
+    """Write `out/<name>.oci/` and one docker archive per platform; return the layout as read back."""
+    root = out / f"{job.name}{LAYOUT_SUFFIX}"
+    if root.exists():
+        shutil.rmtree(root)
+    writer = oci.LayoutWriter(root)
+    bases = dict(job.bases)
+    base_layers: dict[Path, oci.Layer] = {}  # one base tree serves every platform it is pinned for
+    manifests: list[tuple[oci.Blob, oci.Platform]] = []
+    with tempfile.TemporaryDirectory(prefix=f".{job.name}-image-", dir=out) as tmp:
+        work = Path(tmp)
+        for i, (plat, binary) in enumerate(job.binaries):
+            platform = oci.Platform.parse(plat)
+            layers: list[oci.Layer] = []
+            history: list[str] = []
+            base = bases[plat]
+            if base.tree is not None:
+                if base.tree not in base_layers:
+                    base_layers[base.tree] = _layer(writer, tree_entries(base.tree, ""), work / f"base{i}.tar")
+                layers.append(base_layers[base.tree])
+                history.append(f"reprobuild base {base.name}: " + " ".join(base.packages))
+            stage = work / f"app{i}"
+            _stage_app(job, binary, stage)
+            layers.append(_layer(writer, tree_entries(stage, ""), work / f"app{i}.tar"))
+            history.append(f"reprobuild {job.name} {job.version} ({plat})")
+            config = writer.add_json(oci.CONFIG, image_config(job, platform, [x.diff_id for x in layers], history))
+            manifest = writer.add_json(oci.MANIFEST, oci.image_manifest(config, layers))
+            manifests.append((manifest, platform))
+    top = manifests[0][0] if len(manifests) == 1 else writer.add_json(oci.INDEX, oci.image_index(manifests))
+    ref = job.tag.rpartition(":")[2] if ":" in job.tag else "latest"
+    writer.finish([top.descriptor(annotations={oci.REF_NAME: ref, "io.containerd.image.name": job.tag})])
+    layout = oci.read_layout(root, check=False)
+    for image in layout.images:
+        arch = f"{image.platform.os}_{image.platform.architecture}"
+        oci.write_docker_archive(layout, image, out / f"{job.name}_{arch}{DOCKER_SUFFIX}", job.tag)
+    return layout
+
+
+def _layer(writer: oci.LayoutWriter, entries: Any, tar: Path) -> oci.Layer:
+    write_layer(entries, tar)
+    layer = writer.add_layer(tar)
+    tar.unlink()
+    return layer
+
+
+def _stage_app(job: ImageJob, binary: Path, stage: Path) -> None:
+    """The app layer's tree: modes are normalized by the layer writer, so the host's umask does not count."""
+    bindir = stage / BINARY_DIR.lstrip("/")
+    bindir.mkdir(parents=True)
+    shutil.copyfile(binary, bindir / job.name)
+    os.chmod(bindir / job.name, 0o755)
+    etc = stage / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text(PASSWD)
+    (etc / "group").write_text(GROUP)
+    tmp = stage / "tmp"
+    tmp.mkdir()
+    os.chmod(tmp, 0o1777)  # writable by the non-root user; the writer keeps the sticky bit
+    for dest, src in job.files:
+        target = stage / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        os.chmod(target, 0o755 if os.stat(src).st_mode & 0o111 else 0o644)
+    workdir = stage / job.spec.workdir.lstrip("/")
+    workdir.mkdir(parents=True, exist_ok=True)
+
+
+# --- from a pipeline's target (called by the Go builder) --------------------------------------
+
+def plan_job(name: str, spec: ImageSpec, binaries: list[tuple[str, Path]], source: Path, bases: dict[str, Base],
+             version: str, sde: int, revision: str | None, where: Location) -> ImageJob:
+    files = []
+    for dest, rel in spec.files:
+        path = source / rel
+        if not path.is_file():
+            raise FileError(where, f"target `{name}`: image file `{rel}` is not a file in {source}")
+        files.append((dest, path))
+    tag = spec.tag or f"{name}:{version}"
+    return ImageJob(name, spec, tuple(binaries), tuple(files), tuple(sorted(bases.items())), version, sde,
+                    revision, tag)
+
+
+def bases_for(spec: ImageSpec, platforms: tuple[str, ...], ctx: BuildContext, where: Location) -> dict[str, Base]:
+    """Each platform's base: scratch, or the base entry's pinned .debs, verified and unpacked by the cache.
+
+    A platform the entry has no pins of is served by pins made only of architecture-independent
+    packages (`_all.deb`: ca-certificates, tzdata), which are the same files for every platform.
+    """
+    if spec.base == SCRATCH:
+        return {p: Base(SCRATCH, None) for p in platforms}
+    entry = ctx.overrides.get(spec.base, spec.base)
+    tc = ctx.lock.toolchains.get(entry)
+    if tc is None:
+        raise FileError(where, f"image base `{entry}` is not an entry of {ctx.lock.path}",
+                        "declare it in toolchains.yaml (`kind: base`, `source: deb`) and run `reprobuild lock`")
+    if tc.kind != BASE_KIND:
+        raise FileError(where, f"image base `{entry}` is a `{tc.kind}` entry of the lock, not a `{BASE_KIND}` entry",
+                        "declare the base in toolchains.yaml with `kind: base` and `source: deb`")
+    arch_free = [p for p in tc.platforms if all(f.name.endswith("_all.deb") for f in p.files)]
+    result: dict[str, Base] = {}
+    for plat in platforms:
+        pin = tc.pin(plat.replace("/", "-")) or (arch_free[0] if arch_free else None)
+        if pin is None:
+            raise FileError(where, f"image base `{entry}` pins no packages for {plat}",
+                            f"add {plat.replace('/', '-')} to its platforms in toolchains.yaml and run "
+                            "`reprobuild lock`")
+        inst = ctx.cache.ensure(tc, pin.platform)
+        result[plat] = Base(entry, inst.root, tuple(f"{f.package}={f.version}" for f in pin.files))
+        ctx.toolchains[spec.base] = {
+            "entry": entry, "substituted": entry != spec.base, "version": tc.version, "source": tc.source,
+            "platform": pin.platform, "files": [{"name": f.name, "sha256": f.sha256} for f in pin.files]}
+    return result
+
+
+@functools.lru_cache(maxsize=8)
+def git_revision(repo_root: Path) -> str | None:
+    from reprobuild.build.provenance import git_commit
+
+    return git_commit(repo_root)
