@@ -23,6 +23,7 @@ from typing import Any
 
 from reprobuild.backends.images.store import tree_entries, write_layer
 from reprobuild.config.image import BINARY_DIR, DEFAULT_PATH, SCRATCH, ImageSpec
+from reprobuild.config.model import Lock
 from reprobuild.errors import FileError, Location
 from reprobuild.formats import oci
 from reprobuild.kinds import BuildContext
@@ -124,7 +125,7 @@ def assemble(job: ImageJob, out: Path) -> oci.Layout:
             manifests.append((manifest, platform))
     top = manifests[0][0] if len(manifests) == 1 else writer.add_json(oci.INDEX, oci.image_index(manifests))
     ref = job.tag.rpartition(":")[2] if ":" in job.tag else "latest"
-    writer.finish([top.descriptor(annotations={oci.REF_NAME: ref, "io.containerd.image.name": job.tag})])
+    writer.finish([top.descriptor(annotations={oci.REF_NAME: ref, oci.NAME: job.tag})])
     layout = oci.read_layout(root, check=False)
     for image in layout.images:
         arch = f"{image.platform.os}_{image.platform.architecture}"
@@ -213,3 +214,11 @@ def git_revision(repo_root: Path) -> str | None:
     from reprobuild.build.provenance import git_commit
 
     return git_commit(repo_root)
+
+
+def key_inputs(spec: ImageSpec, lock: Lock, overrides: dict[str, str], repo_root: Path) -> dict[str, Any]:
+    """What an image depends on beyond its target's definition, for the action cache's key."""
+    entry = overrides.get(spec.base, spec.base)
+    tc = lock.toolchains.get(entry) if spec.base != SCRATCH else None
+    pins = {p.platform: [f.sha256 for f in p.files] for p in tc.platforms} if tc else None
+    return {"base": entry, "pins": pins, "revision": git_revision(repo_root)}

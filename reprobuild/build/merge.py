@@ -32,7 +32,7 @@ from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.fsutil import remove_tree, sha256_file
 
 SHARD_KEYS = ("shard", "shard_plan", "shard_units")
-UNION_KEYS = ("toolchains", "images")  # each shard records only what its own units used
+UNION_KEYS = ("toolchains", "images", "oci_images")  # each shard records only what its own units used
 MISSING = "missing"
 
 

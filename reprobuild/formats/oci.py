@@ -30,6 +30,7 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 REF_NAME = "org.opencontainers.image.ref.name"
+NAME = "io.containerd.image.name"  # the full name; containerd and Docker 25+ load a layout under it
 # zlib's default level, as for the other archives: part of every layer digest.
 GZIP_LEVEL = 6
 _CHUNK = 1 << 20
@@ -174,8 +175,9 @@ class Image:
 class Layout:
     root: Path
     top: Blob  # what index.json points to: the image digest users pull and verify
-    ref: str | None
+    ref: str | None  # the tag (org.opencontainers.image.ref.name)
     images: tuple[Image, ...]
+    name: str | None = None  # the full name, e.g. hello:1.0.0 (io.containerd.image.name)
 
     def blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
@@ -212,7 +214,8 @@ def read_layout(root: Path, check: bool = True) -> Layout:
     if not isinstance(entries, list) or len(entries) != 1:
         raise BadInput(f"{root / 'index.json'}: expected exactly one image in `manifests`")
     top = _blob(entries[0], root / "index.json")
-    ref = (entries[0].get("annotations") or {}).get(REF_NAME)
+    annotations = entries[0].get("annotations") or {}
+    ref, name = annotations.get(REF_NAME), annotations.get(NAME)
     images: list[Image] = []
     doc = _json(_checked(root, top, check))
     if top.media_type == INDEX:
@@ -225,7 +228,7 @@ def read_layout(root: Path, check: bool = True) -> Layout:
         images.append(_image(root, top, None, check))
     else:
         raise BadInput(f"{root / 'index.json'}: unsupported media type {top.media_type}")
-    return Layout(root, top, ref, tuple(images))
+    return Layout(root, top, ref, tuple(images), name)
 
 
 def _image(root: Path, manifest: Blob, platform: Platform | None, check: bool) -> Image:
