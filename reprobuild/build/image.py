@@ -17,6 +17,7 @@ import functools
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,33 +97,42 @@ def image_config(job: ImageJob, platform: oci.Platform, diff_ids: list[str], his
 
 
 def assemble(job: ImageJob, out: Path) -> oci.Layout:
-    """Write `out/<name>.oci/` and one docker archive per platform; return the layout as read back."""
+    """Write `out/<name>.oci/` and one docker archive per platform; return the layout as read back.
+
+    Layers are compressed at once (zlib releases the GIL): compression is most of the time spent here.
+    """
     root = out / f"{job.name}{LAYOUT_SUFFIX}"
     if root.exists():
         shutil.rmtree(root)
     writer = oci.LayoutWriter(root)
     bases = dict(job.bases)
-    base_layers: dict[Path, oci.Layer] = {}  # one base tree serves every platform it is pinned for
-    manifests: list[tuple[oci.Blob, oci.Platform]] = []
+    trees = sorted({b.tree for b in bases.values() if b.tree is not None})  # a tree may serve several platforms
     with tempfile.TemporaryDirectory(prefix=f".{job.name}-image-", dir=out) as tmp:
         work = Path(tmp)
-        for i, (plat, binary) in enumerate(job.binaries):
-            platform = oci.Platform.parse(plat)
-            layers: list[oci.Layer] = []
-            history: list[str] = []
-            base = bases[plat]
-            if base.tree is not None:
-                if base.tree not in base_layers:
-                    base_layers[base.tree] = _layer(writer, tree_entries(base.tree, ""), work / f"base{i}.tar")
-                layers.append(base_layers[base.tree])
-                history.append(f"reprobuild base {base.name}: " + " ".join(base.packages))
+
+        def base_layer(i: int) -> oci.Layer:
+            return _layer(writer, tree_entries(trees[i], ""), work / f"base{i}.tar")
+
+        def app_layer(i: int) -> oci.Layer:
             stage = work / f"app{i}"
-            _stage_app(job, binary, stage)
-            layers.append(_layer(writer, tree_entries(stage, ""), work / f"app{i}.tar"))
-            history.append(f"reprobuild {job.name} {job.version} ({plat})")
-            config = writer.add_json(oci.CONFIG, image_config(job, platform, [x.diff_id for x in layers], history))
-            manifest = writer.add_json(oci.MANIFEST, oci.image_manifest(config, layers))
-            manifests.append((manifest, platform))
+            _stage_app(job, job.binaries[i][1], stage)
+            return _layer(writer, tree_entries(stage, ""), work / f"app{i}.tar")
+
+        with ThreadPoolExecutor(max(1, min(len(job.binaries) + len(trees), os.cpu_count() or 1))) as pool:
+            base_jobs = [pool.submit(base_layer, i) for i in range(len(trees))]
+            app_jobs = [pool.submit(app_layer, i) for i in range(len(job.binaries))]
+            base_layers = dict(zip(trees, (j.result() for j in base_jobs), strict=True))
+            app_layers = [j.result() for j in app_jobs]
+    manifests: list[tuple[oci.Blob, oci.Platform]] = []
+    for (plat, _), app in zip(job.binaries, app_layers, strict=True):
+        base = bases[plat]
+        layers = [base_layers[base.tree]] if base.tree is not None else []
+        history = [f"reprobuild base {base.name}: " + " ".join(base.packages)] if base.tree is not None else []
+        layers.append(app)
+        history.append(f"reprobuild {job.name} {job.version} ({plat})")
+        platform = oci.Platform.parse(plat)
+        config = writer.add_json(oci.CONFIG, image_config(job, platform, [x.diff_id for x in layers], history))
+        manifests.append((writer.add_json(oci.MANIFEST, oci.image_manifest(config, layers)), platform))
     top = manifests[0][0] if len(manifests) == 1 else writer.add_json(oci.INDEX, oci.image_index(manifests))
     ref = job.tag.rpartition(":")[2] if ":" in job.tag else "latest"
     writer.finish([top.descriptor(annotations={oci.REF_NAME: ref, oci.NAME: job.tag})])
