@@ -122,6 +122,86 @@ def test_cli_exits_2_naming_the_line(tmp_path: Path) -> None:
     assert f"pipelines/mini.yaml:{line}" in res.stderr and "did you mean `user`?" in res.stderr
 
 
+# --- assembly and compare, on small stand-in binaries (no Go, no engine) ------------------------------
+
+def stand_in_job(tmp: Path, content: bytes = b"#!/bin/sh\necho hi\n", env: tuple[tuple[str, str], ...] = (),
+                 platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64")) -> Any:
+    from reprobuild.build.image import Base, ImageJob
+    from reprobuild.config.image import ImageSpec
+
+    binaries = []
+    for plat in platforms:
+        path = tmp / f"x_{plat.replace('/', '_')}"
+        path.write_bytes(content + plat.encode())
+        path.chmod(0o700)
+        binaries.append((plat, path))
+    return ImageJob("x", ImageSpec("scratch", None, env=env), tuple(binaries), (),
+                    tuple((p, Base("scratch", None)) for p in platforms), "1.0.0", SDE, None, "x:1.0.0")
+
+
+def layout_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_assembly_is_the_same_under_another_umask_and_path(tmp_path: Path) -> None:
+    from reprobuild.build.image import assemble
+
+    outs = []
+    for name, umask in (("a", 0o022), ("a-much-longer-directory-name/b", 0o077)):
+        work = tmp_path / name
+        work.mkdir(parents=True)
+        old = os.umask(umask)
+        try:
+            assemble(stand_in_job(work), work)
+        finally:
+            os.umask(old)
+        outs.append(work)
+    assert layout_files(outs[0] / "x.oci") == layout_files(outs[1] / "x.oci")
+    for arch in ("amd64", "arm64"):
+        assert (outs[0] / f"x_linux_{arch}.docker.tar").read_bytes() == (
+            outs[1] / f"x_linux_{arch}.docker.tar").read_bytes()
+
+
+def test_compare_names_the_layer_file_and_config_field(tmp_path: Path) -> None:
+    from reprobuild.build.image import assemble
+    from reprobuild.evidence.comparators import explain_files
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assemble(stand_in_job(tmp_path / "a"), tmp_path / "a")
+    assemble(stand_in_job(tmp_path / "b", content=b"#!/bin/sh\necho HI\n", env=(("MODE", "b"),)), tmp_path / "b")
+    causes = explain_files(tmp_path / "a" / "x.oci" / "index.json", tmp_path / "b" / "x.oci" / "index.json")
+    details = [c.detail for c in causes]
+    assert causes[0].kind == "content" and details[0].startswith("image digest sha256:")
+    assert any(c.kind == "image-config" and c.detail.startswith("linux/amd64: config field config.Env: ")
+               for c in causes), details
+    assert any(d.startswith("linux/arm64/v8: layer 1 of 1 (reprobuild x 1.0.0 (linux/arm64))") for d in details)
+    assert any("usr/local/bin/x" in d for d in details), details  # down to the file inside the layer
+    assert explain_files(tmp_path / "a" / "x.oci" / "index.json", tmp_path / "a" / "x.oci" / "index.json") == []
+
+
+def test_push_and_load_refuse_layouts_outside_a_build(tmp_path: Path) -> None:
+    from reprobuild.build.image import assemble
+    from reprobuild.build.publish import Reference
+
+    out = tmp_path / "out"
+    (out / "p").mkdir(parents=True)
+    assemble(stand_in_job(tmp_path, platforms=("linux/amd64",)), out / "p")
+    res = run_cli("image", "push", str(out / "p" / "x.oci"), "127.0.0.1:9/x:1")
+    assert res.returncode == 2 and "no SHA256SUMS" in res.stderr
+    (out / "SHA256SUMS").write_text("")
+    res = run_cli("image", "load", str(out / "p" / "x.oci"))
+    assert res.returncode == 2 and "does not list p/x.oci/index.json" in res.stderr
+    res = run_cli("image", "push", str(out / "p"), "127.0.0.1:9/x:1")
+    assert res.returncode == 2 and "not an OCI image layout" in res.stderr
+    for bad in ("x:1", "hello", "127.0.0.1:5000/UPPER:1"):
+        with pytest.raises(Exception, match="registry reference"):
+            Reference.parse(bad)
+    assert Reference.parse("127.0.0.1:5000/a/b").tag == "latest"
+    assert Reference.parse("127.0.0.1:5000/a/b:v1").base_url(False) == "http://127.0.0.1:5000/v2/a/b"
+    assert Reference.parse("registry.example:5000/a:v1").base_url(False).startswith("https://")
+
+
 # --- two checkouts, one digest -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
