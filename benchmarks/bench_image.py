@@ -6,7 +6,8 @@ The two binaries are built once with the go-registry toolchain (GOPROXY=off, -mo
 median wall time of N warm runs in this process:
 
 (a) `build.image.assemble`: both layers, configs, manifests, the image index, the layout and the two
-    docker-archives (target <= 1 s);
+    docker-archives (target <= 1 s), warm: the compressed layers come from the layer cache, as in a
+    rebuild of unchanged binaries; and cold (empty layer cache: every layer compressed);
 (b) baseline: `formats.archives.write_tar_gz` of the same two binaries (the `.tar.gz` packaging every Go
     target already gets), so the ratio says what the image costs over plain archives.
 
@@ -80,20 +81,26 @@ def main(runs: int = 5) -> dict[str, Any]:
         out.mkdir()
 
         def image() -> None:
-            assemble(job, out)
+            assemble(job, out, tmp / "layers")
+
+        def image_cold() -> None:
+            shutil.rmtree(tmp / "layers", ignore_errors=True)
+            assemble(job, out, tmp / "layers")
 
         def tar_gz() -> None:
             for plat, binary in binaries:
                 write_tar_gz([("hello", binary)], out / f"hello_{plat.replace('/', '_')}.tar.gz", SDE)
 
-        ours, base = _median(image, runs), _median(tar_gz, runs)
+        warm, cold, base = _median(image, runs), _median(image_cold, runs), _median(tar_gz, runs)
         size = sum(b.stat().st_size for _, b in binaries)
-    figures = [{"figure": f"image assembly, hello x2 platforms ({size / 1e6:.1f} MB of binaries), warm, "
-                          f"target <= {TARGET_S:.0f} s",
-                "ours": f"{ours:.3f} s", "baseline": f"{base:.3f} s (write_tar_gz of the same binaries)",
-                "ratio": f"{ours / base:.2f}x", "ok": ours <= TARGET_S}]
+    what = f"hello x2 platforms ({size / 1e6:.1f} MB of binaries)"
+    baseline = f"{base:.3f} s (write_tar_gz of the same binaries)"
+    figures = [{"figure": f"image assembly, {what}, warm layer cache, target <= {TARGET_S:.0f} s",
+                "ours": f"{warm:.3f} s", "baseline": baseline, "ratio": f"{warm / base:.2f}x", "ok": warm <= TARGET_S},
+               {"figure": f"image assembly, {what}, empty layer cache", "ours": f"{cold:.3f} s", "baseline": baseline,
+                "ratio": f"{cold / base:.2f}x", "ok": None}]
     print("\n".join(figure_table(figures)))
-    return {"figures": figures, "image_s": ours, "tar_gz_s": base}
+    return {"figures": figures, "image_warm_s": warm, "image_cold_s": cold, "tar_gz_s": base}
 
 
 if __name__ == "__main__":

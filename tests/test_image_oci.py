@@ -162,6 +162,26 @@ def test_assembly_is_the_same_under_another_umask_and_path(tmp_path: Path) -> No
             outs[1] / f"x_linux_{arch}.docker.tar").read_bytes()
 
 
+def test_the_layer_cache_gives_the_same_bytes_and_ignores_a_damaged_entry(tmp_path: Path) -> None:
+    from reprobuild.build.image import assemble
+
+    outs = {name: tmp_path / name for name in ("plain", "cold", "warm", "damaged")}
+    for out in outs.values():
+        out.mkdir()
+    cache = tmp_path / "layers"
+    assemble(stand_in_job(tmp_path), outs["plain"])
+    assemble(stand_in_job(tmp_path), outs["cold"], cache)
+    assert len(list(cache.glob("*.gz"))) == 2
+    assemble(stand_in_job(tmp_path), outs["warm"], cache)
+    for entry in cache.glob("*.gz"):
+        entry.write_bytes(b"not the layer")
+    assemble(stand_in_job(tmp_path), outs["damaged"], cache)
+    expected = layout_files(outs["plain"] / "x.oci")
+    for name in ("cold", "warm", "damaged"):
+        assert layout_files(outs[name] / "x.oci") == expected, name
+    oci.read_layout(outs["damaged"] / "x.oci", check=True)
+
+
 def test_compare_names_the_layer_file_and_config_field(tmp_path: Path) -> None:
     from reprobuild.build.image import assemble
     from reprobuild.evidence.comparators import explain_files

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import os
 import shutil
 import tempfile
+import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from reprobuild.config.image import BINARY_DIR, DEFAULT_PATH, SCRATCH, ImageSpec
 from reprobuild.config.model import Lock
 from reprobuild.errors import FileError, Location
 from reprobuild.formats import oci
+from reprobuild.fsutil import atomic_write_text
 from reprobuild.kinds import BuildContext
 
 LAYOUT_SUFFIX = ".oci"
@@ -96,10 +100,11 @@ def image_config(job: ImageJob, platform: oci.Platform, diff_ids: list[str], his
     return data
 
 
-def assemble(job: ImageJob, out: Path) -> oci.Layout:
+def assemble(job: ImageJob, out: Path, cache: Path | None = None) -> oci.Layout:
     """Write `out/<name>.oci/` and one docker archive per platform; return the layout as read back.
 
-    Layers are compressed at once (zlib releases the GIL): compression is most of the time spent here.
+    Layers are compressed at once (zlib releases the GIL), or taken from `cache` (compressed layers by
+    digest): compression is most of the time spent here.
     """
     root = out / f"{job.name}{LAYOUT_SUFFIX}"
     if root.exists():
@@ -111,12 +116,12 @@ def assemble(job: ImageJob, out: Path) -> oci.Layout:
         work = Path(tmp)
 
         def base_layer(i: int) -> oci.Layer:
-            return _layer(writer, tree_entries(trees[i], ""), work / f"base{i}.tar")
+            return _layer(writer, tree_entries(trees[i], ""), work / f"base{i}.tar", cache)
 
         def app_layer(i: int) -> oci.Layer:
             stage = work / f"app{i}"
             _stage_app(job, job.binaries[i][1], stage)
-            return _layer(writer, tree_entries(stage, ""), work / f"app{i}.tar")
+            return _layer(writer, tree_entries(stage, ""), work / f"app{i}.tar", cache)
 
         with ThreadPoolExecutor(max(1, min(len(job.binaries) + len(trees), os.cpu_count() or 1))) as pool:
             base_jobs = [pool.submit(base_layer, i) for i in range(len(trees))]
@@ -143,10 +148,34 @@ def assemble(job: ImageJob, out: Path) -> oci.Layout:
     return layout
 
 
-def _layer(writer: oci.LayoutWriter, entries: Any, tar: Path) -> oci.Layer:
-    write_layer(entries, tar)
+def _layer(writer: oci.LayoutWriter, entries: Any, tar: Path, cache: Path | None) -> oci.Layer:
+    """Write a layer; its gzip'd blob comes from `cache` when the same tar was compressed before.
+
+    Compression is most of an image's cost. The cache is keyed by the tar's digest, zlib's version and
+    the level (what the gzip bytes depend on), and an entry is used only if it still hashes to the
+    digest recorded beside it.
+    """
+    diff_id = "sha256:" + write_layer(entries, tar)
+    key = None
+    if cache is not None:
+        key = cache / f"{diff_id.removeprefix('sha256:')}-zlib{zlib.ZLIB_RUNTIME_VERSION}-{oci.GZIP_LEVEL}"
+    if key is not None and key.with_suffix(".json").is_file():
+        try:
+            recorded = str(json.loads(key.with_suffix(".json").read_text())["digest"])
+            blob = writer.add_file(oci.LAYER, key.with_suffix(".gz"), recorded)
+        except (OSError, ValueError, KeyError, TypeError):
+            blob = None
+        if blob is not None:
+            tar.unlink()
+            return oci.Layer(blob, diff_id)
     layer = writer.add_layer(tar)
     tar.unlink()
+    if key is not None:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key.with_name(f".{key.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        shutil.copyfile(writer.path(layer.blob.digest), tmp)
+        os.replace(tmp, key.with_suffix(".gz"))
+        atomic_write_text(key.with_suffix(".json"), json.dumps({"digest": layer.blob.digest}))
     return layer
 
 

@@ -121,6 +121,20 @@ class LayoutWriter:
         os.replace(tmp, self.path(blob.digest))
         return Layer(blob, "sha256:" + diff.hexdigest())
 
+    def add_file(self, media_type: str, src: Path, expect: str) -> Blob | None:
+        """Copy a file in as a blob, hashing it on the way; None (and nothing added) unless its digest is `expect`."""
+        tmp = self.blobs / f".{src.name}.tmp"
+        with open(src, "rb") as fh, open(tmp, "wb") as raw:
+            out = _Hashing(raw)
+            while chunk := fh.read(_CHUNK):
+                out.write(chunk)
+        blob = Blob(media_type, "sha256:" + out.sha.hexdigest(), out.size)
+        if blob.digest != expect:
+            tmp.unlink()
+            return None
+        os.replace(tmp, self.path(blob.digest))
+        return blob
+
     def finish(self, manifests: list[dict[str, Any]]) -> None:
         (self.root / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
         (self.root / "index.json").write_bytes(canonical_json(

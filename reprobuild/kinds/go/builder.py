@@ -148,7 +148,9 @@ def _image(pipeline: Pipeline, target: GoTarget, ctx: BuildContext, out: Path, s
     job = image.plan_job(target.name, target.image, binaries, pipeline.source, bases, pipeline.version, sde,
                          image.git_revision(ctx.repo_root), where)
     say(f"{pipeline.name}: image {target.name} for {', '.join(target.platforms)}")
-    layout = image.assemble(job, out)
+    # Compressed layers are cached like Go's build cache: verify's `cache` variation starts from an empty one.
+    layers = (ctx.cold_cache or ctx.cache.root) / "layers"
+    layout = image.assemble(job, out, layers)
     say(f"{pipeline.name}: image {target.name} {layout.top.digest}")
 
 
