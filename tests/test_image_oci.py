@@ -410,8 +410,26 @@ def test_tampered_layout_is_refused_before_pushing(two_builds: tuple[Path, Path]
 
 
 # --- the base: pinned Debian packages --------------------------------------------------------------
-# ca-certificates: architecture-independent, and its files hold no absolute symlinks (tzdata's
-# zoneinfo/localtime -> /etc/localtime is refused by the toolchain cache's safe extractor).
+# ca-certificates and tzdata: architecture-independent. tzdata's zoneinfo/localtime -> /etc/localtime is an
+# absolute link, made relative when a base is unpacked (a toolchain's would be refused).
+
+def test_a_base_tree_keeps_absolute_links_inside_itself(tmp_path: Path) -> None:
+    from reprobuild.errors import UnsafeArchive
+    from reprobuild.toolchains.extract import extract_tar
+    from tests.conftest import tar_bytes
+
+    def link(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = tarfile.SYMTYPE, target
+        return info, None
+
+    data = tar_bytes([link("usr/share/zoneinfo/localtime", "/etc/localtime"), link("bin/sh", "/../../bin/dash")])
+    with pytest.raises(UnsafeArchive, match="absolute path"):
+        extract_tar(io.BytesIO(data), tmp_path / "toolchain", 1 << 20)
+    extract_tar(io.BytesIO(data), tmp_path / "base", 1 << 20, rootfs=True)
+    assert os.readlink(tmp_path / "base" / "usr/share/zoneinfo/localtime") == "../../../etc/localtime"
+    assert os.readlink(tmp_path / "base" / "bin/sh") == "dash"  # `/..` is `/`: still inside the tree
+
 
 def _versions(package: str) -> list[str]:
     try:
@@ -421,10 +439,11 @@ def _versions(package: str) -> list[str]:
     return sorted({line.split("|")[1].strip() for line in done.stdout.splitlines() if "|" in line})
 
 
-def _with_base(root: Path, version: str) -> None:
+def _with_base(root: Path, version: str, tzdata: str) -> None:
     inputs = yaml.safe_load((root / "toolchains.yaml").read_text())
     inputs["toolchains"]["cabase"] = {"kind": "base", "version": "1", "source": "deb", "root": ".",
-                                      "packages": [f"ca-certificates={version}"], "platforms": ["linux-amd64"]}
+                                      "packages": [f"ca-certificates={version}", f"tzdata={tzdata}"],
+                                      "platforms": ["linux-amd64"]}
     (root / "toolchains.yaml").write_text(yaml.safe_dump(inputs, sort_keys=False))
 
 
@@ -432,13 +451,13 @@ def _with_base(root: Path, version: str) -> None:
 @pytest.mark.slow
 def test_changing_the_base_package_changes_only_the_base_layer(tmp_path: Path, go_registry: Any,
                                                                 shared_cache_root: Path) -> None:
-    versions = _versions("ca-certificates")
-    if len(versions) < 2:
-        pytest.skip(f"apt offers {len(versions)} version(s) of ca-certificates; two are needed")
+    versions, tzdata = _versions("ca-certificates"), _versions("tzdata")
+    if len(versions) < 2 or not tzdata:
+        pytest.skip(f"apt offers {len(versions)} version(s) of ca-certificates and {len(tzdata)} of tzdata")
     outs = []
     for i, version in enumerate(versions[:2]):
         root = checkout(tmp_path / f"c{i}", base="cabase")
-        _with_base(root, version)
+        _with_base(root, version, tzdata[-1])
         env = {"REPROBUILD_CACHE": str(shared_cache_root)}
         res = run_cli("lock", cwd=root, env=env)  # resolves only the new entry: `apt-get download`, pinned by sha256
         assert res.returncode == 0, res.stderr
@@ -453,6 +472,12 @@ def test_changing_the_base_package_changes_only_the_base_layer(tmp_path: Path, g
         base_b, app_b = b["platforms"][plat]["layers"]
         assert base_a != base_b and app_a == app_b
     assert manifest(outs[0])["oci_images"]["mini/hi1.oci"] == manifest(outs[1])["oci_images"]["mini/hi1.oci"]
+    layout = oci.read_layout(outs[0] / "mini" / "hi.oci")
+    with tarfile.open(layout.blob_path(layout.images[0].layers[0].digest)) as tf:
+        base = {m.name: m for m in tf.getmembers()}
+    assert base["usr/share/zoneinfo/localtime"].linkname == "../../../etc/localtime"
+    bundle = base["etc/ssl/certs/ca-certificates.crt"]  # what update-ca-certificates would have made
+    assert bundle.size > 100_000 and bundle.mode == 0o644
     res = run_cli("compare", str(outs[0]), str(outs[1]), "--json")
     assert res.returncode == 1
     report = json.loads(res.stdout)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -116,7 +117,10 @@ def assemble(job: ImageJob, out: Path, cache: Path | None = None) -> oci.Layout:
         work = Path(tmp)
 
         def base_layer(i: int) -> oci.Layer:
-            return _layer(writer, tree_entries(trees[i], ""), work / f"base{i}.tar", cache)
+            extras = work / f"base{i}"
+            _stage_base_extras(trees[i], extras)
+            entries = itertools.chain(tree_entries(trees[i], ""), tree_entries(extras, ""))
+            return _layer(writer, entries, work / f"base{i}.tar", cache)
 
         def app_layer(i: int) -> oci.Layer:
             stage = work / f"app{i}"
@@ -177,6 +181,22 @@ def _layer(writer: oci.LayoutWriter, entries: Any, tar: Path, cache: Path | None
         os.replace(tmp, key.with_suffix(".gz"))
         atomic_write_text(key.with_suffix(".json"), json.dumps({"digest": layer.blob.digest}))
     return layer
+
+
+def _stage_base_extras(tree: Path, stage: Path) -> None:
+    """What the packages' maintainer scripts would have made, which unpacking alone does not.
+
+    ca-certificates: `/etc/ssl/certs/ca-certificates.crt`, the bundle Go and OpenSSL read, made as
+    update-ca-certificates makes it: every `.crt` under /usr/share/ca-certificates in sorted order.
+    """
+    stage.mkdir()
+    certs = tree / "usr" / "share" / "ca-certificates"
+    if certs.is_dir():
+        pems = sorted((p.relative_to(certs).as_posix(), p) for p in certs.rglob("*.crt") if p.is_file())
+        chunks = [p.read_bytes() for _, p in pems]
+        bundle = stage / "etc" / "ssl" / "certs" / "ca-certificates.crt"
+        bundle.parent.mkdir(parents=True)
+        bundle.write_bytes(b"".join(c if c.endswith(b"\n") else c + b"\n" for c in chunks))
 
 
 def _stage_app(job: ImageJob, binary: Path, stage: Path) -> None:
