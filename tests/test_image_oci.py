@@ -321,6 +321,33 @@ def test_loads_into_the_engine_and_runs(two_builds: tuple[Path, Path], docker_en
         client.images.remove(loaded["tag"], noprune=True)
 
 
+@pytest.mark.go
+@pytest.mark.slow
+def test_loads_into_podman_with_the_same_image_id(two_builds: tuple[Path, Path], tmp_path: Path) -> None:
+    """Podman's Docker-compatible API on a socket of this test's own (`podman system service`)."""
+    podman = shutil.which("podman")
+    if podman is None:
+        pytest.skip("podman is not installed")
+    sock = tmp_path / "podman.sock"
+    with open(tmp_path / "podman.log", "wb") as log:
+        service = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{sock}"], stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        layout = oci.read_layout(two_builds[0] / "mini" / "hi1.oci")
+        res = run_cli("image", "load", str(two_builds[0] / "mini" / "hi1.oci"), "--json",
+                      env={"DOCKER_HOST": f"unix://{sock}"})
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["image_id"] == layout.images[0].config.digest
+        subprocess.run([podman, "rmi", json.loads(res.stdout)["tag"]], capture_output=True)
+    finally:
+        service.terminate()
+        service.wait(10)
+
+
 # --- a real registry on 127.0.0.1 ----------------------------------------------------------------
 
 def _free_port() -> int:
