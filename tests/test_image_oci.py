@@ -293,6 +293,25 @@ def test_layers_and_config_are_normalized(two_builds: tuple[Path, Path]) -> None
     assert [str(i.platform) for i in multi.images] == ["linux/amd64", "linux/arm64/v8"]
 
 
+@pytest.mark.go
+@pytest.mark.slow
+def test_shards_merge_into_the_same_images(two_builds: tuple[Path, Path], tmp_path: Path,
+                                           shared_cache_root: Path) -> None:
+    root = checkout(tmp_path / "c")
+    for i in (1, 2):
+        res = run_cli("build", "--out", f"s{i}", "--shard", f"{i}/2", "--backend", "local", "--toolchain",
+                      "go=go-registry", env={"REPROBUILD_CACHE": str(shared_cache_root)}, cwd=root)
+        assert res.returncode == 0, res.stderr
+    assert all(len(manifest(root / f"s{i}").get("oci_images", {})) == 1 for i in (1, 2))  # one image per shard
+    res = run_cli("merge", "s1", "s2", "--out", "merged", cwd=root)
+    assert res.returncode == 0, res.stderr
+    whole = two_builds[0]
+    assert (root / "merged" / "SHA256SUMS").read_text() == (whole / "SHA256SUMS").read_text()
+    assert manifest(root / "merged")["oci_images"] == manifest(whole)["oci_images"]
+    subjects = json.loads((root / "merged" / "provenance.json").read_text())["subject"]
+    assert subjects == json.loads((whole / "provenance.json").read_text())["subject"]
+
+
 # --- the engine -----------------------------------------------------------------------------------
 
 def _docker_client() -> Any:
