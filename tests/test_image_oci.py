@@ -3,6 +3,7 @@ engine, pushed to a real registry and pulled back by digest, refused when tamper
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -375,8 +376,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@contextlib.contextmanager
+def start_registry(tmp_path: Path, htpasswd: str | None = None) -> Iterator[tuple[str, Path]]:
     """Debian's docker-registry (distribution) on a free loopback port, storing under tmp_path."""
     binary = shutil.which("docker-registry")
     if binary is None:
@@ -385,18 +386,22 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
     port = _free_port()
     storage = tmp_path / "registry"
-    config = tmp_path / "registry.yml"
-    config.write_text(yaml.safe_dump({"version": 0.1, "log": {"level": "warn"},
-                                      "storage": {"filesystem": {"rootdirectory": str(storage)}},
-                                      "http": {"addr": f"127.0.0.1:{port}"}}))
+    config: dict[str, Any] = {"version": 0.1, "log": {"level": "warn"},
+                              "storage": {"filesystem": {"rootdirectory": str(storage)}},
+                              "http": {"addr": f"127.0.0.1:{port}"}}
+    if htpasswd is not None:
+        (tmp_path / "htpasswd").write_text(htpasswd)
+        config["auth"] = {"htpasswd": {"realm": "test", "path": str(tmp_path / "htpasswd")}}
+    (tmp_path / "registry.yml").write_text(yaml.safe_dump(config))
     with open(tmp_path / "registry.log", "wb") as log:
-        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([binary, "serve", str(tmp_path / "registry.yml")], stdout=log,
+                                stderr=subprocess.STDOUT)
     try:
         import requests
 
         for _ in range(100):
             try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code in (200, 401):
                     break
             except requests.RequestException:
                 time.sleep(0.1)
@@ -406,6 +411,12 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with start_registry(tmp_path) as running:
+        yield running
 
 
 @pytest.mark.go
@@ -537,3 +548,31 @@ def test_changing_the_base_package_changes_only_the_base_layer(tmp_path: Path, g
     prov = json.loads((outs[0] / "provenance.json").read_text())
     deps = [d["name"] for d in prov["predicate"]["buildDefinition"]["resolvedDependencies"]]
     assert any(d.startswith("toolchain:cabase:ca-certificates_") for d in deps)
+
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_push_with_credentials_from_the_docker_config(two_builds: tuple[Path, Path], tmp_path: Path) -> None:
+    import base64
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        crypt = pytest.importorskip("crypt")  # glibc's bcrypt, for the registry's htpasswd file
+    line = "alice:" + crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 4)) + "\n"
+    layout = two_builds[0] / "mini" / "hi1.oci"
+    with start_registry(tmp_path, htpasswd=line) as (host, _):
+        res = run_cli("image", "push", str(layout), f"{host}/mini/hi1:2.0.0",
+                      env={"DOCKER_CONFIG": str(tmp_path / "no-config")})
+        assert res.returncode == 3 and f"docker login {host}" in res.stderr
+        config = tmp_path / "docker"
+        config.mkdir()
+        (config / "config.json").write_text(json.dumps(
+            {"auths": {host: {"auth": base64.b64encode(b"alice:wrong").decode()}}}))
+        res = run_cli("image", "push", str(layout), f"{host}/mini/hi1:2.0.0", env={"DOCKER_CONFIG": str(config)})
+        assert res.returncode == 3 and "refused the credentials" in res.stderr
+        (config / "config.json").write_text(json.dumps(
+            {"auths": {host: {"auth": base64.b64encode(b"alice:s3cret").decode()}}}))
+        res = run_cli("image", "push", str(layout), f"{host}/mini/hi1:2.0.0", env={"DOCKER_CONFIG": str(config)})
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == oci.read_layout(layout).top.digest

@@ -11,6 +11,7 @@ after the build is refused before anything is sent (its digest would no longer b
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -137,26 +138,32 @@ class _Registry:
         self.auth = docker_auth(ref.host)
         self.token: str | None = None
 
-    def call(self, method: str, url: str, **kw: Any) -> Any:
+    def call(self, method: str, url: str, body: Path | bytes | None = None,
+             headers: dict[str, str] | None = None) -> Any:
+        """One request; on 401, authenticate as the challenge says and send it again (a file body is reopened)."""
         import requests
 
-        for _ in range(2):
-            headers = dict(kw.pop("headers", {}) or {})
+        for attempt in range(2):
+            sent = dict(headers or {})
             if self.token:
-                headers["Authorization"] = f"Bearer {self.token}"
+                sent["Authorization"] = f"Bearer {self.token}"
             elif self.auth:
-                headers["Authorization"] = f"Basic {self.auth}"
+                sent["Authorization"] = f"Basic {self.auth}"
             try:
-                resp = self.http.request(method, url, headers=headers, timeout=(10, 300), allow_redirects=True, **kw)
+                with open(body, "rb") if isinstance(body, Path) else contextlib.nullcontext(body) as data:
+                    resp = self.http.request(method, url, headers=sent, data=data, timeout=(10, 300))
             except requests.RequestException as exc:
                 raise EnvironmentFailure(f"registry {self.ref.host} did not answer: {exc}") from None
-            if resp.status_code != 401 or self.token:
-                return resp
+            if resp.status_code != 401 or attempt == 1:
+                break
             self._authenticate(resp.headers.get("WWW-Authenticate", ""))
-            kw["headers"] = headers
+        if resp.status_code == 401:
+            raise EnvironmentFailure(f"registry {self.ref.host} refused the credentials of your Docker config",
+                                     f"`docker login {self.ref.host}`")
         return resp
 
     def _authenticate(self, challenge: str) -> None:
+        """Basic: the Docker config's credentials (already sent, if any). Bearer: a token for the challenge's scope."""
         if not challenge.lower().startswith("bearer "):
             if self.auth is None:
                 raise EnvironmentFailure(f"registry {self.ref.host} wants credentials",
@@ -182,14 +189,13 @@ class _Registry:
         if location.startswith("/"):
             location = self.base.split("/v2/")[0] + location
         sep = "&" if "?" in location else "?"
-        with open(path, "rb") as fh:
-            done = self.call("PUT", f"{location}{sep}digest={blob.digest}", data=fh,
-                             headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)})
+        done = self.call("PUT", f"{location}{sep}digest={blob.digest}", path,
+                         {"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)})
         _expect(done, 201, f"uploading {blob.digest}")
 
     def put_manifest(self, blob: oci.Blob, path: Path, reference: str) -> str:
-        resp = self.call("PUT", f"{self.base}/manifests/{reference}", data=path.read_bytes(),
-                         headers={"Content-Type": blob.media_type})
+        resp = self.call("PUT", f"{self.base}/manifests/{reference}", path.read_bytes(),
+                         {"Content-Type": blob.media_type})
         _expect(resp, 201, f"putting manifest {blob.digest} as {reference}")
         return str(resp.headers.get("Docker-Content-Digest", blob.digest))
 
