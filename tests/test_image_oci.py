@@ -215,6 +215,12 @@ def test_push_and_load_refuse_layouts_outside_a_build(tmp_path: Path) -> None:
     assert res.returncode == 2 and "does not list p/x.oci/index.json" in res.stderr
     res = run_cli("image", "push", str(out / "p"), "127.0.0.1:9/x:1")
     assert res.returncode == 2 and "not an OCI image layout" in res.stderr
+    from reprobuild.build.manifest import hash_artifacts, render_sums
+
+    (out / "SHA256SUMS").write_text(render_sums(hash_artifacts(out)))
+    res = run_cli("image", "push", str(out / "p" / "x.oci"), "registry.example:5000/x:1",
+                  env={"REPROBUILD_OFFLINE": "1"})
+    assert res.returncode == 3 and "offline mode" in res.stderr
     for bad in ("x:1", "hello", "127.0.0.1:5000/UPPER:1"):
         with pytest.raises(Exception, match="registry reference"):
             Reference.parse(bad)

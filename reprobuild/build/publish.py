@@ -121,8 +121,12 @@ class Reference:
                            "e.g. 127.0.0.1:5000/hello:1.0.0")
         return cls(m["host"], m["name"], m["tag"] or "latest")
 
+    @property
+    def loopback(self) -> bool:
+        return self.host.startswith(_LOOPBACK)
+
     def base_url(self, insecure: bool) -> str:
-        plain = insecure or self.host.startswith(_LOOPBACK)
+        plain = insecure or self.loopback
         return f"{'http' if plain else 'https'}://{self.host}/v2/{self.name}"
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from reprobuild.commands import HELP
 from reprobuild.commands._common import emit
-from reprobuild.errors import EXIT_OK
+from reprobuild.errors import EXIT_OK, EnvironmentFailure
+from reprobuild.toolchains.cache import offline_requested
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -47,6 +48,8 @@ def run_push(args: argparse.Namespace) -> int:
 
     ref = publish.Reference.parse(args.ref)
     layout = publish.checked_layout(args.dir)
+    if not ref.loopback and offline_requested(bool(args.offline)):
+        raise EnvironmentFailure(f"offline mode: pushing to {ref.host} needs the network")
     digest = publish.push(layout, ref, args.insecure)
     emit(args, {"reference": f"{ref.host}/{ref.name}:{ref.tag}", "digest": digest}, digest)
     return EXIT_OK
