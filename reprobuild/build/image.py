@@ -5,8 +5,8 @@
     → config (fixed `created` = SOURCE_DATE_EPOCH, OCI labels) → manifest per platform
     → an image index when there are several platforms → `<target>.oci/` + `<target>_<os>_<arch>.docker.tar`
 
-Layers are written by the builder images' deterministic layer writer (sorted entries, mtime 0, uid/gid 0,
-0755/0644 modes), gzip'd with no name and mtime 0 (formats/oci.py): the same inputs give the same
+Layers are written by the one deterministic tar writer (formats/archives: sorted entries, mtime 0, uid/gid 0,
+normalized modes), gzip'd with no name and mtime 0 (formats/oci.py): the same inputs give the same
 image digest on every machine, whatever its paths, umask or time zone.
 """
 
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reprobuild.backends.images.store import tree_entries, write_layer
 from reprobuild.config.image import BINARY_DIR, DEFAULT_PATH, SCRATCH, ImageSpec
 from reprobuild.config.model import Lock
 from reprobuild.errors import FileError, Location
 from reprobuild.formats import oci
+from reprobuild.formats.archives import TarEntry, normal_mode, tree_entries, write_tar
 from reprobuild.fsutil import atomic_write_text
 from reprobuild.kinds import BuildContext
 
@@ -117,15 +117,11 @@ def assemble(job: ImageJob, out: Path, cache: Path | None = None) -> oci.Layout:
         work = Path(tmp)
 
         def base_layer(i: int) -> oci.Layer:
-            extras = work / f"base{i}"
-            _stage_base_extras(trees[i], extras)
-            entries = itertools.chain(tree_entries(trees[i], ""), tree_entries(extras, ""))
+            entries = itertools.chain(tree_entries(trees[i], ""), base_extras(trees[i]))
             return _layer(writer, entries, work / f"base{i}.tar", cache)
 
         def app_layer(i: int) -> oci.Layer:
-            stage = work / f"app{i}"
-            _stage_app(job, job.binaries[i][1], stage)
-            return _layer(writer, tree_entries(stage, ""), work / f"app{i}.tar", cache)
+            return _layer(writer, app_entries(job, job.binaries[i][1]), work / f"app{i}.tar", cache)
 
         with ThreadPoolExecutor(max(1, min(len(job.binaries) + len(trees), os.cpu_count() or 1))) as pool:
             base_jobs = [pool.submit(base_layer, i) for i in range(len(trees))]
@@ -159,7 +155,7 @@ def _layer(writer: oci.LayoutWriter, entries: Any, tar: Path, cache: Path | None
     the level (what the gzip bytes depend on), and an entry is used only if it still hashes to the
     digest recorded beside it.
     """
-    diff_id = "sha256:" + write_layer(entries, tar)
+    diff_id = "sha256:" + write_tar(entries, tar)
     key = None
     if cache is not None:
         key = cache / f"{diff_id.removeprefix('sha256:')}-zlib{zlib.ZLIB_RUNTIME_VERSION}-{oci.GZIP_LEVEL}"
@@ -183,42 +179,33 @@ def _layer(writer: oci.LayoutWriter, entries: Any, tar: Path, cache: Path | None
     return layer
 
 
-def _stage_base_extras(tree: Path, stage: Path) -> None:
+def base_extras(tree: Path) -> list[TarEntry]:
     """What the packages' maintainer scripts would have made, which unpacking alone does not.
 
     ca-certificates: `/etc/ssl/certs/ca-certificates.crt`, the bundle Go and OpenSSL read, made as
     update-ca-certificates makes it: every `.crt` under /usr/share/ca-certificates in sorted order.
     """
-    stage.mkdir()
     certs = tree / "usr" / "share" / "ca-certificates"
-    if certs.is_dir():
-        pems = sorted((p.relative_to(certs).as_posix(), p) for p in certs.rglob("*.crt") if p.is_file())
-        chunks = [p.read_bytes() for _, p in pems]
-        bundle = stage / "etc" / "ssl" / "certs" / "ca-certificates.crt"
-        bundle.parent.mkdir(parents=True)
-        bundle.write_bytes(b"".join(c if c.endswith(b"\n") else c + b"\n" for c in chunks))
+    if not certs.is_dir():
+        return []
+    pems = sorted((p.relative_to(certs).as_posix(), p) for p in certs.rglob("*.crt") if p.is_file())
+    chunks = [p.read_bytes() for _, p in pems]
+    bundle = b"".join(c if c.endswith(b"\n") else c + b"\n" for c in chunks)
+    return [TarEntry("etc/ssl/certs/ca-certificates.crt", "data", 0o644, data=bundle)]
 
 
-def _stage_app(job: ImageJob, binary: Path, stage: Path) -> None:
-    """The app layer's tree: modes are normalized by the layer writer, so the host's umask does not count."""
-    bindir = stage / BINARY_DIR.lstrip("/")
-    bindir.mkdir(parents=True)
-    shutil.copyfile(binary, bindir / job.name)
-    os.chmod(bindir / job.name, 0o755)
-    etc = stage / "etc"
-    etc.mkdir()
-    (etc / "passwd").write_text(PASSWD)
-    (etc / "group").write_text(GROUP)
-    tmp = stage / "tmp"
-    tmp.mkdir()
-    os.chmod(tmp, 0o1777)  # writable by the non-root user; the writer keeps the sticky bit
-    for dest, src in job.files:
-        target = stage / dest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
-        os.chmod(target, 0o755 if os.stat(src).st_mode & 0o111 else 0o644)
-    workdir = stage / job.spec.workdir.lstrip("/")
-    workdir.mkdir(parents=True, exist_ok=True)
+def app_entries(job: ImageJob, binary: Path) -> list[TarEntry]:
+    """The app layer: the binary, the listed files, /etc/passwd and /etc/group, a writable /tmp, the workdir.
+
+    Modes are set here and owners, times and order by the tar writer: the host's umask does not count."""
+    entries = [TarEntry(f"{BINARY_DIR.lstrip('/')}/{job.name}", "file", 0o755, source=binary),
+               TarEntry("etc/passwd", "data", 0o644, data=PASSWD.encode()),
+               TarEntry("etc/group", "data", 0o644, data=GROUP.encode()),
+               TarEntry("tmp", "dir", 0o1777)]  # writable by the non-root user
+    entries += [TarEntry(dest, "file", normal_mode(os.stat(src).st_mode), source=src) for dest, src in job.files]
+    if job.spec.workdir != "/":
+        entries.append(TarEntry(job.spec.workdir.strip("/"), "dir", 0o755))
+    return entries
 
 
 # --- from a pipeline's target (called by the Go builder) --------------------------------------

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reprobuild.errors import BadInput, CheckFailed
+from reprobuild.formats.archives import LEVEL, HashingWriter, TarEntry, write_tar
 
 LAYOUT_VERSION = "1.0.0"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -31,8 +30,7 @@ CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 REF_NAME = "org.opencontainers.image.ref.name"
 NAME = "io.containerd.image.name"  # the full name; containerd and Docker 25+ load a layout under it
-# zlib's default level, as for the other archives: part of every layer digest.
-GZIP_LEVEL = 6
+GZIP_LEVEL = LEVEL  # zlib's default, as for the other archives: part of every layer digest
 _CHUNK = 1 << 20
 
 
@@ -112,12 +110,12 @@ class LayoutWriter:
         tmp = self.blobs / f".{tar_path.name}.gz.tmp"
         diff = hashlib.sha256()
         with open(tar_path, "rb") as src, open(tmp, "wb") as raw:
-            out = _Hashing(raw)
+            out = HashingWriter(raw)
             with gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0, compresslevel=GZIP_LEVEL) as gz:
                 while chunk := src.read(_CHUNK):
                     diff.update(chunk)
                     gz.write(chunk)
-        blob = Blob(LAYER, "sha256:" + out.sha.hexdigest(), out.size)
+        blob = Blob(LAYER, "sha256:" + out.sha.hexdigest(), out.pos)
         os.replace(tmp, self.path(blob.digest))
         return Layer(blob, "sha256:" + diff.hexdigest())
 
@@ -125,10 +123,10 @@ class LayoutWriter:
         """Copy a file in as a blob, hashing it on the way; None (and nothing added) unless its digest is `expect`."""
         tmp = self.blobs / f".{src.name}.tmp"
         with open(src, "rb") as fh, open(tmp, "wb") as raw:
-            out = _Hashing(raw)
+            out = HashingWriter(raw)
             while chunk := fh.read(_CHUNK):
                 out.write(chunk)
-        blob = Blob(media_type, "sha256:" + out.sha.hexdigest(), out.size)
+        blob = Blob(media_type, "sha256:" + out.sha.hexdigest(), out.pos)
         if blob.digest != expect:
             tmp.unlink()
             return None
@@ -139,21 +137,6 @@ class LayoutWriter:
         (self.root / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
         (self.root / "index.json").write_bytes(canonical_json(
             {"schemaVersion": 2, "mediaType": INDEX, "manifests": manifests}))
-
-
-class _Hashing:
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        return int(self.fh.write(data))
-
-    def flush(self) -> None:
-        self.fh.flush()
 
 
 def image_manifest(config: Blob, layers: list[Layer], annotations: dict[str, str] | None = None) -> dict[str, Any]:
@@ -301,24 +284,10 @@ def write_docker_archive(layout: Layout, image: Image, dest: Path, repo_tag: str
     manifest = [{"Config": f"blobs/sha256/{image.config.digest.removeprefix('sha256:')}",
                  "RepoTags": [repo_tag] if repo_tag else [],
                  "Layers": [f"blobs/sha256/{b.digest.removeprefix('sha256:')}" for b in image.layers]}]
-    files: dict[str, Path | bytes] = {"manifest.json": canonical_json(manifest)}
+    entries = [TarEntry("manifest.json", "data", 0o644, data=canonical_json(manifest))]
     for blob in (*image.layers, image.config):
-        files[f"blobs/sha256/{blob.digest.removeprefix('sha256:')}"] = layout.blob_path(blob.digest)
+        entries.append(TarEntry(f"blobs/sha256/{blob.digest.removeprefix('sha256:')}", "file", 0o644,
+                                source=layout.blob_path(blob.digest)))
     tmp = dest.with_name(dest.name + ".tmp")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
-        for directory in ("blobs", "blobs/sha256"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
-            tf.addfile(info)
-        for name in sorted(files):
-            info = tarfile.TarInfo(name)
-            info.mode, info.mtime = 0o644, 0
-            content = files[name]
-            if isinstance(content, bytes):
-                info.size = len(content)
-                tf.addfile(info, io.BytesIO(content))
-            else:
-                with open(content, "rb") as fh:
-                    info.size = os.fstat(fh.fileno()).st_size
-                    tf.addfile(info, fh)
+    write_tar(entries, tmp)
     os.replace(tmp, dest)
