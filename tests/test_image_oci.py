@@ -111,6 +111,27 @@ def test_image_section_is_validated_with_file_and_line(tmp_path: Path) -> None:
     assert "1-65535" in str(err)
     err = pipeline_error(tmp_path, "      labels: {org.opencontainers.image.created: now}\n")
     assert "set by reprobuild" in str(err)
+    err = pipeline_error(tmp_path, "      revision: no-thanks\n")
+    assert "revision must be true or false" in str(err)
+
+
+def test_revision_label_is_the_commit_unless_turned_off(tmp_path: Path) -> None:
+    from reprobuild.build.image import key_inputs
+    from reprobuild.config.image import parse_image
+    from reprobuild.config.lock import load_lock
+    from reprobuild.config.yamlload import load_one
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f").write_text("x")
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t", "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "c"],
+                   check=True)
+    lock = load_lock(REPO / "toolchains.lock")
+    for text, labelled in (("base: scratch\n", True), ("revision: false\n", False)):
+        (tmp_path / "i.yaml").write_text(text)
+        spec = parse_image(load_one(tmp_path / "i.yaml"), "t")
+        revision = key_inputs(spec, lock, {}, tmp_path)["revision"]
+        assert (revision is not None and len(revision) == 40) is labelled
 
 
 def test_cli_exits_2_naming_the_line(tmp_path: Path) -> None:

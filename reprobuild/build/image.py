@@ -267,4 +267,4 @@ def key_inputs(spec: ImageSpec, lock: Lock, overrides: dict[str, str], repo_root
     entry = overrides.get(spec.base, spec.base)
     tc = lock.toolchains.get(entry) if spec.base != SCRATCH else None
     pins = {p.platform: [f.sha256 for f in p.files] for p in tc.platforms} if tc else None
-    return {"base": entry, "pins": pins, "revision": git_revision(repo_root)}
+    return {"base": entry, "pins": pins, "revision": git_revision(repo_root) if spec.revision else None}

@@ -12,6 +12,7 @@
       source: https://example.org/repo     # the org.opencontainers.image.source label
       files: {/etc/hello/config.yaml: config/hello.yaml}   # image path: path in the source
       tag: hello:1.0.0           # the name `docker load` gives it (default: <target>:<module_version>)
+      revision: true             # label the git commit (then every commit is a new image, and a rebuild)
 
 Validated here, once, into a frozen ImageSpec; every problem names the file and line.
 """
@@ -29,7 +30,7 @@ BINARY_DIR = "/usr/local/bin"
 DEFAULT_USER = "65532:65532"  # distroless' `nonroot`
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 KEYS = {"base", "entrypoint", "cmd", "user", "allow_root", "env", "ports", "workdir", "labels", "source", "files",
-        "tag"}
+        "tag", "revision"}
 _PORT_RE = re.compile(r"^([0-9]{1,5})(/(tcp|udp|sctp))?$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -52,6 +53,7 @@ class ImageSpec:
     files: tuple[tuple[str, str], ...] = ()  # (path in the image, relative path in the pipeline's source)
     tag: str | None = None
     line: int = 0
+    revision: bool = True  # the org.opencontainers.image.revision label: the repository's git commit
 
 
 def parse_image(node: Node, target: str) -> ImageSpec:
@@ -118,8 +120,10 @@ def parse_image(node: Node, target: str) -> ImageSpec:
     tag = tag_node.string(f"{what}: tag") if tag_node else None
     if tag is not None and not _TAG_RE.match(tag):
         raise tag_node.error(f"{what}: tag `{tag}` is not an image name like hello:1.0.0")  # type: ignore[union-attr]
+    rev_node = f.optional("revision")
+    revision = rev_node.boolean(f"{what}: revision") if rev_node else True
     return ImageSpec(base, entrypoint, cmd, user, tuple(env), tuple(ports), workdir, tuple(labels), source,
-                     tuple(files), tag, node.line)
+                     tuple(files), tag, node.line, revision)
 
 
 def _argv(node: Node | None, what: str) -> tuple[str, ...] | None:

@@ -147,7 +147,7 @@ def _image(pipeline: Pipeline, target: GoTarget, ctx: BuildContext, out: Path, s
     bases = image.bases_for(target.image, target.platforms, ctx, where)
     binaries = [(p, out / binary_name(target, p)) for p in target.platforms]
     job = image.plan_job(target.name, target.image, binaries, pipeline.source, bases, pipeline.version, sde,
-                         image.git_revision(ctx.repo_root), where)
+                         image.git_revision(ctx.repo_root) if target.image.revision else None, where)
     say(f"{pipeline.name}: image {target.name} for {', '.join(target.platforms)}")
     # Compressed layers are cached like Go's build cache: verify's `cache` variation starts from an empty one.
     layers = (ctx.cold_cache or ctx.cache.root) / "layers"
