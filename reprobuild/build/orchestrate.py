@@ -19,7 +19,7 @@ from reprobuild import __version__
 from reprobuild.backends import Backend, Perturbation, select_backend
 from reprobuild.build import provenance
 from reprobuild.build.actioncache import ActionCache, KeyInputs, load_costs, unit_key
-from reprobuild.build.manifest import MANIFEST, Artifact, hash_artifacts, list_files, write_outputs
+from reprobuild.build.manifest import Artifact, check_out, hash_artifacts, list_files, publish, write_outputs
 from reprobuild.build.parallel import default_jobs, map_ordered
 from reprobuild.build.shard import Unit, assign, plan_digest, plan_units
 from reprobuild.config import policy
@@ -80,7 +80,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     # Builds that `verify` perturbs never read or write the action cache: they must really build.
     actions = ActionCache(opts.action_cache) if opts.action_cache is not None and perturb is None else None
     out = opts.out.resolve()
-    _check_out(out)
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in [*out.parent.glob(f".{out.name}.partial-*"), *out.parent.glob(f".{out.name}.coldcache-*")]:
         remove_tree(stale)  # left by a build that was killed outright
@@ -118,7 +118,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
             artifacts, manifest, manifest["pipelines"], opts.lock_path, opts.repo_root,
             {p.name: p.source for p in pipelines})
         provenance.write_statement(staging / provenance.FILE, statement)
-        _publish(staging, out)
+        publish(staging, out)
     finally:
         if staging.exists():
             remove_tree(staging)
@@ -214,19 +214,3 @@ def _normalize_modes(root: Path) -> None:
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):
                 os.chmod(path, 0o755 if os.stat(path).st_mode & 0o111 else 0o644)
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
-        raise BadInput(f"--out {out}: exists and is not a reprobuild output directory; not overwriting it",
-                       "choose another directory or remove it")
-
-
-def _publish(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "out")
-        os.replace(staging, out)
-        remove_tree(old)
-    else:
-        os.replace(staging, out)

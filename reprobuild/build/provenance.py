@@ -85,13 +85,13 @@ def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: 
             "runDetails": {
                 "builder": {"id": f"urn:reprobuild:builder:{manifest['backend']}",
                             "version": {"reprobuild": __version__}},
-                "metadata": {"invocationId": _invocation_id(artifacts, deps)},
+                "metadata": {"invocationId": invocation_id(artifacts, deps)},
             },
         },
     }
 
 
-def _invocation_id(artifacts: list[Artifact] | tuple[Artifact, ...], deps: list[dict[str, Any]]) -> str:
+def invocation_id(artifacts: list[Artifact] | tuple[Artifact, ...], deps: list[dict[str, Any]]) -> str:
     """Derived from inputs and outputs, so two builds of the same inputs carry the same ID."""
     blob = json.dumps({"a": [a.sha256 for a in artifacts], "d": deps}, sort_keys=True).encode()
     return "urn:reprobuild:invocation:" + hashlib.sha256(blob).hexdigest()[:32]
