@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import shutil
 import tempfile
 import threading
@@ -39,6 +40,8 @@ TMPFS_SIZE = "2g"
 # `umask` needs a shell in the image, `time` its libfaketime, `locales` the locale compiled into it (see
 # builders/debian/image.yaml): a step in an image without (the scratch `go` image) reports the variation
 # as not applied, and verify lists it as skipped.
+# Where an image's libfaketime is (Debian's multiarch path; images are built for the host's architecture).
+IMAGE_FAKETIME = f"/usr/lib/{platform.machine()}-linux-gnu/faketime/libfaketime.so.1"
 SUPPORTED_VARIATIONS = frozenset({"build_path", "environment", "home", "cache", "timezone", "umask", "time",
                                   "locales", "num_cpus", "user_group", "domain_host", "exec_path"})
 
@@ -191,15 +194,14 @@ class DockerBackend:
         from reprobuild.backends.images.store import BUILTIN_LOCALES
 
         image = self._spec(spec.image.name)
-        varied, where = spec.perturb.env, f"step `{spec.label}`: image `{image.name}`"
+        p, where = spec.perturb, f"step `{spec.label}`: image `{image.name}`"
         found = {}
-        if spec.perturb.umask != 0o022 and image.base == "scratch":
-            found["umask"] = f"{where} has no shell to set umask {spec.perturb.umask:04o} (the runtime's is 0022)"
-        if "faketime" in varied.get("LD_PRELOAD", "") and "libfaketime" not in image.packages:
+        if p.umask != 0o022 and image.base == "scratch":
+            found["umask"] = f"{where} has no shell to set umask {p.umask:04o} (the runtime's is 0022)"
+        if p.faketime is not None and "libfaketime" not in image.packages:
             found["time"] = f"{where} has no libfaketime to move the clock"
-        locale = varied.get("LC_ALL")
-        if locale and locale not in BUILTIN_LOCALES and locale not in image.locales:
-            found["locales"] = f"{where} has no {locale} locale (builders/{image.name}/image.yaml `locales`)"
+        if p.locale is not None and p.locale not in BUILTIN_LOCALES and p.locale not in image.locales:
+            found["locales"] = f"{where} has no {p.locale} locale (builders/{image.name}/image.yaml `locales`)"
         return found
 
     def supports(self, variation: str) -> bool:
@@ -258,7 +260,10 @@ class DockerBackend:
             host_config = {**_network(spec.network), "ReadonlyRootfs": True, "Tmpfs": tmpfs, "Mounts": binds,
                            "CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges"], "PidsLimit": 4096,
                            "LogConfig": {"Type": "none", "Config": {}}, **limits}
-            env = [f"{k}={v}" for k, v in spec.env.items()]
+            variables = {**spec.env, **p.variation_env()}
+            if p.faketime is not None and "time" not in unapplied:
+                variables["LD_PRELOAD"] = IMAGE_FAKETIME
+            env = [f"{k}={v}" for k, v in variables.items()]
             config = {"Image": image_id, "Cmd": argv, "Labels": labels, "Env": env, "WorkingDir": spec.workdir,
                       "User": f"{uid}:{gid}", "Hostname": p.hostname, "Domainname": p.domainname,
                       "NetworkDisabled": not spec.network, "AttachStdin": False, "AttachStdout": True,
