@@ -35,6 +35,7 @@ class CountingBackend:
         self.inner = inner
         self.name = inner.name
         self.hermetic = inner.hermetic
+        self.builds_images = inner.builds_images
         self.runs: list[str] = []
 
     def supports(self, variation: str) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from reprobuild.backends.images.store import ImageSpec
     from reprobuild.config.model import Lock
 
 # Fixed paths inside every build.
@@ -43,10 +44,15 @@ class Mount:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """A builder image the step runs in (`go`, `debian`, ...), with the toolchain it is made for."""
+    """A builder image the step runs in (`go`, `debian`, ...), with the toolchain it is made for.
+
+    A build gives a backend that makes images (`Backend.builds_images`) the image's description too
+    (`builders/<name>/image.yaml`, read once per build): backends never read the repository themselves.
+    """
 
     name: str
     toolchain_root: Path | None = None
+    spec: ImageSpec | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,9 @@ class RunResult:
 class Backend(Protocol):
     name: str
     hermetic: bool
+    # Whether the backend makes its builder images from their descriptions (`builders/<name>/image.yaml`):
+    # a build then hands each ImageRef its description, and the descriptions are inputs of every unit.
+    builds_images: bool
 
     def supports(self, variation: str) -> bool:
         """Whether this backend can apply a `verify` variation (e.g. `domain_host` needs a UTS namespace)."""

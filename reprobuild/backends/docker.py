@@ -112,33 +112,27 @@ class DockerEngine:
 class DockerBackend:
     name = "docker"
     hermetic = True
+    builds_images = True
 
     def __init__(self, lock: Lock | None = None, cache_root: Path | None = None,
                  builders_dir: Path | None = None) -> None:
+        """`lock` pins the debootstrapped images (its `images:` entries); `builders_dir` holds the image
+        descriptions of steps whose ImageRef carries none. Both are given: the backend reads neither the
+        lock nor the repository on its own (a build passes each image's description in its ImageRef)."""
         from reprobuild.backends.images.store import ImageStore, default_builders_dir
-        from reprobuild.config.lock import default_lock_path
         from reprobuild.toolchains.cache import default_cache_root
 
         self.client = Engine()
-        self._lock = lock
-        lock_path = Path(lock.path) if lock is not None else default_lock_path()
+        self.lock = lock
         self.store = ImageStore(DockerEngine(self.client), cache_root or default_cache_root(),
-                                builders_dir or default_builders_dir(lock_path))
+                                builders_dir or default_builders_dir(Path(lock.path) if lock is not None else None))
         self._ids: dict[ImageRef, str] = {}
-        self._specs: dict[str, ImageSpec] = {}  # builders/<name>/image.yaml, read once (steps ask on every run)
+        self._specs: dict[str, ImageSpec] = {}  # descriptions read from builders_dir, once (steps ask on every run)
         self._images_guard = threading.Lock()  # parallel steps asking for one image build it once
         self._running: set[str] = set()  # containers running now, for `cancel` (steps run on many threads)
         self._running_guard = threading.Lock()
         self._cancelled = False
         self._hosts: Path | None = None
-
-    @property
-    def lock(self) -> Lock:
-        if self._lock is None:
-            from reprobuild.config.lock import default_lock_path, load_lock
-
-            self._lock = load_lock(default_lock_path())
-        return self._lock
 
     def ensure_image(self, image: ImageRef) -> str:
         """Build the image from its pinned inputs unless the engine already has the expected ID."""
@@ -147,23 +141,28 @@ class DockerBackend:
                 self._ids[image] = self._build_image(image)
             return self._ids[image]
 
-    def _spec(self, name: str) -> ImageSpec:
-        """The image's description, parsed once. No lock (ensure_image holds `_images_guard` when it asks): two
-        threads may both parse it, and the first stored copy is the one kept."""
+    def _spec(self, image: ImageRef) -> ImageSpec:
+        """The image's description: the one the step carries, else builders_dir's, parsed once. No lock
+        (ensure_image holds `_images_guard` when it asks): two threads may both parse it, the first is kept."""
         from reprobuild.backends.images.store import load_spec
 
-        if name not in self._specs:
-            self._specs.setdefault(name, load_spec(self.store.builders_dir, name))
-        return self._specs[name]
+        if image.spec is not None:
+            return image.spec
+        if image.name not in self._specs:
+            self._specs.setdefault(image.name, load_spec(self.store.builders_dir, image.name))
+        return self._specs[image.name]
 
     def _build_image(self, image: ImageRef) -> str:
-        spec = self._spec(image.name)
+        spec = self._spec(image)
         if spec.base == "scratch":
             if image.toolchain_root is None:
                 raise BadInput(f"builder image `{image.name}` is made from a toolchain, but the step names none")
-            built = self.store.ensure_go(image.toolchain_root, image.name)
+            built = self.store.ensure_go(image.toolchain_root, image.name, spec)
         else:
-            built = self.store.ensure_debian(self.lock, image.name)
+            if self.lock is None:
+                raise BadInput(f"builder image `{image.name}` is pinned by a lock's `images:` section, and the "
+                               "Docker backend was given no lock", "pass `--lock FILE` (or build in the repository)")
+            built = self.store.ensure_debian(self.lock, image.name, spec)
         return built.image_id
 
     def _hosts_file(self) -> Path:
@@ -187,13 +186,13 @@ class DockerBackend:
                 self.client.kill(name)
 
     def _has_shell(self, image: ImageRef) -> bool:
-        return self._spec(image.name).base != "scratch"
+        return self._spec(image).base != "scratch"
 
     def _unapplied(self, spec: RunSpec) -> dict[str, str]:
         """The variations of the step's Perturbation its image cannot apply, and why."""
         from reprobuild.backends.images.store import BUILTIN_LOCALES
 
-        image = self._spec(spec.image.name)
+        image = self._spec(spec.image)
         p, where = spec.perturb, f"step `{spec.label}`: image `{image.name}`"
         found = {}
         if p.umask != 0o022 and image.base == "scratch":

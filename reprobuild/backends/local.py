@@ -54,6 +54,7 @@ def faketime_library() -> str | None:
 class LocalBackend:
     name = "local"
     hermetic = False
+    builds_images = False  # the host is the image
 
     def __init__(self, scratch_base: Path | None = None) -> None:
         self.scratch_base = scratch_base or Path(tempfile.gettempdir()) / "reprobuild-local"

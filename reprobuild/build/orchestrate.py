@@ -88,11 +88,11 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     os.chmod(staging, 0o755)  # an unprivileged build user must reach its output dir
     perturb = perturb or Perturbation()
     cold = Path(tempfile.mkdtemp(prefix=f".{out.name}.coldcache-", dir=out.parent)) if perturb.cold_cache else None
+    builders = _builders_dir(opts, backend)
     ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root, perturb=perturb,
                        jobs=opts.jobs or default_jobs(), cold_cache=cold,
-                       cleanup=[cold] if cold is not None else [])
-    inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root,
-                       _builders_dir(opts, backend), host_platform())
+                       cleanup=[cold] if cold is not None else [], builders_dir=builders)
+    inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root, builders, host_platform())
     try:
         seconds: dict[str, float] = {}
         moving = threading.Lock()
@@ -142,8 +142,9 @@ def plan_costs(opts: BuildOptions) -> dict[str, float]:
 
 
 def _builders_dir(opts: BuildOptions, backend: Backend) -> Path | None:
-    """The builder image descriptions, which make the Docker backend's images (the host is the local one's)."""
-    if backend.name != "docker":
+    """The builder image descriptions, when the backend makes its images from them (the local backend's
+    image is the host)."""
+    if not backend.builds_images:
         return None
     from reprobuild.backends.images.store import default_builders_dir
 
