@@ -6,8 +6,9 @@ A build needs a tree's digest in three places (the action-cache key, the provena
 index does: a file's record (kind and sha256) is reused only when its path, size, mtime_ns, inode,
 ctime_ns and mode all equal what they were when it was hashed. A file changed within the clock's
 resolution of being hashed is never cached (git's "racily clean" entries), so an edit that keeps
-the size and the timestamp cannot hide. The cache lives in the reprobuild cache, one file per tree,
-written atomically; an unreadable cache is an empty one. `REPROBUILD_DIGEST_CACHE=0` turns it off.
+the size and the timestamp cannot hide. The cache lives in the reprobuild cache, one file per tree
+(dropped after 30 days unused), written atomically; an unreadable cache is an empty one.
+`REPROBUILD_DIGEST_CACHE=0` turns it off.
 
 The digest scheme is the toolchain tree hash's (`toolchains.extract.tree_hash`): sha256 over each
 file's path, kind and content, sorted by path.
@@ -30,6 +31,7 @@ from reprobuild.toolchains.extract import tree_hash, tree_records_of_file
 FORMAT = 1
 RACY_NS = 2_000_000_000  # files changed (mtime or ctime) this close to a walk are hashed again next time
 
+KEEP_DAYS = 30  # a tree's records are dropped when it was not walked for this long
 Stat = tuple[int, int, int, int, int]  # size, mtime_ns, inode, ctime_ns, mode
 
 
@@ -127,12 +129,25 @@ class TreeDigests:
                     "files": {rel: [*st_, record] for rel, (st_, record) in sorted(fresh.items())}}
             with contextlib.suppress(OSError):  # the cache is optional (a read-only or full disk)
                 atomic_write_text(cache_file, json.dumps(data, separators=(",", ":")) + "\n")
+                _forget_old(cache_file.parent)
+        elif cache_file is not None:
+            with contextlib.suppress(OSError):
+                os.utime(cache_file)  # walked today: kept another KEEP_DAYS
         return records
 
     def _cache_file(self, root: Path) -> Path | None:
         if self.cache_dir is None:
             return None
         return self.cache_dir / f"{hashlib.sha256(str(root).encode()).hexdigest()[:32]}.json"
+
+
+def _forget_old(cache_dir: Path) -> None:
+    """Drop the records of trees not walked for KEEP_DAYS (temporary checkouts, removed projects)."""
+    cutoff = time.time() - KEEP_DAYS * 86400
+    for entry in cache_dir.glob("*.json"):
+        with contextlib.suppress(OSError):
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink()
 
 
 def _load(path: Path) -> dict[str, tuple[Stat, str]]:
