@@ -25,8 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-from reprobuild.fsutil import atomic_write_text
-from reprobuild.toolchains.extract import tree_hash, tree_records_of_file
+from reprobuild.fsutil import atomic_write_text, sha256_file
+from reprobuild.toolchains.extract import tree_hash
 
 FORMAT = 1
 RACY_NS = 2_000_000_000  # files changed (mtime or ctime) this close to a walk are hashed again next time
@@ -96,33 +96,32 @@ class TreeDigests:
         fresh: dict[str, tuple[Stat, str]] = {}
         records: dict[str, str] = {}
         start = time.time_ns()
-        for dirpath, dirnames, filenames in os.walk(root):
-            top = dirpath == str(root)
-            if top:
-                dirnames[:] = [d for d in dirnames if d not in exclude]
-            dirnames.sort()
-            base = Path(dirpath)
-            for name in dirnames + filenames:
-                if top and name in exclude:
-                    continue
-                path = base / name
-                rel = path.relative_to(root).as_posix()
-                st = path.lstat()
-                if stat.S_ISLNK(st.st_mode):
-                    records[rel] = "l " + hashlib.sha256(os.readlink(path).encode()).hexdigest()
-                elif stat.S_ISREG(st.st_mode):
-                    now: Stat = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_mode)
-                    seen = known.get(rel)
-                    if seen is not None and seen[0] == now:
-                        record = seen[1]
+        pending = [("", str(root))]  # (path relative to root with a trailing slash, or ""; the real path)
+        while pending:
+            rel_dir, real_dir = pending.pop()
+            with os.scandir(real_dir) as entries:
+                for entry in entries:
+                    if not rel_dir and entry.name in exclude:
+                        continue
+                    rel = rel_dir + entry.name
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        pending.append((rel + "/", entry.path))
+                    elif stat.S_ISLNK(st.st_mode):
+                        records[rel] = "l " + hashlib.sha256(os.readlink(entry.path).encode()).hexdigest()
+                    elif stat.S_ISREG(st.st_mode):
+                        now: Stat = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_mode)
+                        seen = known.get(rel)
+                        if seen is not None and seen[0] == now:
+                            record = seen[1]
+                        else:
+                            record = ("x " if st.st_mode & 0o111 else "f ") + sha256_file(Path(entry.path))
+                            self.hashed += 1
+                        records[rel] = record
+                        if max(st.st_mtime_ns, st.st_ctime_ns) < start - self.racy_ns:
+                            fresh[rel] = (now, record)
                     else:
-                        record = tree_records_of_file(path)
-                        self.hashed += 1
-                    records[rel] = record
-                    if max(st.st_mtime_ns, st.st_ctime_ns) < start - self.racy_ns:
-                        fresh[rel] = (now, record)
-                elif not stat.S_ISDIR(st.st_mode):
-                    records[rel] = "? special"
+                        records[rel] = "? special"
         self._walks[(str(root), exclude)] = records
         if cache_file is not None and fresh != known:
             data = {"format": FORMAT, "root": str(root),
