@@ -37,11 +37,11 @@ if TYPE_CHECKING:
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
 TMPFS_SIZE = "2g"
+# Where an image's libfaketime is (Debian's multiarch path; images are built for the host's architecture).
+IMAGE_FAKETIME = f"/usr/lib/{platform.machine()}-linux-gnu/faketime/libfaketime.so.1"
 # `umask` needs a shell in the image, `time` its libfaketime, `locales` the locale compiled into it (see
 # builders/debian/image.yaml): a step in an image without (the scratch `go` image) reports the variation
 # as not applied, and verify lists it as skipped.
-# Where an image's libfaketime is (Debian's multiarch path; images are built for the host's architecture).
-IMAGE_FAKETIME = f"/usr/lib/{platform.machine()}-linux-gnu/faketime/libfaketime.so.1"
 SUPPORTED_VARIATIONS = frozenset({"build_path", "environment", "home", "cache", "timezone", "umask", "time",
                                   "locales", "num_cpus", "user_group", "domain_host", "exec_path"})
 
