@@ -28,11 +28,6 @@ def subjects(artifacts: list[Artifact] | tuple[Artifact, ...]) -> list[dict[str,
     return [{"name": a.path, "digest": {"sha256": a.sha256}} for a in sorted(artifacts, key=lambda a: a.path)]
 
 
-def source_tree_digest(root: Path, exclude: tuple[str, ...] = (".git",)) -> str:
-    """sha256 over every file's path, kind and content (the same scheme as toolchain tree hashes)."""
-    return TreeDigests().digest(root, exclude)
-
-
 def git_commit(root: Path) -> str | None:
     if not (root / ".git").exists():
         return None
