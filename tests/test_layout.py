@@ -152,3 +152,25 @@ def test_the_check_allows_a_modules_own_private_names_and_dunders() -> None:
               "merge._combine([])\nclass A:\n    def _x(self) -> None:\n        self._y = 1\n")
     assert private_uses(source, "reprobuild.build.merge", "reprobuild/build/merge.py") == [
         "reprobuild/build/merge.py:2: imports _own_helper from reprobuild.build"]
+
+
+def _compares_backend_name(source: str) -> list[int]:
+    """Lines where `<...>backend.name` is compared (==, !=, in) with something."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                if isinstance(side, ast.Attribute) and side.attr == "name":
+                    owner = side.value
+                    label = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+                    if label.endswith("backend"):
+                        lines.append(node.lineno)
+    return lines
+
+
+def test_the_build_never_branches_on_the_backends_name() -> None:
+    """The build asks a backend's capabilities (`builds_images`, `hermetic`, `supports`), never its name."""
+    found = {path.relative_to(PACKAGE).as_posix(): lines for path in sorted((PACKAGE / "build").glob("*.py"))
+             if (lines := _compares_backend_name(path.read_text()))}
+    assert found == {}
+    assert _compares_backend_name("if ctx.backend.name != 'docker':\n    pass\n") == [1]
