@@ -52,9 +52,9 @@ class TreeDigests:
     `cache_dir=None` keeps nothing across builds; every tree is still walked only once per instance.
     """
 
-    def __init__(self, cache_dir: Path | None = None, racy_ns: int = RACY_NS) -> None:
+    def __init__(self, cache_dir: Path | None = None, racy_ns: int | None = None) -> None:
         self.cache_dir = cache_dir
-        self.racy_ns = racy_ns
+        self.racy_ns = RACY_NS if racy_ns is None else racy_ns
         self._walks: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
         self._digests: dict[tuple[str, tuple[str, ...]], str] = {}
         self._guard = threading.Lock()
