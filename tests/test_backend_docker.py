@@ -446,7 +446,7 @@ def test_the_backend_takes_image_descriptions_and_pins_as_arguments(docker_engin
     description runs; a debootstrapped image with no lock given is refused (bad input) instead of the
     backend looking for a lock on disk."""
     from reprobuild.backends.docker import DockerBackend
-    from reprobuild.backends.images.store import load_spec
+    from reprobuild.backends.images.spec import load_spec
     from reprobuild.errors import BadInput
 
     empty = tmp_path / "no-builders"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from reprobuild.backends.images.store import ImageSpec
+    from reprobuild.backends.images.spec import ImageSpec
     from reprobuild.config.model import Lock
 
 # Fixed paths inside every build.

@@ -32,7 +32,7 @@ from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text, remove_tree
 
 if TYPE_CHECKING:
-    from reprobuild.backends.images.store import ImageSpec
+    from reprobuild.backends.images.spec import ImageSpec
 
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
@@ -119,7 +119,8 @@ class DockerBackend:
         """`lock` pins the debootstrapped images (its `images:` entries); `builders_dir` holds the image
         descriptions of steps whose ImageRef carries none. Both are given: the backend reads neither the
         lock nor the repository on its own (a build passes each image's description in its ImageRef)."""
-        from reprobuild.backends.images.store import ImageStore, default_builders_dir
+        from reprobuild.backends.images.spec import default_builders_dir
+        from reprobuild.backends.images.store import ImageStore
         from reprobuild.toolchains.cache import default_cache_root
 
         self.client = Engine()
@@ -144,7 +145,7 @@ class DockerBackend:
     def _spec(self, image: ImageRef) -> ImageSpec:
         """The image's description: the one the step carries, else builders_dir's, parsed once. No lock
         (ensure_image holds `_images_guard` when it asks): two threads may both parse it, the first is kept."""
-        from reprobuild.backends.images.store import load_spec
+        from reprobuild.backends.images.spec import load_spec
 
         if image.spec is not None:
             return image.spec
@@ -190,7 +191,7 @@ class DockerBackend:
 
     def _unapplied(self, spec: RunSpec) -> dict[str, str]:
         """The variations of the step's Perturbation its image cannot apply, and why."""
-        from reprobuild.backends.images.store import BUILTIN_LOCALES
+        from reprobuild.backends.images.spec import BUILTIN_LOCALES
 
         image = self._spec(spec.image)
         p, where = spec.perturb, f"step `{spec.label}`: image `{image.name}`"

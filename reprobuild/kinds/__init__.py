@@ -40,7 +40,7 @@ class BuildContext:
         backend makes its images: the backend gets it as an argument and never reads the repository."""
         if not self.backend.builds_images or image.spec is not None:
             return image
-        from reprobuild.backends.images.store import default_builders_dir, load_spec
+        from reprobuild.backends.images.spec import default_builders_dir, load_spec
 
         if image.name not in self.image_specs:  # two threads may both read it: the first copy is kept
             where = self.builders_dir or default_builders_dir(Path(self.lock.path))
@@ -109,8 +109,3 @@ def kind_for(builder: str) -> Kind:
 
         raise NotAvailableYet(f"build (builder `{builder}`)")
     return table[builder]
-
-
-def paddle_pipeline_keys() -> set[str]:
-    """Keys a `builder: paddle` pipeline may carry (the Paddle builder validates them)."""
-    return {"toolchain", "requirements", "steps", "python"}
