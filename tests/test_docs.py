@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from reprobuild.commands import HELP
 from reprobuild.config.paddle import PIPELINE_KEYS as PADDLE_KEYS
 from reprobuild.config.paddle import STEP_KEYS
 from reprobuild.config.pipeline import COMMAND_KEYS, GO_KEYS, GO_TARGET_KEYS, parse_pipeline
@@ -22,7 +23,7 @@ from tests.conftest import REPO, run_cli
 from tests.conftest import test_data_cache as data_cache
 
 DOCS = REPO / "docs"
-COMMANDS = ("build", "verify", "compare", "toolchain", "vendor", "lock", "doctor", "merge")
+COMMANDS = tuple(HELP)
 
 
 def blocks(doc: Path, language: str) -> list[str]:
@@ -65,7 +66,9 @@ def test_nothing_cites_a_file_the_project_lacks(capsys: pytest.CaptureFixture[st
 
 def test_pipeline_reference_names_every_key() -> None:
     text = (DOCS / "pipelines.md").read_text()
-    keys = COMMAND_KEYS | GO_KEYS | GO_TARGET_KEYS | PADDLE_KEYS | set().union(*STEP_KEYS.values())
+    from reprobuild.config.image import KEYS as IMAGE_KEYS
+
+    keys = COMMAND_KEYS | GO_KEYS | GO_TARGET_KEYS | PADDLE_KEYS | set().union(*STEP_KEYS.values()) | IMAGE_KEYS
     missing = sorted(k for k in keys if f"`{k}`" not in text)
     assert not missing, f"docs/pipelines.md does not document {missing}"
 
