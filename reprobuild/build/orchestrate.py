@@ -29,6 +29,7 @@ from reprobuild.config.pipeline import Pipeline, load_pipelines, source_date_epo
 from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.fsutil import remove_tree
 from reprobuild.kinds import BuildContext, kind_for
+from reprobuild.kinds.go.pluginset import check_sets
 from reprobuild.progress import say
 from reprobuild.toolchains.cache import ToolchainCache
 
@@ -110,6 +111,9 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         _normalize_modes(staging)
         artifacts = hash_artifacts(staging)
         manifest = _manifest(pipelines, ctx, backend, overrides)
+        sets = check_sets(pipelines, staging, artifacts)  # plugin-check of every Go plugin set (exit 1)
+        if sets:
+            manifest["plugin_sets"] = sets
         if shards is not None and opts.shard is not None:
             manifest.update({"shard": f"{opts.shard[0]}/{opts.shard[1]}", "shard_plan": plan_digest(shards),
                              "shard_units": [u.id for u in units]})

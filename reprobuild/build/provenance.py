@@ -28,6 +28,16 @@ def subjects(artifacts: list[Artifact] | tuple[Artifact, ...]) -> list[dict[str,
     return [{"name": a.path, "digest": {"sha256": a.sha256}} for a in sorted(artifacts, key=lambda a: a.path)]
 
 
+def link_plugins(subject: list[dict[str, Any]], plugin_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each Go plugin's subject names the host it was built in lockstep with, and checked against."""
+    hosts = {p["path"]: s["host"] for s in plugin_sets for p in s["plugins"]}
+    for item in subject:
+        host = hosts.get(item["name"])
+        if host is not None:
+            item["annotations"] = {"pluginHost": {"name": host["path"], "digest": {"sha256": host["sha256"]}}}
+    return subject
+
+
 def source_tree_digest(root: Path, exclude: tuple[str, ...] = (".git",)) -> str:
     """sha256 over every file's path, kind and content (the same scheme as toolchain tree hashes)."""
     records = {k: v for k, v in tree_records(root).items() if k.split("/")[0] not in exclude}
@@ -72,7 +82,7 @@ def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: 
         deps.append(extra)  # e.g. a Paddle wheelhouse hash, added by its builder
     return {
         "_type": STATEMENT_TYPE,
-        "subject": subjects(artifacts),
+        "subject": link_plugins(subjects(artifacts), manifest.get("plugin_sets", [])),
         "predicateType": SLSA_PROVENANCE,
         "predicate": {
             "buildDefinition": {

@@ -43,6 +43,7 @@ class Expectation:
     vendored: dict[str, str]
     forbidden_paths: tuple[str, ...]
     keep_gnu_build_id: bool = False
+    buildmode: str = "exe"
 
 
 def check_binary(binary: Path, go: Path, exp: Expectation) -> None:
@@ -59,6 +60,8 @@ def binary_problems(binary: Path, info: BuildInfo, exp: Expectation, elf: ElfFil
         problems.append(f"built with {info.go_version or 'an unknown Go'}, the lock pins go{exp.go_version}")
     if info.settings.get("-trimpath") != "true":
         problems.append("not built with -trimpath (build paths are embedded)")
+    if info.settings.get("-buildmode", "exe") != exp.buildmode:
+        problems.append(f"-buildmode={info.settings.get('-buildmode')}, the pipeline says buildmode: {exp.buildmode}")
     want_cgo = "1" if exp.cgo else "0"
     if info.settings.get("CGO_ENABLED") != want_cgo:
         problems.append(f"CGO_ENABLED={info.settings.get('CGO_ENABLED')}, the pipeline says cgo: {exp.cgo}")
