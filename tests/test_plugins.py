@@ -105,7 +105,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, go_registry: Any, shared_cac
     checkout = make_checkout(tmp_path_factory.mktemp("plugins-a") / "checkout")
     done = build_checkout(checkout, shared_cache_root)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "plugin-check: host loads greeter-v1, greeter-v2" in done.stderr
+    assert f"the plugins of {HOST}: plugin-check: all 2 load (go1.21.13)" in done.stderr
     return checkout / "out"
 
 
@@ -174,9 +174,8 @@ def test_lockstep_build_loads_and_the_host_swaps_v1_to_v2(built: Path, tmp_path:
     assert first["pid"] == second["pid"] == proc.pid
     # The manifest records the checked set; the provenance links each plugin to its host's digest.
     manifest = json.loads((built / "manifest.json").read_text())
-    (record,) = manifest["plugin_sets"]
-    assert record["host"] == {"path": HOST, "sha256": sha256(host)}
-    assert [p["path"] for p in record["plugins"]] == [V1, V2]
+    assert manifest["plugin_sets"] == [{"pipeline": "go-plugins", "platform": "linux/amd64", "host": HOST,
+                                        "plugins": [V1, V2]}]
     subjects = {s["name"]: s for s in json.loads((built / "provenance.json").read_text())["subject"]}
     for plugin in (V1, V2):
         assert subjects[plugin]["annotations"]["pluginHost"] == {"name": HOST, "digest": {"sha256": sha256(host)}}
@@ -306,8 +305,7 @@ def test_plain_go_build_outside_reprobuild_works_the_same(built: Path, variants:
 @pytest.mark.slow
 def test_a_plugin_set_that_would_not_load_fails_the_build_check(built: Path, variants: dict[str, Path],
                                                                 tmp_path: Path) -> None:
-    from reprobuild.build.manifest import hash_artifacts
-    from reprobuild.kinds.go.pluginset import check_sets
+    from reprobuild.kinds.go import pluginset
 
     staging = tmp_path / "staging"
     (staging / "go-plugins").mkdir(parents=True)
@@ -316,8 +314,8 @@ def test_a_plugin_set_that_would_not_load_fails_the_build_check(built: Path, var
     shutil.copy(variants["tags"], staging / V2)
     pipelines = load_pipelines([PIPELINE], REPO)
     with pytest.raises(CheckFailed) as err:
-        check_sets(pipelines, staging, hash_artifacts(staging))
-    assert "go-plugins: the plugins of `host` (linux/amd64) would not load" in str(err.value)
+        pluginset.check(pluginset.plan(pipelines), pluginset.in_dir(staging))
+    assert f"go-plugins: the plugins of {HOST} would not load in it" in str(err.value)
     assert "different version of package example.com/reprobuild/go-plugin-host/api" in str(err.value)
 
 
@@ -337,3 +335,20 @@ def test_plugin_check_is_fast_and_runs_no_go(built: Path, tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "all plugins load (2/2)" in done.stdout
 
+
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_shards_that_split_a_plugin_set_merge_to_the_unsharded_build(built: Path, shared_cache_root: Path) -> None:
+    checkout = built.parent
+    env = {"REPROBUILD_CACHE": str(shared_cache_root)}
+    for i in (1, 2, 3):  # one target per shard: no shard holds the whole set
+        done = run_cli("build", "pipelines/go-plugins.yaml", "--out", f"shard{i}", "--backend", "local",
+                       "--toolchain", "go=go-registry", "--shard", f"{i}/3", env=env, cwd=checkout)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "not all built here; the merge checks them" in done.stderr
+    merged = run_cli("merge", "shard1", "shard2", "shard3", "--out", "merged", env=env, cwd=checkout)
+    assert merged.returncode == 0, merged.stderr
+    assert f"the plugins of {HOST}: plugin-check: all 2 load" in merged.stderr
+    for name in ("SHA256SUMS", "manifest.json", "provenance.json"):
+        assert (checkout / "merged" / name).read_bytes() == (built / name).read_bytes(), name

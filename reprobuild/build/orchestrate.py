@@ -29,7 +29,7 @@ from reprobuild.config.pipeline import Pipeline, load_pipelines, source_date_epo
 from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.fsutil import remove_tree
 from reprobuild.kinds import BuildContext, kind_for
-from reprobuild.kinds.go.pluginset import check_sets
+from reprobuild.kinds.go import pluginset
 from reprobuild.progress import say
 from reprobuild.toolchains.cache import ToolchainCache
 
@@ -111,7 +111,8 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         _normalize_modes(staging)
         artifacts = hash_artifacts(staging)
         manifest = _manifest(pipelines, ctx, backend, overrides)
-        sets = check_sets(pipelines, staging, artifacts)  # plugin-check of every Go plugin set (exit 1)
+        sets = pluginset.plan(pipelines)
+        pluginset.check(sets, pluginset.in_dir(staging))  # Go plugin sets: plugin.Open would accept them (exit 1)
         if sets:
             manifest["plugin_sets"] = sets
         if shards is not None and opts.shard is not None:

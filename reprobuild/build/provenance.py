@@ -30,11 +30,12 @@ def subjects(artifacts: list[Artifact] | tuple[Artifact, ...]) -> list[dict[str,
 
 def link_plugins(subject: list[dict[str, Any]], plugin_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each Go plugin's subject names the host it was built in lockstep with, and checked against."""
-    hosts = {p["path"]: s["host"] for s in plugin_sets for p in s["plugins"]}
+    digests = {item["name"]: item["digest"] for item in subject}
+    hosts = {plugin: s["host"] for s in plugin_sets for plugin in s["plugins"]}
     for item in subject:
         host = hosts.get(item["name"])
-        if host is not None:
-            item["annotations"] = {"pluginHost": {"name": host["path"], "digest": {"sha256": host["sha256"]}}}
+        if host in digests:
+            item["annotations"] = {"pluginHost": {"name": host, "digest": dict(digests[host])}}
     return subject
 
 

@@ -8,10 +8,11 @@ them. Exit 0 all load, 1 a plugin would be refused (the first difference named w
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from reprobuild.commands import HELP
-from reprobuild.commands._common import emit
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK
 
 
@@ -30,5 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from reprobuild.evidence.plugincheck import check
 
     result = check(args.host, list(args.plugins))
-    emit(args, result.to_json(), result.render_text())
+    # Printed here rather than through commands._common, whose imports (the lock, YAML) cost more than the check.
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        print(result.render_text())
     return EXIT_OK if result.ok else EXIT_DIFFERENT
