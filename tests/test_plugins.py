@@ -320,6 +320,7 @@ def test_a_plugin_set_that_would_not_load_fails_the_build_check(built: Path, var
 
 
 @pytest.mark.go
+@pytest.mark.slow
 def test_plugin_check_is_fast_and_runs_no_go(built: Path, tmp_path: Path) -> None:
     from reprobuild.evidence.plugincheck import check
 
