@@ -299,6 +299,8 @@ def test_plain_go_build_outside_reprobuild_works_the_same(built: Path, variants:
     assert text.returncode == 1
     assert "plugin.Open would fail: plugin was built with a different version of package" in text.stdout
     assert "build setting -trimpath: host (none), plugin true" in text.stdout
+    swapped = run_cli("plugin-check", str(built / V1), str(built / V2))
+    assert swapped.returncode == 2 and "is a Go plugin, not the executable" in swapped.stderr
 
 
 @pytest.mark.go
@@ -353,3 +355,19 @@ def test_shards_that_split_a_plugin_set_merge_to_the_unsharded_build(built: Path
     assert f"the plugins of {HOST}: plugin-check: all 2 load" in merged.stderr
     for name in ("SHA256SUMS", "manifest.json", "provenance.json"):
         assert (checkout / "merged" / name).read_bytes() == (built / name).read_bytes(), name
+
+
+@pytest.mark.docker
+@pytest.mark.go
+@pytest.mark.slow
+def test_the_docker_backend_builds_the_same_plugin_set(built: Path, debian_lock: Path, shared_cache_root: Path,
+                                                       tmp_path: Path) -> None:
+    """The set built in the `debian` builder image (gcc for cgo) is the local build, byte for byte, and loads."""
+    checkout = make_checkout(tmp_path / "checkout")
+    done = run_cli("build", "pipelines/go-plugins.yaml", "--out", "out", "--backend", "docker", "--no-cache",
+                   "--lock", str(debian_lock), "--toolchain", "go=go-registry",
+                   env={"REPROBUILD_CACHE": str(shared_cache_root)}, cwd=checkout, timeout=1200)
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = checkout / "out"
+    assert (out / "SHA256SUMS").read_bytes() == (built / "SHA256SUMS").read_bytes()
+    assert [r["ok"] for r in load(out / HOST, out / V1, out / V2)] == [True, True]

@@ -14,7 +14,7 @@ release, build settings and module versions that differ between the two files.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,10 @@ class Difference:
     def text(self) -> str:
         if self.kind == "go-version":
             return f"Go version: host {self.host}, plugin {self.plugin}"
+        if self.kind in ("host", "plugin"):
+            return f"{self.kind}: {self.host if self.kind == 'host' else self.plugin}"
+        if self.kind == "pluginpath":
+            return f"plugin path {self.name}: already loaded from {self.host}"
         other = f"plugin loaded earlier ({self.against})" if self.against else "host"
         label = {"package": "package", "setting": "build setting", "module": "module"}.get(self.kind, self.kind)
         return f"{label} {self.name}: {other} {self.host or '(none)'}, plugin {self.plugin or '(none)'}"
@@ -100,6 +104,9 @@ class PluginCheck:
 def check(host_path: Path, plugin_paths: list[Path]) -> PluginCheck:
     """Read the host and the plugins (in the order one process opens them) and predict each `plugin.Open`."""
     host = _read(host_path, "host")
+    if host.build_mode == "plugin":
+        raise BadInput(f"plugin-check: host {host_path} is a Go plugin, not the executable that loads plugins",
+                       "reprobuild plugin-check HOST PLUGIN...")
     scope: dict[str, tuple[bytes, str]] = {pkg: (fp, "") for pkg, fp in host.exported.items()}
     loaded_paths: dict[str, Path] = {}  # pluginpath -> file, of plugins the Go loader accepted
     seen: dict[str, Verdict] = {}  # realpath -> verdict: plugin.Open of the same file returns the same result
@@ -107,8 +114,7 @@ def check(host_path: Path, plugin_paths: list[Path]) -> PluginCheck:
     for path in plugin_paths:
         real = os.path.realpath(path)
         if real in seen:
-            verdicts.append(Verdict(path, seen[real].loads, seen[real].error, seen[real].mismatch,
-                                    seen[real].causes, seen[real].packages, seen[real].shared))
+            verdicts.append(replace(seen[real], plugin=path))
             continue
         plugin = _read(path, "plugin")
         verdict, opened = _predict(host, plugin, scope, loaded_paths)

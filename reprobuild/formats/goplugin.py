@@ -58,8 +58,7 @@ class GoLinkInfo:
     def module_of(self, package: str) -> tuple[str, str] | None:
         """(module path, version) of the module providing `package`, from the build info."""
         best: tuple[str, str] | None = None
-        mods = dict(self.build.deps)
-        candidates = [(m.path, (m.replaced_by.version if m.replaced_by else m.version)) for m in mods.values()]
+        candidates = [(m.path, m.replaced_by.version if m.replaced_by else m.version) for m in self.build.deps.values()]
         if self.build.main is not None:
             candidates.append((self.build.main.path, self.build.main.version))
         for mod, version in candidates:
