@@ -8,6 +8,7 @@ outside reprobuild, so these tests also show plugin-check reads binaries, not ma
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -164,9 +165,10 @@ def test_lockstep_build_loads_and_the_host_swaps_v1_to_v2(built: Path, tmp_path:
     proc = subprocess.Popen([str(host), "serve", "-dir", str(plugins), "-addr", f"127.0.0.1:{port}", "-poll", "50ms"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        first = _greet(port, lambda r: r.get("version") == "v1")
-        shutil.copy(v2, plugins / "greeter-2.so")
-        second = _greet(port, lambda r: r.get("version") == "v2")
+        first = _greet(proc, port, lambda r: r.get("version") == "v1")
+        shutil.copy(v2, plugins / "greeter-2.so.partial")  # deployed as a deployer should: written, then renamed
+        os.replace(plugins / "greeter-2.so.partial", plugins / "greeter-2.so")
+        second = _greet(proc, port, lambda r: r.get("version") == "v2")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -182,19 +184,23 @@ def test_lockstep_build_loads_and_the_host_swaps_v1_to_v2(built: Path, tmp_path:
     assert "annotations" not in subjects[HOST]
 
 
-def _greet(port: int, done: Any, timeout: float = 20) -> dict[str, Any]:
+def _greet(proc: subprocess.Popen[str], port: int, done: Any, timeout: float = 90) -> dict[str, Any]:
+    """Ask the serving host until `done(answer)`; loopback only, never through a proxy."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
+    last: Any = None
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the host exited ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/greet?name=world", timeout=2) as resp:
+            with opener.open(f"http://127.0.0.1:{port}/greet?name=world", timeout=5) as resp:
                 last = json.loads(resp.read())
-        except OSError:
-            last = {}
-        if done(last):
+        except OSError as exc:
+            last = exc
+        if isinstance(last, dict) and done(last):
             return last
         time.sleep(0.05)
-    raise AssertionError(f"no expected answer within {timeout}s; last: {last}")
+    raise AssertionError(f"no expected answer within {timeout}s; last: {last!r}")
 
 
 @pytest.mark.go

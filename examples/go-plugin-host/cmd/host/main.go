@@ -4,6 +4,7 @@
 //	host load PLUGIN...          open each plugin in order in this one process; one JSON line per plugin
 //	host serve -dir DIR -addr A  load every *.so in DIR (in name order), serve GET /greet?name=N with the
 //	                             newest one, and keep watching DIR: a new file is loaded and takes over
+//	                             (write it under another name, then rename it to *.so)
 //
 // Go cannot unload a plugin: a new release is a new file (and a new package path), loaded beside the old.
 package main
@@ -70,6 +71,7 @@ func load(path string) (Result, api.Greeter) {
 type registry struct {
 	mu     sync.Mutex
 	seen   map[string]Result
+	stamps map[string]string // size and mtime of a file that failed: tried again once it changes
 	active api.Greeter
 }
 
@@ -77,15 +79,21 @@ func (r *registry) scan(dir string) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.so"))
 	sort.Strings(files)
 	for _, f := range files {
+		info, err := os.Stat(f)
+		if err != nil {
+			continue
+		}
+		stamp := fmt.Sprintf("%d %d", info.Size(), info.ModTime().UnixNano())
 		r.mu.Lock()
-		_, done := r.seen[f]
+		res, done := r.seen[f]
+		retry := done && !res.OK && r.stamps[f] != stamp // e.g. caught half-copied: deploy by rename
 		r.mu.Unlock()
-		if done {
+		if done && !retry {
 			continue
 		}
 		res, g := load(f)
 		r.mu.Lock()
-		r.seen[f] = res
+		r.seen[f], r.stamps[f] = res, stamp
 		if g != nil {
 			r.active = g
 		}
@@ -103,7 +111,7 @@ func serve(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	reg := &registry{seen: map[string]Result{}}
+	reg := &registry{seen: map[string]Result{}, stamps: map[string]string{}}
 	reg.scan(*dir)
 	go func() {
 		for range time.Tick(*poll) {
