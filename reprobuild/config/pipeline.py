@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reprobuild.config.image import ImageSpec, parse_image
 from reprobuild.config.paddle import PIPELINE_KEYS as PADDLE_KEYS
 from reprobuild.config.paddle import PaddleSpec, parse_paddle
 from reprobuild.config.yamlload import Fields, Node, load_documents
@@ -45,6 +46,7 @@ class GoTarget:
     archive: str | None = None
     keep_gnu_build_id: bool = False
     line: int = 0
+    image: ImageSpec | None = None  # the container image made from the binaries (config/image.py)
     buildmode: str = "exe"  # exe | plugin (a Go plugin, loaded by `host` with plugin.Open)
     host: str | None = None  # for a plugin: the target that loads it, built in lockstep with it
 
@@ -171,7 +173,7 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
 def _parse_go_target(node: Node) -> tuple[GoTarget, dict[str, Node]]:
     """The target, and the nodes of the keys a plugin inherits from its host when it leaves them out."""
     f = Fields(node, "a target", {"name", "package", "cgo", "platforms", "ldflags", "tags", "archive",
-                                  "keep_gnu_build_id", "buildmode", "host"})
+                                  "keep_gnu_build_id", "image", "buildmode", "host"})
     name_node = f.required("name")
     name = name_node.string("target name")
     if not _NAME_RE.match(name):
@@ -214,6 +216,11 @@ def _parse_go_target(node: Node) -> tuple[GoTarget, dict[str, Node]]:
                               f"{', '.join(ARCHIVE_FORMATS)}")
     keep_node = f.optional("keep_gnu_build_id")
     keep = keep_node.boolean("keep_gnu_build_id") if keep_node else False
+    image_node = f.optional("image")
+    image = parse_image(image_node, name) if image_node is not None else None
+    if image is not None and any(not p.startswith("linux/") for p in platforms):
+        raise image_node.error(f"target `{name}`: images are made for linux platforms only",  # type: ignore[union-attr]
+                               "build the other platforms in a target without `image:`")
     mode_node, host_node = f.optional("buildmode"), f.optional("host")
     mode = mode_node.string(f"target `{name}`: buildmode") if mode_node else "exe"
     if mode_node is not None and mode not in BUILDMODES:
@@ -227,7 +234,10 @@ def _parse_go_target(node: Node) -> tuple[GoTarget, dict[str, Node]]:
     if mode == "plugin" and archive is not None:
         raise arch_node.error(f"target `{name}`: a plugin is loaded from its file; no archive")  # type: ignore[union-attr]
     inherited = {k: n for k, n in (("cgo", cgo_node), ("platforms", plat_node), ("tags", tags_node)) if n is not None}
-    target = GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line, mode, host)
+    if mode == "plugin" and image is not None:
+        raise image_node.error(f"target `{name}`: a plugin is loaded by its host, not run as an image")  # type: ignore[union-attr]
+    target = GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line, image,
+                      buildmode=mode, host=host)
     return target, inherited
 
 
