@@ -54,31 +54,48 @@ def no_leftovers() -> list[str]:
 
 # --- no engine: fall back or refuse ---------------------------------------------------------------
 
-def test_dead_socket_falls_back_to_local_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from reprobuild.backends import docker as docker_backend
+def test_no_engine_configured_falls_back_to_local_with_a_warning_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from reprobuild.backends import engine
 
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
-    monkeypatch.delenv("REPROBUILD_REQUIRE_DOCKER", raising=False)
-    ok, why = docker_backend.probe()
-    assert not ok and "dead.sock" in why
+    for name in ("DOCKER_HOST", "DOCKER_CONTEXT", "REPROBUILD_REQUIRE_DOCKER", "REPROBUILD_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.setattr(engine, "local_sockets", lambda environ: [str(tmp_path / "no-such.sock")])
+    assert engine.configured() is None
     backend = select_backend(None, lambda msg: print(msg, file=sys.stderr))
     assert backend.name == "local" and backend.hermetic is False
     err = capsys.readouterr().err
-    assert "no Docker engine answers" in err and "local backend" in err
+    assert err.startswith("warning: no container engine is configured") and len(err.splitlines()) >= 4
+    assert '"hermetic": false' in err and "--backend local" in err
 
 
-@pytest.mark.parametrize("how", ["--backend docker", "REPROBUILD_REQUIRE_DOCKER=1"])
-def test_dead_socket_with_docker_required_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    how: str) -> None:
+@pytest.mark.parametrize("how", ["--backend docker", "REPROBUILD_REQUIRE_DOCKER=1", "REPROBUILD_BACKEND=docker",
+                                 "default"])
+def test_a_configured_engine_that_does_not_answer_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            how: str) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
-    requested = "docker" if how.startswith("--") else None
-    if requested is None:
-        monkeypatch.setenv("REPROBUILD_REQUIRE_DOCKER", "1")
+    for name in ("REPROBUILD_REQUIRE_DOCKER", "REPROBUILD_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    if "=" in how:
+        monkeypatch.setenv(*how.split("=", 1))
     with pytest.raises(EnvironmentFailure) as err:
-        select_backend(requested, lambda msg: None)
+        select_backend("docker" if how.startswith("--") else None, lambda msg: None)
     assert err.value.exit_code == 3
-    assert "dockerd" in str(err.value) and "DOCKER_HOST" in str(err.value)
+    text = str(err.value)
+    assert f"unix://{tmp_path}/dead.sock" in text and "DOCKER_HOST" in text and "dockerd" in text
+
+
+def test_reprobuild_backend_local_chooses_local_and_a_bad_value_is_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobuild.errors import BadInput
+
+    monkeypatch.setenv("REPROBUILD_BACKEND", "local")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/dead.sock")  # never asked
+    said: list[str] = []
+    assert select_backend(None, said.append).name == "local" and said == []
+    monkeypatch.setenv("REPROBUILD_BACKEND", "dokcer")
+    with pytest.raises(BadInput, match="REPROBUILD_BACKEND=dokcer"):
+        select_backend(None, said.append)
 
 
 # --- the run contract -----------------------------------------------------------------------------
@@ -255,17 +272,18 @@ def test_an_engine_reached_over_tcp_runs_steps(debian_lock: Path, shared_cache_r
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """DOCKER_HOST=tcp://HOST:PORT (a remote engine) works as the local socket does: probe, run, stream, remove."""
     from reprobuild.backends import docker as docker_backend
-    from reprobuild.backends.dockerapi import engine_address
+    from reprobuild.backends import engine
     from reprobuild.config.lock import load_lock
 
-    local = engine_address()
+    where = engine.configured()
+    local = where.address if where is not None else ""
     if not local.startswith("unix://"):
         pytest.skip(f"the engine is not on a local socket ({local})")  # already remote: the other tests cover it
     bridge = TcpToEngine(local.removeprefix("unix://"))
     try:
         monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{bridge.port}")
         ok, why = docker_backend.probe()
-        assert ok and f"tcp://127.0.0.1:{bridge.port}" in why
+        assert ok and f"tcp://127.0.0.1:{bridge.port}" in why, why
         backend = docker_backend.DockerBackend(lock=load_lock(debian_lock), cache_root=shared_cache_root,
                                                builders_dir=REPO / "builders")
         lines: list[str] = []

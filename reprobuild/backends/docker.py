@@ -1,4 +1,5 @@
-"""The Docker backend: each step in a fresh container, network off. It reaches the engine through `dockerapi`.
+"""The Docker backend: each step in a fresh container, network off, on a Docker or Podman engine (reached
+through `engine`, the one module that talks to it).
 
 The run contract: no network (see `_network`), a read-only root filesystem, a tmpfs at /tmp and at $TMPDIR (and at
 /rb/home unless the step mounts one), the step's mounts (the toolchain read-only at /rb/toolchain),
@@ -6,6 +7,9 @@ a fixed hostname, uid/gid 1000, umask 022, exactly the step's environment, a tim
 container is killed when it runs out) and a memory limit. Output is streamed line by line and
 captured. The container is removed in every case: success, failure, timeout, Ctrl-C or SIGTERM
 (the CLI turns SIGTERM into KeyboardInterrupt).
+
+A step is planned by `container_config` (pure: the Engine API create body) over the mounts `step_mounts`
+prepares (private copies, disorderfs views, ownership) and removes afterwards.
 
 Outputs written by uid 1000 are handed back to the invoking user (when reprobuild runs as root,
 which a rootful engine usually means; otherwise the invoking user should be uid 1000).
@@ -20,12 +24,13 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprobuild.backends import CACHE, HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec, disorder
-from reprobuild.backends.dockerapi import STDERR, Engine, EngineError, NotFound, engine_address
+from reprobuild.backends.engine import STDERR, Engine, EngineError, EngineFacts, NotFound
 from reprobuild.config.model import Lock
 from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text, remove_tree
@@ -43,41 +48,79 @@ SUPPORTED_VARIATIONS = frozenset({"build_path", "environment", "home", "cache", 
                                   "locales", "num_cpus", "user_group", "domain_host", "exec_path"})
 
 
-def umask_wrapper(umask: int) -> tuple[str, ...]:
+def umask_wrapper(umask: int, unset: Sequence[str] = ()) -> tuple[str, ...]:
     """Images with a shell get the umask through this wrapper; a scratch image relies on the runtime's
     default umask (0022, checked by the tests) and on mount points made with fixed modes. The shell
-    exports PWD: unset it, so the step's environment is exactly the RunSpec's."""
-    return ("/bin/sh", "-c", f'umask {umask:04o} && unset PWD && exec "$@"', "reprobuild-step")
+    exports PWD: unset it (and `unset`, what the engine adds), so the step's environment is exactly the RunSpec's."""
+    names = " ".join(["PWD", *unset])
+    return ("/bin/sh", "-c", f'umask {umask:04o} && unset {names} && exec "$@"', "reprobuild-step")
+
+
+@dataclass(frozen=True)
+class EngineQuirks:
+    """Where Docker and Podman differ in what a step's create body must say to get the same container."""
+
+    home_owner: str = "uid={uid},gid={gid}"  # tmpfs option giving $HOME to the build user (Podman refuses uid=)
+    ulimits: tuple[tuple[str, int], ...] = ()  # limits pinned to values the engine may apply
+    added_env: tuple[str, ...] = ()  # variables the engine adds to every container
+
+
+DOCKER_QUIRKS = EngineQuirks()
+
+
+def podman_quirks() -> EngineQuirks:
+    """Podman: `U` chowns a tmpfs to the container's user; it adds `container` and `TERM` to the environment; and,
+    rootful, it sets the open-file and process limits to 1048576, which runc cannot apply with every capability
+    dropped when the engine's own limits are lower: they are pinned to this process's hard limits (a local
+    engine's, as a rule). Docker leaves them as its daemon's."""
+    import resource
+
+    limits = []
+    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+        hard = resource.getrlimit(which)[1]
+        limits.append((name, min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)))
+    return EngineQuirks(home_owner="U", ulimits=tuple(limits), added_env=("container", "TERM"))
 
 
 def probe(timeout: float = 5.0) -> tuple[bool, str]:
-    """(True, "Docker engine 20.10 at ...") when an engine answers; (False, why) otherwise."""
-    where = engine_address()
+    """(True, "Docker engine 20.10.24 at ... (Engine API 1.41)") when an engine answers and accepts the negotiated
+    API version; (False, why) otherwise."""
     try:
-        version = Engine(timeout=timeout).ping()
+        client = Engine(timeout=timeout)
+    except EngineError as exc:  # a Docker context that does not exist
+        return False, _short(exc)
+    try:
+        return True, client.connect().describe()
     except EngineError as exc:
-        return False, f"{where}: {_short(exc)}"
-    return True, f"Docker engine {version} at {where}"
+        return False, f"{client.address}: {_short(exc)}"
+    finally:
+        client.close()
 
 
 def engine_info(timeout: float = 5.0) -> dict[str, Any]:
-    """Version and storage details for `reprobuild doctor` (raises EnvironmentFailure without an engine)."""
+    """Engine facts for `reprobuild doctor` (raises EnvironmentFailure without an engine)."""
+    client: Engine | None = None
     try:
         client = Engine(timeout=timeout)
-        version, info = client.version(), client.info()
+        facts, info = client.connect(), client.info()
     except EngineError as exc:
-        raise EnvironmentFailure(f"no Docker engine answers at {engine_address()}: {_short(exc)}") from None
-    return {"address": engine_address(), "version": version.get("Version"), "api": version.get("ApiVersion"),
+        where = client.address if client is not None else "the configured engine"
+        raise EnvironmentFailure(f"no container engine answers at {where}: {_short(exc)}") from None
+    finally:
+        if client is not None:
+            client.close()
+    return {"address": facts.address, "engine": facts.product, "version": facts.version, "api": facts.api_version,
+            "server_api": facts.server_api, "server_min_api": facts.server_min_api,
             "storage_driver": info.get("Driver"), "cgroup_version": info.get("CgroupVersion")}
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    return (text[0] if text else type(exc).__name__)[:300]
 
 
 class DockerEngine:
-    """The `images.Engine` protocol over the Engine API."""
+    """The `images.Engine` protocol over the Engine API (Docker's or Podman's)."""
 
     def __init__(self, client: Engine | None = None) -> None:
         self.client = client or Engine()
@@ -91,7 +134,7 @@ class DockerEngine:
 
     def load_archive(self, path: Path) -> list[str]:
         with open(path, "rb") as fh:
-            return self.client.load(fh, os.fstat(fh.fileno()).st_size)
+            return self.client.load(fh)
 
     def tag(self, image_id: str, repository: str, tag: str) -> None:
         self.client.tag(f"sha256:{image_id.removeprefix('sha256:')}", repository, tag)
@@ -111,12 +154,13 @@ class DockerBackend:
     hermetic = True
 
     def __init__(self, lock: Lock | None = None, cache_root: Path | None = None,
-                 builders_dir: Path | None = None) -> None:
+                 builders_dir: Path | None = None, client: Engine | None = None) -> None:
         from reprobuild.backends.images.store import ImageStore, default_builders_dir
         from reprobuild.config.lock import default_lock_path
         from reprobuild.toolchains.cache import default_cache_root
 
-        self.client = Engine()
+        self.client = client or Engine()
+        self.product = "container"  # "Docker" or "Podman" once connected (see `connect`)
         self._lock = lock
         lock_path = Path(lock.path) if lock is not None else default_lock_path()
         self.store = ImageStore(DockerEngine(self.client), cache_root or default_cache_root(),
@@ -128,6 +172,15 @@ class DockerBackend:
         self._running_guard = threading.Lock()
         self._cancelled = False
         self._hosts: Path | None = None
+        self._quirks = DOCKER_QUIRKS
+
+    def connect(self) -> EngineFacts:
+        """Reach the engine and agree on the API version (EngineError when it does not answer or refuses)."""
+        facts = self.client.connect()
+        self.product = facts.product
+        if facts.product == "Podman":
+            self._quirks = podman_quirks()
+        return facts
 
     @property
     def lock(self) -> Lock:
@@ -139,10 +192,17 @@ class DockerBackend:
 
     def ensure_image(self, image: ImageRef) -> str:
         """Build the image from its pinned inputs unless the engine already has the expected ID."""
-        with self._images_guard:
-            if image not in self._ids:
-                self._ids[image] = self._build_image(image)
-            return self._ids[image]
+        try:
+            if self.product == "container":
+                self.connect()
+            with self._images_guard:
+                if image not in self._ids:
+                    self._ids[image] = self._build_image(image)
+                return self._ids[image]
+        except EngineError as exc:
+            raise EnvironmentFailure(f"the {self.product} engine at {self.client.address} could not provide the "
+                                     f"`{image.name}` builder image: {_short(exc)}",
+                                     "see the engine's log; `reprobuild doctor` checks the engine") from None
 
     def _spec(self, name: str) -> ImageSpec:
         """The image's description, parsed once. No lock (ensure_image holds `_images_guard` when it asks): two
@@ -211,101 +271,57 @@ class DockerBackend:
 
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
         image_id = self.ensure_image(spec.image)
-        p = spec.perturb
-        uid, gid = p.uid, p.gid
-        copies: list[Path] = []
         timed_out = threading.Event()
         timer: threading.Timer | None = None
         name = f"reprobuild-{uuid.uuid4().hex[:16]}"
-        mounts: list[Mount] = []
-        views = contextlib.ExitStack()
         start = time.monotonic()
         try:
-            for m in spec.mounts:
-                if m.copy:  # a private, writable copy of the source, removed afterwards
-                    copy = Path(tempfile.mkdtemp(prefix="reprobuild-copy-"))
-                    copies.append(copy)
-                    os.chmod(copy, 0o711)  # disorderfs creates files as the build user, by path: it must get through
-                    shutil.copytree(m.source, copy / "tree", symlinks=True)
-                    m = Mount(copy / "tree", m.target, read_only=False)
-                if p.fileordering and m.target == p.src:
-                    m = Mount(views.enter_context(disorder.reversed_view(m.source)), m.target, m.read_only)
-                mounts.append(m)
-            if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
-                mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
-            tmpfs = {path: f"rw,exec,nosuid,nodev,size={TMPFS_SIZE},mode=1777" for path in ("/tmp", TMP)}
-            if not any(m.target == HOME for m in mounts):
-                tmpfs[HOME] = f"rw,nosuid,nodev,size=256m,uid={uid},gid={gid},mode=0755"
-            argv = list(spec.argv)
-            unapplied = self._unapplied(spec)
-            if self._has_shell(spec.image):
-                argv = [*umask_wrapper(p.umask), *argv]
-            # Outputs go to the build user and back; a cache stays the build user's between runs.
-            writable = [m.source for m in mounts if not m.read_only and m.target != CACHE]
-            labels = {LABEL: name, "org.reprobuild.pid": str(os.getpid()), "org.reprobuild.label": spec.label}
-            limits: dict[str, Any] = {}
-            if spec.memory_bytes is not None:
-                limits.update(Memory=spec.memory_bytes, MemorySwap=spec.memory_bytes)
-            if p.cpus is not None:
-                limits["CpusetCpus"] = ",".join(str(i) for i in range(p.cpus))
-            _hand_over(writable, uid, gid)
-            for m in mounts:
-                if m.target == CACHE and not m.read_only:
-                    _own_cache(m.source, uid, gid)
-            binds = [_bind(m.target, m.source, m.read_only) for m in mounts]
-            if not spec.network:
-                binds.append(_bind("/etc/hosts", self._hosts_file(), True))
-            host_config = {**_network(spec.network), "ReadonlyRootfs": True, "Tmpfs": tmpfs, "Mounts": binds,
-                           "CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges"], "PidsLimit": 4096,
-                           "LogConfig": {"Type": "none", "Config": {}}, **limits}
-            env = [f"{k}={v}" for k, v in spec.env.items()]
-            config = {"Image": image_id, "Cmd": argv, "Labels": labels, "Env": env, "WorkingDir": spec.workdir,
-                      "User": f"{uid}:{gid}", "Hostname": p.hostname, "Domainname": p.domainname,
-                      "NetworkDisabled": not spec.network, "AttachStdin": False, "AttachStdout": True,
-                      "AttachStderr": True, "OpenStdin": False, "Tty": False, "HostConfig": host_config}
-            with self._running_guard:
-                if self._cancelled:
-                    raise KeyboardInterrupt  # interrupted while this step was being set up
-                self._running.add(name)
-            self.client.create(name, config)
-            # Attached before it starts, straight to the process's stdout/stderr: no line can be missed,
-            # and the stream ends only after the last byte (following the log file could end early).
-            attached = self.client.attach(name)
-            self.client.start(name)
+            with step_mounts(spec) as mounts:
+                try:
+                    config = container_config(spec, image_id, mounts, name, has_shell=self._has_shell(spec.image),
+                                              hosts_file=None if spec.network else self._hosts_file(),
+                                              quirks=self._quirks)
+                    unapplied = self._unapplied(spec)
+                    with self._running_guard:
+                        if self._cancelled:
+                            raise KeyboardInterrupt  # interrupted while this step was being set up
+                        self._running.add(name)
+                    self.client.create(name, config)
+                    # Attached before it starts, straight to the process's stdout/stderr: no line can be missed,
+                    # and the stream ends only after the last byte (following the log file could end early).
+                    attached = self.client.attach(name)
+                    self.client.start(name)
 
-            def kill() -> None:
-                timed_out.set()
-                with contextlib.suppress(EngineError):
-                    self.client.kill(name)
+                    def kill() -> None:
+                        timed_out.set()
+                        with contextlib.suppress(EngineError):
+                            self.client.kill(name)
 
-            timer = threading.Timer(spec.timeout, kill)
-            timer.daemon = True
-            timer.start()
-            output = _stream(attached, on_line or (lambda line: None))
-            code = self.client.wait(name)
-            if self._cancelled:
-                raise KeyboardInterrupt  # killed by `cancel`: not a failure of the step
-            if timed_out.is_set():
-                raise EnvironmentFailure(f"step `{spec.label}` timed out after {spec.timeout:.0f} s and was killed: "
-                                         f"{' '.join(spec.argv)}")
-            if code == 137 and spec.memory_bytes is not None and self.client.inspect(name)["State"].get("OOMKilled"):
-                raise EnvironmentFailure(f"step `{spec.label}` ran out of memory "
-                                         f"(limit {spec.memory_bytes // (1 << 20)} MiB) and was killed")
-            return RunResult(code, output, time.monotonic() - start, hermetic=True, unapplied=unapplied)
+                    timer = threading.Timer(spec.timeout, kill)
+                    timer.daemon = True
+                    timer.start()
+                    output = _stream(attached, on_line or (lambda line: None))
+                    code = self.client.wait(name)
+                    if self._cancelled:
+                        raise KeyboardInterrupt  # killed by `cancel`: not a failure of the step
+                    if timed_out.is_set():
+                        raise EnvironmentFailure(f"step `{spec.label}` timed out after {spec.timeout:.0f} s and was "
+                                                 f"killed: {' '.join(spec.argv)}")
+                    if code == 137 and spec.memory_bytes is not None \
+                            and self.client.inspect(name)["State"].get("OOMKilled"):
+                        raise EnvironmentFailure(f"step `{spec.label}` ran out of memory "
+                                                 f"(limit {spec.memory_bytes // (1 << 20)} MiB) and was killed")
+                    return RunResult(code, output, time.monotonic() - start, hermetic=True, unapplied=unapplied)
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                    self._remove(name)
+                    with self._running_guard:
+                        self._running.discard(name)
         except EngineError as exc:
             what = "refused" if exc.status else "was lost during"
-            raise EnvironmentFailure(f"the Docker engine at {engine_address()} {what} step `{spec.label}`: "
-                                     f"{_short(exc)}") from None
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._remove(name)
-            with self._running_guard:
-                self._running.discard(name)
-            views.close()
-            _hand_over([m.source for m in mounts if not m.read_only and m.target != CACHE], os.getuid(), os.getgid())
-            for copy in copies:
-                remove_tree(copy)
+            raise EnvironmentFailure(f"the {self.product} engine at {self.client.address} {what} step "
+                                     f"`{spec.label}`: {_short(exc)}") from None
 
     def _remove(self, name: str) -> None:
         """Remove the container, by name (also when the create call was interrupted before it returned); one
@@ -324,6 +340,75 @@ class DockerBackend:
                 time.sleep(0.2)
             except KeyboardInterrupt:
                 continue  # a second Ctrl-C must not leave the container behind
+
+
+@contextlib.contextmanager
+def step_mounts(spec: RunSpec) -> Iterator[list[Mount]]:
+    """The mounts a step's container gets: its own, with a private writable copy where it asks for one, a
+    disorderfs view of the source for the fileordering variation, and the toolchain. Writable mounts belong
+    to the build user while the step runs, and to the invoking user again afterwards; copies and views are
+    gone when the block ends (after the container is removed)."""
+    p = spec.perturb
+    copies: list[Path] = []
+    mounts: list[Mount] = []
+    with contextlib.ExitStack() as views:
+        try:
+            for m in spec.mounts:
+                if m.copy:  # a private, writable copy of the source, removed afterwards
+                    copy = Path(tempfile.mkdtemp(prefix="reprobuild-copy-"))
+                    copies.append(copy)
+                    os.chmod(copy, 0o711)  # disorderfs creates files as the build user, by path: it must get through
+                    shutil.copytree(m.source, copy / "tree", symlinks=True)
+                    m = Mount(copy / "tree", m.target, read_only=False)
+                if p.fileordering and m.target == p.src:
+                    m = Mount(views.enter_context(disorder.reversed_view(m.source)), m.target, m.read_only)
+                mounts.append(m)
+            if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
+                mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
+            # Outputs go to the build user and back; a cache stays the build user's between runs.
+            _hand_over(_writable(mounts), p.uid, p.gid)
+            for m in mounts:
+                if m.target == CACHE and not m.read_only:
+                    _own_cache(m.source, p.uid, p.gid)
+            yield mounts
+        finally:
+            views.close()
+            _hand_over(_writable(mounts), os.getuid(), os.getgid())
+            for copy in copies:
+                remove_tree(copy)
+
+
+def _writable(mounts: Sequence[Mount]) -> list[Path]:
+    return [m.source for m in mounts if not m.read_only and m.target != CACHE]
+
+
+def container_config(spec: RunSpec, image_id: str, mounts: Sequence[Mount], name: str, *, has_shell: bool,
+                     hosts_file: Path | None, quirks: EngineQuirks = DOCKER_QUIRKS) -> dict[str, Any]:
+    """The Engine API create body of one step (pure: no I/O), for the engine `quirks` describe."""
+    p = spec.perturb
+    tmpfs = {path: f"rw,exec,nosuid,nodev,size={TMPFS_SIZE},mode=1777" for path in ("/tmp", TMP)}
+    if not any(m.target == HOME for m in mounts):
+        owner = quirks.home_owner.format(uid=p.uid, gid=p.gid)
+        tmpfs[HOME] = f"rw,nosuid,nodev,size=256m,{owner},mode=0755"
+    unset = [k for k in quirks.added_env if k not in spec.env]
+    argv = [*umask_wrapper(p.umask, unset), *spec.argv] if has_shell else list(spec.argv)
+    labels = {LABEL: name, "org.reprobuild.pid": str(os.getpid()), "org.reprobuild.label": spec.label}
+    limits: dict[str, Any] = {}
+    if spec.memory_bytes is not None:
+        limits.update(Memory=spec.memory_bytes, MemorySwap=spec.memory_bytes)
+    if p.cpus is not None:
+        limits["CpusetCpus"] = ",".join(str(i) for i in range(p.cpus))
+    if quirks.ulimits:
+        limits["Ulimits"] = [{"Name": k, "Soft": v, "Hard": v} for k, v in quirks.ulimits]
+    binds = [_bind(m.target, m.source, m.read_only) for m in mounts]
+    if hosts_file is not None:
+        binds.append(_bind("/etc/hosts", hosts_file, True))
+    host_config = {**_network(spec.network), "ReadonlyRootfs": True, "Tmpfs": tmpfs, "Mounts": binds,
+                   "CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges"], "PidsLimit": 4096,
+                   "LogConfig": {"Type": "none", "Config": {}}, **limits}
+    return {"Image": image_id, "Cmd": argv, "Labels": labels, "Env": [f"{k}={v}" for k, v in spec.env.items()],
+            "WorkingDir": spec.workdir, "User": f"{p.uid}:{p.gid}", "Hostname": p.hostname,
+            "Domainname": p.domainname, "NetworkDisabled": not spec.network, "HostConfig": host_config}
 
 
 def _network(allowed: bool) -> dict[str, Any]:
@@ -395,7 +480,11 @@ def _hand_over(paths: list[Path], uid: int, gid: int) -> None:
 def leftover_containers(pid: int | None = None) -> list[str]:
     """Names of containers reprobuild started that still exist (all of them, or those of one process)."""
     label = f"org.reprobuild.pid={pid}" if pid is not None else LABEL
-    return sorted(Engine().containers(label))
+    client = Engine()
+    try:
+        return sorted(client.containers(label))
+    finally:
+        client.close()
 
 
 def engine() -> DockerEngine:
