@@ -58,7 +58,9 @@ def umask_wrapper(umask: int, unset: Sequence[str] = ()) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class EngineQuirks:
-    """Where Docker and Podman differ in what a step's create body must say to get the same container."""
+    """Where Docker and Podman differ in what a step's create body must say to get the same container: Podman
+    refuses `uid=` on a tmpfs (its `U` chowns it to the container's user) and adds `container` and `TERM` to
+    every environment."""
 
     home_owner: str = "uid={uid},gid={gid}"  # tmpfs option giving $HOME to the build user (Podman refuses uid=)
     ulimits: tuple[tuple[str, int], ...] = ()  # limits pinned to values the engine may apply
@@ -68,18 +70,11 @@ class EngineQuirks:
 DOCKER_QUIRKS = EngineQuirks()
 
 
-def podman_quirks() -> EngineQuirks:
-    """Podman: `U` chowns a tmpfs to the container's user; it adds `container` and `TERM` to the environment; and,
-    rootful, it sets the open-file and process limits to 1048576, which runc cannot apply with every capability
-    dropped when the engine's own limits are lower: they are pinned to this process's hard limits (a local
-    engine's, as a rule). Docker leaves them as its daemon's."""
-    import resource
-
-    limits = []
-    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
-        hard = resource.getrlimit(which)[1]
-        limits.append((name, min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)))
-    return EngineQuirks(home_owner="U", ulimits=tuple(limits), added_env=("container", "TERM"))
+# Podman (rootful) gives a container open-file and process limits of its own choosing (1048576 files), which runc
+# cannot apply with every capability dropped when they exceed the engine's own: pinned to modest values any engine
+# allows (the process limit matches PidsLimit). Docker leaves them as its daemon's.
+PODMAN_QUIRKS = EngineQuirks(home_owner="U", ulimits=(("nofile", 8192), ("nproc", 4096)),
+                             added_env=("container", "TERM"))
 
 
 def probe(timeout: float = 5.0) -> tuple[bool, str]:
@@ -179,7 +174,7 @@ class DockerBackend:
         facts = self.client.connect()
         self.product = facts.product
         if facts.product == "Podman":
-            self._quirks = podman_quirks()
+            self._quirks = PODMAN_QUIRKS
         return facts
 
     @property
