@@ -153,3 +153,13 @@ def test_a_scratch_go_image_step_runs_on_podman(podman_socket: str, go_registry:
     assert r.returncode == 0, r.output
     assert (out / "hello").stat().st_mode & 0o777 == 0o755
     assert leftovers(podman_socket, os.getpid()) == []
+
+
+def test_doctor_names_podman(podman_socket: str, tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    r = run_cli("doctor", "--json", "--lock", str(REPO / "toolchains.lock"),
+                env={"DOCKER_HOST": podman_socket, "REPROBUILD_CACHE": str(tmp_path / "cache")})
+    found = {f["id"]: f for f in json.loads(r.stdout)["findings"]}["engine.reachable"]
+    assert found["message"].startswith("Podman engine ") and podman_socket in found["message"]
+    assert found["data"]["engine"] == "Podman" and found["data"]["api"] == found["data"]["server_api"]

@@ -301,3 +301,17 @@ def test_engine_module_is_the_only_importer_of_the_sdk_and_a_local_build_never_i
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"})
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.docker
+def test_doctor_names_the_engine_its_version_and_the_negotiated_api(docker29: Docker29, tmp_path: Path) -> None:
+    from docker.constants import DEFAULT_DOCKER_API_VERSION
+
+    r = run_cli("doctor", "--json", "--lock", str(REPO / "toolchains.lock"),
+                env={**no_engine_env(tmp_path), "DOCKER_HOST": docker29.address,
+                     "REPROBUILD_CACHE": str(tmp_path / "cache")})
+    found = {f["id"]: f for f in json.loads(r.stdout)["findings"]}["engine.reachable"]
+    api = min("1.52", DEFAULT_DOCKER_API_VERSION, key=_key)
+    assert found["message"] == f"Docker engine 29.0.0 at {docker29.address} (Engine API {api})"
+    assert {k: found["data"][k] for k in ("engine", "version", "api", "server_api", "server_min_api")} == {
+        "engine": "Docker", "version": "29.0.0", "api": api, "server_api": "1.52", "server_min_api": "1.44"}
