@@ -488,3 +488,63 @@ def test_umask_time_and_locale_vary_where_the_image_can_and_are_reported_where_n
     assert r.returncode == 0, r.output
     assert set(r.unapplied) == {"umask", "time", "locales"}
     assert "no shell" in r.unapplied["umask"] and "libfaketime" in r.unapplied["time"]
+
+
+# --- any umask ------------------------------------------------------------------------------------
+
+HELLO_ONLY = """version: 1
+name: go-service
+builder: go
+toolchain: go
+source: examples/go-service
+module_version: 1.0.0
+targets:
+  - name: hello
+    package: ./cmd/hello
+    cgo: false
+    platforms: [linux/amd64]
+    ldflags:
+      main.version: "{version}"
+"""
+
+
+def cli_with_umask(umask: int, *args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reprobuild", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "REPROBUILD_CACHE": str(cache), "PYTHONPATH": str(REPO)}, umask=umask,
+                          timeout=900)
+
+
+@pytest.mark.docker
+@pytest.mark.go
+@pytest.mark.slow
+def test_umask_077_with_a_fresh_cache_gives_the_usual_bytes_on_docker_and_local(
+        docker_engine: str, go_wheel: Path, go_registry: Any, shared_cache_root: Path, tmp_path: Path) -> None:
+    """A user whose umask is 077 (their checkout private too) and whose cache is new: the toolchain is installed
+    with modes the container's build user can use, and both backends give the bytes of a umask-022 build."""
+    import shutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "examples" / "go-service", root / "examples" / "go-service", copy_function=shutil.copyfile)
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "go-service.yaml").write_text(HELLO_ONLY)
+    for dirpath, _, filenames in os.walk(root):  # as a umask-077 checkout is
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o600)
+    lock = ("--lock", str(REPO / "toolchains.lock"))
+    usual = cli_with_umask(0o022, "build", *lock, "--toolchain", "go=go-registry", "--backend", "local", "--no-cache",
+                           "--out", str(tmp_path / "usual"), cwd=root, cache=shared_cache_root)
+    assert usual.returncode == 0, usual.stderr
+    fresh = tmp_path / "fresh-cache"
+    imported = cli_with_umask(0o077, "toolchain", "import", *lock, str(go_wheel), cwd=root, cache=fresh)
+    assert imported.returncode == 0, imported.stderr
+    goroot = next(fresh.glob("**/tree/go/bin/go")).parent.parent
+    assert goroot.stat().st_mode & 0o777 == 0o755 and (goroot / "bin" / "go").stat().st_mode & 0o777 == 0o755
+    for backend in ("docker", "local"):
+        done = cli_with_umask(0o077, "build", *lock, "--toolchain", "go=go-registry", "--backend", backend,
+                              "--no-cache", "--out", str(tmp_path / backend), cwd=root, cache=fresh)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp_path / backend / "SHA256SUMS").read_text() == (tmp_path / "usual" / "SHA256SUMS").read_text()
+        manifest = json.loads((tmp_path / backend / "manifest.json").read_text())
+        assert {a["mode"] for a in manifest["artifacts"]} == {a["mode"] for a in json.loads(
+            (tmp_path / "usual" / "manifest.json").read_text())["artifacts"]}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -355,6 +356,14 @@ def step_mounts(spec: RunSpec) -> Iterator[list[Mount]]:
                     os.chmod(copy, 0o711)  # disorderfs creates files as the build user, by path: it must get through
                     shutil.copytree(m.source, copy / "tree", symlinks=True)
                     m = Mount(copy / "tree", m.target, read_only=False)
+                elif m.read_only and m.target == p.src and os.geteuid() == 0 and not _readable_by_all(m.source):
+                    # A checkout made under umask 077: the build user (not its owner) gets a copy it can read.
+                    copy = Path(tempfile.mkdtemp(prefix="reprobuild-copy-"))
+                    copies.append(copy)
+                    os.chmod(copy, 0o711)
+                    shutil.copytree(m.source, copy / "tree", symlinks=True)
+                    _open_for_reading(copy / "tree")
+                    m = Mount(copy / "tree", m.target)
                 if p.fileordering and m.target == p.src:
                     m = Mount(views.enter_context(disorder.reversed_view(m.source)), m.target, m.read_only)
                 mounts.append(m)
@@ -371,6 +380,29 @@ def step_mounts(spec: RunSpec) -> Iterator[list[Mount]]:
             _hand_over(_writable(mounts), os.getuid(), os.getgid())
             for copy in copies:
                 remove_tree(copy)
+
+
+def _readable_by_all(top: Path) -> bool:
+    """Whether every directory of the tree is 0555 or more for others, and every file 0444 or more."""
+    for dirpath, _, filenames in os.walk(top):
+        if os.stat(dirpath).st_mode & 0o005 != 0o005:
+            return False
+        for name in filenames:
+            mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            if not mode & 0o004 and not stat.S_ISLNK(mode):
+                return False
+    return True
+
+
+def _open_for_reading(top: Path) -> None:
+    """Normalized modes (0755 directories and executables, 0644 other files) on a private copy."""
+    for dirpath, _, filenames in os.walk(top):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode):
+                os.chmod(path, 0o755 if mode & 0o100 else 0o644)
 
 
 def _writable(mounts: Sequence[Mount]) -> list[Path]:
