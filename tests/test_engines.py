@@ -315,3 +315,105 @@ def test_doctor_names_the_engine_its_version_and_the_negotiated_api(docker29: Do
     assert found["message"] == f"Docker engine 29.0.0 at {docker29.address} (Engine API {api})"
     assert {k: found["data"][k] for k in ("engine", "version", "api", "server_api", "server_min_api")} == {
         "engine": "Docker", "version": "29.0.0", "api": api, "server_api": "1.52", "server_min_api": "1.44"}
+
+
+# --- forbidden paths: whole paths the build saw, per-target strings, offsets ------------------------
+
+MAIN_GO = """package main
+
+import (
+\t"fmt"
+\t"os"
+)
+
+var procRoot = "/proc/%d/root/%s"
+
+func main() {
+\tfmt.Printf(procRoot+"\\n", os.Getpid(), "x")
+EXTRA}
+"""
+
+
+def go_project(root: Path, embed: str = "") -> Path:
+    module = root / "src" / "probe"
+    module.mkdir(parents=True)
+    (module / "go.mod").write_text("module example.com/probe\n\ngo 1.21\n")
+    extra = f'\tfmt.Println("data at {embed}/data.txt", len(os.Args))\n' if embed else ""
+    (module / "main.go").write_text(MAIN_GO.replace("EXTRA", extra))
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "probe.yaml").write_text(
+        "version: 1\nname: probe\nbuilder: go\ntoolchain: go-registry\nsource: src/probe\ntargets:\n"
+        "  - name: probe\n    package: .\n    platforms: [linux/amd64]\n")
+    return module
+
+
+@pytest.mark.go
+def test_as_root_with_home_root_a_longer_string_holding_root_passes_the_build_root_fails(
+        go_registry: Any, shared_cache_root: Path, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the case of a root user (HOME=/root)")
+    env = {"HOME": "/root", "REPROBUILD_CACHE": str(shared_cache_root)}
+    lock = ("--lock", str(REPO / "toolchains.lock"))
+    ok_root = tmp_path / "ok"
+    go_project(ok_root)
+    done = run_cli("build", *lock, "--backend", "local", "--no-cache", "--out", str(tmp_path / "ok-out"), env=env,
+                   cwd=ok_root)
+    assert done.returncode == 0, done.stderr  # `/proc/%d/root/%s` is not the home /root
+    bad_root = tmp_path / "bad"
+    module = go_project(bad_root, embed=str(bad_root / "src" / "probe"))
+    done = run_cli("build", *lock, "--backend", "local", "--no-cache", "--out", str(tmp_path / "bad-out"), env=env,
+                   cwd=bad_root)
+    assert done.returncode == 1, done.stderr
+    assert re.search(rf"embeds the path {re.escape(str(module))} \(\.rodata at offset 0x[0-9a-f]+: "
+                     rf"\"[^\"]*data at {re.escape(str(module))}/data\.txt", done.stderr), done.stderr
+
+
+@pytest.mark.go
+def test_forbidden_paths_match_whole_paths_and_targets_add_strings(go_registry: Any, tmp_path: Path) -> None:
+    import subprocess
+
+    from reprobuild.errors import CheckFailed
+    from reprobuild.kinds.go import assertions as goassert
+
+    module = go_project(tmp_path, embed="/root/.cache/probe")
+    binary = tmp_path / "probe"
+    env = {"PATH": f"{go_registry.root}/bin:/usr/bin:/bin", "HOME": str(tmp_path), "GOROOT": str(go_registry.root),
+           "GOTOOLCHAIN": "local", "GOFLAGS": "", "GOPROXY": "off", "GOCACHE": str(tmp_path / "gocache"),
+           "CGO_ENABLED": "0"}
+    subprocess.run([str(go_registry.go), "build", "-trimpath", "-buildvcs=false", "-ldflags=-buildid=", "-o",
+                    str(binary), "."], cwd=module, env=env, check=True, capture_output=True)
+
+    def problems(**kw: Any) -> list[str]:
+        exp = goassert.Expectation("probe", "1.21.13", False, {}, **{"forbidden_paths": (), **kw})
+        return goassert.binary_problems(binary, goassert.read_buildinfo(go_registry.go, binary), exp)
+
+    assert problems(forbidden_paths=("/root/", "/proc/1", "/rootfs")) == [
+        'embeds the path /root (.rodata at offset ' + problems(forbidden_paths=("/root",))[0].split("offset ")[1]]
+    found = problems(forbidden_paths=("/root",))[0]
+    # one hit (Go packs its strings without separators: the context runs into the neighbours)
+    assert "data at /root/.cache/probe/data.txt" in found and found.count(" at offset ") == 1
+    assert problems(forbidden_paths=("/root",), allowed_strings=("data at /root/.cache",)) == []
+    extra = problems(forbidden_strings=("/proc/%d/root",))
+    assert len(extra) == 1 and extra[0].startswith("embeds the forbidden string '/proc/%d/root' (.rodata at offset")
+    with pytest.raises(CheckFailed, match="embeds the path /root"):
+        goassert.check_binary(binary, go_registry.go, goassert.Expectation("probe", "1.21.13", False, {}, ("/root",)))
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("[ab]", "shorter than 4 characters"),
+    ("[/proc/x, /proc/x]", "lists '/proc/x' twice"),
+    ("/proc/x", "must be a list"),
+])
+def test_target_assertion_strings_are_validated_with_file_and_line(tmp_path: Path, value: str, message: str) -> None:
+    from reprobuild.config.pipeline import load_pipelines
+    from reprobuild.errors import FileError
+
+    go_project(tmp_path)
+    path = tmp_path / "pipelines" / "probe.yaml"
+    path.write_text(path.read_text() + f"    allowed_strings: {value}\n")
+    with pytest.raises(FileError) as err:
+        load_pipelines([path], tmp_path)
+    assert f"{path}:" in str(err.value) and message in str(err.value)
+    path.write_text(path.read_text().replace(f"allowed_strings: {value}", "forbidden_strings: [/opt/secret]"))
+    (target,) = load_pipelines([path], tmp_path)[0].targets
+    assert target.forbidden_strings == ("/opt/secret",) and target.allowed_strings == ()

@@ -43,6 +43,8 @@ class GoTarget:
     archive: str | None = None
     keep_gnu_build_id: bool = False
     line: int = 0
+    forbidden_strings: tuple[str, ...] = ()  # also refused in the binary, wherever they occur
+    allowed_strings: tuple[str, ...] = ()  # a forbidden path inside a string holding one of these is accepted
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
 
 def _parse_go_target(node: Node) -> GoTarget:
     f = Fields(node, "a target", {"name", "package", "cgo", "platforms", "ldflags", "tags", "archive",
-                                  "keep_gnu_build_id"})
+                                  "keep_gnu_build_id", "forbidden_strings", "allowed_strings"})
     name_node = f.required("name")
     name = name_node.string("target name")
     if not _NAME_RE.match(name):
@@ -210,4 +212,23 @@ def _parse_go_target(node: Node) -> GoTarget:
                               f"{', '.join(ARCHIVE_FORMATS)}")
     keep_node = f.optional("keep_gnu_build_id")
     keep = keep_node.boolean("keep_gnu_build_id") if keep_node else False
-    return GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line)
+    return GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line,
+                    forbidden_strings=_assertion_strings(f.optional("forbidden_strings"), name, "forbidden_strings"),
+                    allowed_strings=_assertion_strings(f.optional("allowed_strings"), name, "allowed_strings"))
+
+
+def _assertion_strings(node: Node | None, target: str, key: str) -> tuple[str, ...]:
+    """A target's extra forbidden or allowed strings: a list of distinct strings of 4 characters or more (a
+    shorter one would match almost any binary by chance)."""
+    if node is None:
+        return ()
+    found: list[str] = []
+    for item in node.sequence(f"target `{target}`: {key}"):
+        text = item.string(f"each item of target `{target}`: {key}")
+        if len(text) < 4:
+            raise item.error(f"target `{target}`: {key} item {text!r} is shorter than 4 characters",
+                             "a string that short matches almost any binary by chance")
+        if text in found:
+            raise item.error(f"target `{target}`: {key} lists {text!r} twice")
+        found.append(text)
+    return tuple(found)
