@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -198,6 +199,7 @@ class Engine:
     # -- connecting ------------------------------------------------------------------------------------
 
     def _client(self, version: str) -> Any:
+        _import_sdk(ssh=self.address.startswith("ssh://"))
         import docker
         from docker.context import ContextAPI
         from docker.utils import kwargs_from_env
@@ -368,6 +370,22 @@ class Engine:
     def close(self) -> None:
         if self._api is not None:
             self._api.close()
+
+
+def _import_sdk(ssh: bool) -> None:
+    """Import the Docker SDK; without paramiko unless the engine is reached over SSH. The SDK imports its SSH
+    transport (paramiko, 0.09 s here) on every import when it is installed: as long as a build's start."""
+    if "docker" in sys.modules or ssh:
+        import docker
+        return
+    blocked = "paramiko" not in sys.modules
+    if blocked:
+        sys.modules["paramiko"] = None  # type: ignore[assignment]  # an ImportError for the SDK, which skips it
+    try:
+        import docker  # noqa: F401
+    finally:
+        if blocked and sys.modules.get("paramiko", 0) is None:
+            del sys.modules["paramiko"]
 
 
 def _frames(sock: Any) -> Iterator[tuple[int, bytes]]:
