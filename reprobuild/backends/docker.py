@@ -1,8 +1,8 @@
 """The Docker backend: each step in a fresh container, network off, on a Docker or Podman engine (reached
 through `engine`, the one module that talks to it).
 
-The run contract: no network (see `containers._network`), a read-only root filesystem, a tmpfs at /tmp and at $TMPDIR (and at
-/rb/home unless the step mounts one), the step's mounts (the toolchain read-only at /rb/toolchain),
+The run contract: no network (see `containers._network`), a read-only root filesystem, a tmpfs at /tmp and at
+$TMPDIR (and at /rb/home unless the step mounts one), the step's mounts (the toolchain read-only at /rb/toolchain),
 a fixed hostname, uid/gid 1000, umask 022, exactly the step's environment, a time limit (the
 container is killed when it runs out) and a memory limit. Output is streamed line by line and
 captured. The container is removed in every case: success, failure, timeout, Ctrl-C or SIGTERM
