@@ -548,3 +548,22 @@ def test_umask_077_with_a_fresh_cache_gives_the_usual_bytes_on_docker_and_local(
         manifest = json.loads((tmp_path / backend / "manifest.json").read_text())
         assert {a["mode"] for a in manifest["artifacts"]} == {a["mode"] for a in json.loads(
             (tmp_path / "usual" / "manifest.json").read_text())["artifacts"]}
+
+
+def test_container_config_is_the_same_for_both_engines_but_for_their_quirks(tmp_path: Path) -> None:
+    """The create body is planned without the engine (pure); Docker and Podman bodies differ only where they must."""
+    from reprobuild.backends.containers import DOCKER_QUIRKS, PODMAN_QUIRKS, container_config
+
+    spec = RunSpec(("make",), DEBIAN, env(), (Mount(tmp_path, SRC),), label="step")
+    docker = container_config(spec, "sha256:x", spec.mounts, "n", has_shell=True, hosts_file=tmp_path / "hosts")
+    podman = container_config(spec, "sha256:x", spec.mounts, "n", has_shell=True, hosts_file=tmp_path / "hosts",
+                              quirks=PODMAN_QUIRKS)
+    assert docker == container_config(spec, "sha256:x", spec.mounts, "n", has_shell=True,
+                                      hosts_file=tmp_path / "hosts", quirks=DOCKER_QUIRKS)
+    assert docker["HostConfig"]["Tmpfs"]["/rb/home"] == "rw,nosuid,nodev,size=256m,uid=1000,gid=1000,mode=0755"
+    assert podman["HostConfig"]["Tmpfs"]["/rb/home"] == "rw,nosuid,nodev,size=256m,U,mode=0755"  # no uid=
+    assert "Ulimits" not in docker["HostConfig"]
+    assert {u["Name"] for u in podman["HostConfig"]["Ulimits"]} == {"nofile", "nproc"}
+    assert "unset PWD && exec" in docker["Cmd"][2] and "unset PWD container TERM && exec" in podman["Cmd"][2]
+    differing = {k for k in docker["HostConfig"] if docker["HostConfig"][k] != podman["HostConfig"].get(k)}
+    assert differing == {"Tmpfs"} and {k for k in docker if docker[k] != podman[k]} == {"Cmd", "HostConfig"}

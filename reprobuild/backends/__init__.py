@@ -196,6 +196,12 @@ def _docker_backend(required: bool, lock: Lock | None, cache_root: Path | None) 
     except engine.EngineError as exc:
         address = where.address if where is not None else f"unix://{engine.DEFAULT_SOCKET}"
         named = f" (from {where.origin})" if where is not None else ""
+        if "ermission denied" in str(exc):
+            raise EnvironmentFailure(
+                f"the container engine at {address}{named} refused this user: {exc}",
+                "run as a user the engine's socket admits (the `docker` group, or root), use a rootless engine "
+                "(`podman system service` as this user; DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock), "
+                "or choose `--backend local` (not hermetic)") from None
         if exc.status:
             raise EnvironmentFailure(
                 f"the container engine at {address}{named} refused: {exc}",
