@@ -221,6 +221,7 @@ class Engine:
         with self._guard:
             if self._facts is not None:
                 return self._facts
+            _import_sdk(ssh=self.address.startswith("ssh://"))
             from docker.constants import DEFAULT_DOCKER_API_VERSION
 
             with translated():
