@@ -42,6 +42,7 @@ class Docker29:
     def __init__(self, path: Path, real: str, real_api: str) -> None:
         self.path, self.real, self.real_api = path, real, real_api
         self.seen: list[str] = []  # request lines, as the client sent them
+        self.answers: list[tuple[str, str, int, Any]] = []  # (method, path regex, status, body) answered here
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
         self.listener.listen(64)
@@ -85,6 +86,9 @@ class Docker29:
             return self._answer(client, 200, "OK")
         if bare == "/version":
             return self._answer(client, 200, DOCKER29)
+        for verb, pattern, status, body in self.answers:
+            if verb == method and re.fullmatch(pattern, bare):
+                return self._answer(client, status, body)
         # Carried to the real engine, one request per connection (so every request line passes through here).
         kept = [h for h in headers if not h.lower().startswith("connection:")]
         upgrade = any(h.lower().startswith("upgrade:") for h in headers)
@@ -100,7 +104,7 @@ class Docker29:
     def _answer(client: socket.socket, status: int, body: Any) -> None:
         payload = (json.dumps(body) if not isinstance(body, str) else body).encode()
         kind = "application/json" if not isinstance(body, str) else "text/plain; charset=utf-8"
-        reason = {200: "OK", 400: "Bad Request"}[status]
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}[status]
         client.sendall(f"HTTP/1.1 {status} {reason}\r\nApi-Version: 1.52\r\nServer: Docker/29.0.0 (linux)\r\n"
                        f"Content-Type: {kind}\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
                        .encode() + payload)
@@ -223,6 +227,29 @@ def test_build_refused_by_docker29_is_exit_3_with_its_words_never_local(docker29
     assert "Docker 29.0.0" in done.stderr and docker29.address in done.stderr
     assert "DOCKER_API_VERSION" in done.stderr  # what to change
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.docker
+@pytest.mark.go
+def test_an_image_load_the_engine_refuses_is_exit_3_naming_the_engine(docker29: Docker29, go_registry: Any,
+                                                                      shared_cache_root: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobuild.backends import ImageRef
+    from reprobuild.backends.docker import DockerBackend
+    from reprobuild.config.lock import load_lock
+
+    full = "write /var/lib/docker/tmp: no space left on device"
+    docker29.answers += [("GET", r"/images/.*/json", 404, {"message": "No such image"}),
+                         ("POST", r"/images/load", 500, {"message": full})]
+    monkeypatch.setenv("DOCKER_HOST", docker29.address)
+    monkeypatch.delenv("DOCKER_API_VERSION", raising=False)
+    backend = DockerBackend(lock=load_lock(REPO / "toolchains.lock"), cache_root=shared_cache_root,
+                            builders_dir=REPO / "builders")
+    with pytest.raises(EnvironmentFailure) as err:
+        backend.ensure_image(ImageRef("go", go_registry.tree))
+    text = str(err.value)
+    assert err.value.exit_code == 3 and f"the Docker engine at {docker29.address}" in text
+    assert "could not provide the `go` builder image" in text and "no space left on device" in text
 
 
 # --- addresses that do not answer: exit 3 naming them ------------------------------------------------
