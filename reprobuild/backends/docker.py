@@ -40,7 +40,7 @@ from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
-    from reprobuild.backends.images.store import ImageSpec
+    from reprobuild.backends.images.spec import ImageSpec
 
 # `umask` needs a shell in the image, `time` its libfaketime, `locales` the locale compiled into it (see
 # builders/debian/image.yaml): a step in an image without (the scratch `go` image) reports the variation
@@ -122,7 +122,8 @@ class DockerBackend:
 
     def __init__(self, lock: Lock | None = None, cache_root: Path | None = None,
                  builders_dir: Path | None = None, client: Engine | None = None) -> None:
-        from reprobuild.backends.images.store import ImageStore, default_builders_dir
+        from reprobuild.backends.images.spec import default_builders_dir
+        from reprobuild.backends.images.store import ImageStore
         from reprobuild.config.lock import default_lock_path
         from reprobuild.toolchains.cache import default_cache_root
 
@@ -174,7 +175,7 @@ class DockerBackend:
     def _spec(self, name: str) -> ImageSpec:
         """The image's description, parsed once. No lock (ensure_image holds `_images_guard` when it asks): two
         threads may both parse it, and the first stored copy is the one kept."""
-        from reprobuild.backends.images.store import load_spec
+        from reprobuild.backends.images.spec import load_spec
 
         if name not in self._specs:
             self._specs.setdefault(name, load_spec(self.store.builders_dir, name))
@@ -215,7 +216,7 @@ class DockerBackend:
 
     def _unapplied(self, spec: RunSpec) -> dict[str, str]:
         """The variations of the step's Perturbation its image cannot apply, and why."""
-        from reprobuild.backends.images.store import BUILTIN_LOCALES
+        from reprobuild.backends.images.spec import BUILTIN_LOCALES
 
         image = self._spec(spec.image.name)
         varied, where = spec.perturb.env, f"step `{spec.label}`: image `{image.name}`"

@@ -9,7 +9,6 @@ one is accepted). Each finding names the section, the offset and the printable s
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,19 +24,6 @@ def read_buildinfo(go: Path, binary: Path, elf: ElfFile | None = None) -> BuildI
     reader finds nothing, so a binary it cannot read is not waved through."""
     info = read_build_info(elf or ElfFile.open(binary))
     return info or from_go_version(go, binary) or BuildInfo("")
-
-
-def vendored_modules(module_dir: Path) -> dict[str, str]:
-    """Module path -> version, from vendor/modules.txt."""
-    path = module_dir / "vendor" / "modules.txt"
-    result: dict[str, str] = {}
-    if not path.exists():
-        return result
-    for line in path.read_text().splitlines():
-        m = re.match(r"^# (\S+) (v\S+)(?: => (\S+)(?: (v\S+))?)?$", line)
-        if m:
-            result[m.group(1)] = m.group(2) + (f" => {m.group(3)} {m.group(4)}" if m.group(4) else "")
-    return result
 
 
 def visible_paths(source: Path, build_root: Path, toolchain: Path, cache: Path, backend: object) -> tuple[str, ...]:
@@ -56,7 +42,7 @@ class Expectation:
     target: str
     go_version: str
     cgo: bool
-    vendored: dict[str, str]
+    vendored: dict[str, str]  # module path -> version, from vendor/modules.txt (gomod.vendored_versions)
     forbidden_paths: tuple[str, ...]
     keep_gnu_build_id: bool = False
     forbidden_strings: tuple[str, ...] = ()  # the pipeline target's own, matched anywhere
