@@ -115,9 +115,8 @@ def _context_host(name: str, environ: dict[str, str]) -> str:
         data = json.loads(meta.read_text())
         return str(data["Endpoints"]["docker"]["Host"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise EngineError(f"the Docker context `{name}` (named by "
-                          f"{'DOCKER_CONTEXT' if environ.get('DOCKER_CONTEXT') else cli_config_dir(environ)}"
-                          f"/config.json) does not exist: no {meta}") from None
+        named_by = "DOCKER_CONTEXT" if environ.get("DOCKER_CONTEXT") else f"{cli_config_dir(environ)}/config.json"
+        raise EngineError(f"the Docker context `{name}` (named by {named_by}) does not exist: no {meta}") from None
 
 
 def _reason(exc: BaseException) -> str:
