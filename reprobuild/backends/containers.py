@@ -12,7 +12,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,14 +125,17 @@ def _writable(mounts: Sequence[Mount]) -> list[Path]:
 
 
 def container_config(spec: RunSpec, image_id: str, mounts: Sequence[Mount], name: str, *, has_shell: bool,
-                     hosts_file: Path | None, quirks: EngineQuirks = DOCKER_QUIRKS) -> dict[str, Any]:
-    """The Engine API create body of one step (pure: no I/O), for the engine `quirks` describe."""
+                     hosts_file: Path | None, quirks: EngineQuirks = DOCKER_QUIRKS,
+                     env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Engine API create body of one step (pure: no I/O), for the engine `quirks` describe; `env` is the
+    step's whole environment (default: the spec's)."""
+    variables = spec.env if env is None else env
     p = spec.perturb
     tmpfs = {path: f"rw,exec,nosuid,nodev,size={TMPFS_SIZE},mode=1777" for path in ("/tmp", TMP)}
     if not any(m.target == HOME for m in mounts):
         owner = quirks.home_owner.format(uid=p.uid, gid=p.gid)
         tmpfs[HOME] = f"rw,nosuid,nodev,size=256m,{owner},mode=0755"
-    unset = [k for k in quirks.added_env if k not in spec.env]
+    unset = [k for k in quirks.added_env if k not in variables]
     argv = [*umask_wrapper(p.umask, unset), *spec.argv] if has_shell else list(spec.argv)
     labels = {LABEL: name, "org.reprobuild.pid": str(os.getpid()), "org.reprobuild.label": spec.label}
     limits: dict[str, Any] = {}
@@ -148,7 +151,7 @@ def container_config(spec: RunSpec, image_id: str, mounts: Sequence[Mount], name
     host_config = {**_network(spec.network), "ReadonlyRootfs": True, "Tmpfs": tmpfs, "Mounts": binds,
                    "CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges"], "PidsLimit": 4096,
                    "LogConfig": {"Type": "none", "Config": {}}, **limits}
-    return {"Image": image_id, "Cmd": argv, "Labels": labels, "Env": [f"{k}={v}" for k, v in spec.env.items()],
+    return {"Image": image_id, "Cmd": argv, "Labels": labels, "Env": [f"{k}={v}" for k, v in variables.items()],
             "WorkingDir": spec.workdir, "User": f"{p.uid}:{p.gid}", "Hostname": p.hostname,
             "Domainname": p.domainname, "NetworkDisabled": not spec.network, "HostConfig": host_config}
 

@@ -18,6 +18,7 @@ which a rootful engine usually means; otherwise the invoking user should be uid 
 from __future__ import annotations
 
 import contextlib
+import platform
 import threading
 import time
 import uuid
@@ -42,6 +43,8 @@ from reprobuild.fsutil import atomic_write_text
 if TYPE_CHECKING:
     from reprobuild.backends.images.spec import ImageSpec
 
+# Where an image's libfaketime is (Debian's multiarch path; images are built for the host's architecture).
+IMAGE_FAKETIME = f"/usr/lib/{platform.machine()}-linux-gnu/faketime/libfaketime.so.1"
 # `umask` needs a shell in the image, `time` its libfaketime, `locales` the locale compiled into it (see
 # builders/debian/image.yaml): a step in an image without (the scratch `go` image) reports the variation
 # as not applied, and verify lists it as skipped.
@@ -119,22 +122,25 @@ class DockerEngine:
 class DockerBackend:
     name = "docker"
     hermetic = True
+    builds_images = True
 
     def __init__(self, lock: Lock | None = None, cache_root: Path | None = None,
                  builders_dir: Path | None = None, client: Engine | None = None) -> None:
+        """`lock` pins the debootstrapped images (its `images:` entries); `builders_dir` holds the image
+        descriptions of steps whose ImageRef carries none. Both are given: the backend reads neither the
+        lock nor the repository on its own (a build passes each image's description in its ImageRef).
+        `client`: the engine (default: the configured one)."""
         from reprobuild.backends.images.spec import default_builders_dir
         from reprobuild.backends.images.store import ImageStore
-        from reprobuild.config.lock import default_lock_path
         from reprobuild.toolchains.cache import default_cache_root
 
         self.client = client or Engine()
         self.product = "container"  # "Docker" or "Podman" once connected (see `connect`)
-        self._lock = lock
-        lock_path = Path(lock.path) if lock is not None else default_lock_path()
+        self.lock = lock
         self.store = ImageStore(DockerEngine(self.client), cache_root or default_cache_root(),
-                                builders_dir or default_builders_dir(lock_path))
+                                builders_dir or default_builders_dir(Path(lock.path) if lock is not None else None))
         self._ids: dict[ImageRef, str] = {}
-        self._specs: dict[str, ImageSpec] = {}  # builders/<name>/image.yaml, read once (steps ask on every run)
+        self._specs: dict[str, ImageSpec] = {}  # descriptions read from builders_dir, once (steps ask on every run)
         self._images_guard = threading.Lock()  # parallel steps asking for one image build it once
         self._running: set[str] = set()  # containers running now, for `cancel` (steps run on many threads)
         self._running_guard = threading.Lock()
@@ -150,14 +156,6 @@ class DockerBackend:
             self._quirks = PODMAN_QUIRKS
         return facts
 
-    @property
-    def lock(self) -> Lock:
-        if self._lock is None:
-            from reprobuild.config.lock import default_lock_path, load_lock
-
-            self._lock = load_lock(default_lock_path())
-        return self._lock
-
     def ensure_image(self, image: ImageRef) -> str:
         """Build the image from its pinned inputs unless the engine already has the expected ID."""
         try:
@@ -172,23 +170,28 @@ class DockerBackend:
                                      f"`{image.name}` builder image: {_short(exc)}",
                                      "see the engine's log; `reprobuild doctor` checks the engine") from None
 
-    def _spec(self, name: str) -> ImageSpec:
-        """The image's description, parsed once. No lock (ensure_image holds `_images_guard` when it asks): two
-        threads may both parse it, and the first stored copy is the one kept."""
+    def _spec(self, image: ImageRef) -> ImageSpec:
+        """The image's description: the one the step carries, else builders_dir's, parsed once. No lock
+        (ensure_image holds `_images_guard` when it asks): two threads may both parse it, the first is kept."""
         from reprobuild.backends.images.spec import load_spec
 
-        if name not in self._specs:
-            self._specs.setdefault(name, load_spec(self.store.builders_dir, name))
-        return self._specs[name]
+        if image.spec is not None:
+            return image.spec
+        if image.name not in self._specs:
+            self._specs.setdefault(image.name, load_spec(self.store.builders_dir, image.name))
+        return self._specs[image.name]
 
     def _build_image(self, image: ImageRef) -> str:
-        spec = self._spec(image.name)
+        spec = self._spec(image)
         if spec.base == "scratch":
             if image.toolchain_root is None:
                 raise BadInput(f"builder image `{image.name}` is made from a toolchain, but the step names none")
-            built = self.store.ensure_go(image.toolchain_root, image.name)
+            built = self.store.ensure_go(image.toolchain_root, image.name, spec)
         else:
-            built = self.store.ensure_debian(self.lock, image.name)
+            if self.lock is None:
+                raise BadInput(f"builder image `{image.name}` is pinned by a lock's `images:` section, and the "
+                               "Docker backend was given no lock", "pass `--lock FILE` (or build in the repository)")
+            built = self.store.ensure_debian(self.lock, image.name, spec)
         return built.image_id
 
     def _hosts_file(self) -> Path:
@@ -212,22 +215,21 @@ class DockerBackend:
                 self.client.kill(name)
 
     def _has_shell(self, image: ImageRef) -> bool:
-        return self._spec(image.name).base != "scratch"
+        return self._spec(image).base != "scratch"
 
     def _unapplied(self, spec: RunSpec) -> dict[str, str]:
         """The variations of the step's Perturbation its image cannot apply, and why."""
         from reprobuild.backends.images.spec import BUILTIN_LOCALES
 
-        image = self._spec(spec.image.name)
-        varied, where = spec.perturb.env, f"step `{spec.label}`: image `{image.name}`"
+        image = self._spec(spec.image)
+        p, where = spec.perturb, f"step `{spec.label}`: image `{image.name}`"
         found = {}
-        if spec.perturb.umask != 0o022 and image.base == "scratch":
-            found["umask"] = f"{where} has no shell to set umask {spec.perturb.umask:04o} (the runtime's is 0022)"
-        if "faketime" in varied.get("LD_PRELOAD", "") and "libfaketime" not in image.packages:
+        if p.umask != 0o022 and image.base == "scratch":
+            found["umask"] = f"{where} has no shell to set umask {p.umask:04o} (the runtime's is 0022)"
+        if p.faketime is not None and "libfaketime" not in image.packages:
             found["time"] = f"{where} has no libfaketime to move the clock"
-        locale = varied.get("LC_ALL")
-        if locale and locale not in BUILTIN_LOCALES and locale not in image.locales:
-            found["locales"] = f"{where} has no {locale} locale (builders/{image.name}/image.yaml `locales`)"
+        if p.locale is not None and p.locale not in BUILTIN_LOCALES and p.locale not in image.locales:
+            found["locales"] = f"{where} has no {p.locale} locale (builders/{image.name}/image.yaml `locales`)"
         return found
 
     def supports(self, variation: str) -> bool:
@@ -246,10 +248,13 @@ class DockerBackend:
         try:
             with step_mounts(spec) as mounts:
                 try:
+                    unapplied = self._unapplied(spec)
+                    variables = {**spec.env, **spec.perturb.variation_env()}
+                    if spec.perturb.faketime is not None and "time" not in unapplied:
+                        variables["LD_PRELOAD"] = IMAGE_FAKETIME
                     config = container_config(spec, image_id, mounts, name, has_shell=self._has_shell(spec.image),
                                               hosts_file=None if spec.network else self._hosts_file(),
-                                              quirks=self._quirks)
-                    unapplied = self._unapplied(spec)
+                                              quirks=self._quirks, env=variables)
                     with self._running_guard:
                         if self._cancelled:
                             raise KeyboardInterrupt  # interrupted while this step was being set up

@@ -83,7 +83,7 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     forbidden = goassert.visible_paths(pipeline.source, ctx.staging, inst.tree, ctx.cache.root, ctx.backend)
     for target in pipeline.targets:
         image = ImageRef("debian" if target.cgo else "go", inst.tree)
-        ctx.images[image.name] = ctx.backend.ensure_image(image)
+        ctx.ensure_image(image)
 
         def build_for(platform: str, target: GoTarget = target, image: ImageRef = image) -> None:
             name = binary_name(target, platform)
