@@ -62,6 +62,7 @@ class EngineFacts:
     server_api: str  # the highest the engine serves
     server_min_api: str
     address: str
+    platform: str = "linux/amd64"  # the engine's OS/architecture, as Go and OCI name them
 
     def describe(self) -> str:
         return f"{self.product} engine {self.version} at {self.address} (Engine API {self.api_version})"
@@ -246,8 +247,10 @@ class Engine:
                 raise type(exc)(f"{who} (Engine API {server_min or '?'} to {server_max}, asked {self._asked(chosen)}"
                                 f"): {exc}", exc.status) from None
             self._api = api
+            arch = str(answer.get("Arch", "amd64"))
+            arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(arch, arch)
             self._facts = EngineFacts(product, str(answer.get("Version", "?")), chosen, server_max, server_min,
-                                      self.address)
+                                      self.address, f"{answer.get('Os', 'linux')}/{arch}")
             return self._facts
 
     @staticmethod

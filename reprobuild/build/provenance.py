@@ -24,8 +24,14 @@ VERIFY_TYPE = "urn:reprobuild:predicate:verification:v1"
 FILE = "provenance.json"
 
 
-def subjects(artifacts: list[Artifact] | tuple[Artifact, ...]) -> list[dict[str, Any]]:
-    return [{"name": a.path, "digest": {"sha256": a.sha256}} for a in sorted(artifacts, key=lambda a: a.path)]
+def subjects(artifacts: list[Artifact] | tuple[Artifact, ...],
+             images: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every artifact, and every container image by its digest (`manifest.json`'s `oci_images`)."""
+    result = [{"name": a.path, "digest": {"sha256": a.sha256}} for a in artifacts]
+    for path, image in (images or {}).items():
+        result.append({"name": path, "digest": {"sha256": str(image["digest"]).removeprefix("sha256:")},
+                       "annotations": {"mediaType": image["media_type"]}})
+    return sorted(result, key=lambda s: str(s["name"]))
 
 
 def git_commit(root: Path) -> str | None:
@@ -69,7 +75,7 @@ def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: 
         deps.append(extra)  # e.g. a Paddle wheelhouse hash, added by its builder
     return {
         "_type": STATEMENT_TYPE,
-        "subject": subjects(artifacts),
+        "subject": subjects(artifacts, manifest.get("oci_images")),
         "predicateType": SLSA_PROVENANCE,
         "predicate": {
             "buildDefinition": {
