@@ -139,32 +139,91 @@ def hermetic_env(policy: EnvPolicy) -> dict[str, str]:
     return env
 
 
-def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock | None = None,
-                   cache_root: Path | None = None) -> Backend:
-    """`--backend docker|local`; default docker when an engine answers, local otherwise (said on stderr).
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here: what was found, or why not and what to do about it."""
 
-    `lock` and `cache_root` tell the Docker backend which lock pins its images (`--lock`) and where its
-    image caches live; by default ./toolchains.lock (or REPROBUILD_LOCK) and the reprobuild cache.
-    """
-    from reprobuild.errors import EnvironmentFailure
+    name: str
+    available: bool
+    detail: str
+    fix: str = ""
 
-    require = os.environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0")
-    if requested == "local":
-        from reprobuild.backends.local import LocalBackend
 
-        return LocalBackend()
-    if requested == "docker" or require or requested is None:
-        from reprobuild.backends import docker as docker_backend
+def probe_sandbox(cache_root: Path | None = None) -> Availability:
+    from reprobuild.backends import sandbox
 
-        reachable, why = docker_backend.probe()
-        if reachable:
-            return docker_backend.DockerBackend(lock=lock, cache_root=cache_root)
-        if requested == "docker" or require:
-            raise EnvironmentFailure(
-                f"no Docker engine answers ({why})",
-                "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install docker.io`), "
-                "point DOCKER_HOST at a running engine, or use `--backend local`")
-        say(f"no Docker engine answers ({why}); using the local backend (not hermetic)")
+    found = sandbox.probe(cache_root)
+    return Availability("sandbox", found.ok, found.detail, found.fix)
+
+
+def probe_docker(cache_root: Path | None = None) -> Availability:
+    from reprobuild.backends import docker
+
+    reachable, why = docker.probe()
+    return Availability("docker", reachable, why if reachable else f"no Docker engine answers ({why})",
+                        "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install "
+                        "docker.io`), or point DOCKER_HOST at a running engine")
+
+
+def probe_local(cache_root: Path | None = None) -> Availability:
+    return Availability("local", True, "the host itself (not hermetic)")
+
+
+# The backends, most hermetic first: the default is the first one available.
+PROBES: tuple[tuple[str, Callable[[Path | None], Availability]], ...] = (
+    ("sandbox", probe_sandbox), ("docker", probe_docker), ("local", probe_local))
+
+
+def availability(cache_root: Path | None = None) -> list[Availability]:
+    """Every backend, in order of preference, with whether it can run here (for `doctor`)."""
+    return [check(cache_root) for _, check in PROBES]
+
+
+def _make(name: str, lock: Lock | None, cache_root: Path | None) -> Backend:
+    if name == "sandbox":
+        from reprobuild.backends.sandbox import SandboxBackend
+
+        return SandboxBackend(lock=lock, cache_root=cache_root)
+    if name == "docker":
+        from reprobuild.backends.docker import DockerBackend
+
+        return DockerBackend(lock=lock, cache_root=cache_root)
     from reprobuild.backends.local import LocalBackend
 
     return LocalBackend()
+
+
+def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock | None = None,
+                   cache_root: Path | None = None) -> Backend:
+    """`--backend sandbox|docker|local` (or REPROBUILD_BACKEND); by default the first of PROBES available here,
+    saying on stderr why the better ones are not. A requested backend that cannot run is exit 3 with the reason
+    and the fix; so is the default under REPROBUILD_REQUIRE_DOCKER=1 when no engine answers.
+
+    `lock` and `cache_root` tell the image-based backends which lock pins their roots (`--lock`) and where
+    their caches live; by default ./toolchains.lock (or REPROBUILD_LOCK) and the reprobuild cache.
+    """
+    from reprobuild.errors import BadInput, EnvironmentFailure
+
+    requested = requested or os.environ.get("REPROBUILD_BACKEND") or None
+    if requested is None and os.environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"):
+        requested = "docker"
+    probes = dict(PROBES)
+    if requested is not None:
+        if requested not in probes:
+            raise BadInput(f"unknown backend `{requested}`", f"one of: {', '.join(probes)}")
+        found = probes[requested](cache_root)
+        if not found.available:
+            others = [name for name in probes if name != requested]
+            raise EnvironmentFailure(f"the {requested} backend is not available: {found.detail}",
+                                     f"{found.fix}; or use `--backend {others[0]}` or `--backend {others[1]}`")
+        return _make(requested, lock, cache_root)
+    passed: list[Availability] = []
+    for name, check in PROBES:
+        found = check(cache_root)
+        if found.available:
+            if passed:
+                why = "; ".join(f"{p.name}: {p.detail}" for p in passed)
+                say(f"{why}; using the {name} backend" + (" (not hermetic)" if name == "local" else ""))
+            return _make(name, lock, cache_root)
+        passed.append(found)
+    raise AssertionError("the local backend is always available")

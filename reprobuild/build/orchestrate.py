@@ -142,8 +142,9 @@ def plan_costs(opts: BuildOptions) -> dict[str, float]:
 
 
 def _builders_dir(opts: BuildOptions, backend: Backend) -> Path | None:
-    """The builder image descriptions, which make the Docker backend's images (the host is the local one's)."""
-    if backend.name != "docker":
+    """The builder image descriptions, which make the Docker backend's images and the sandbox's roots (the host
+    is the local one's)."""
+    if backend.name == "local":
         return None
     from reprobuild.backends.images.store import default_builders_dir
 
