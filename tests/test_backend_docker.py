@@ -60,6 +60,8 @@ def test_dead_socket_falls_back_to_local_and_says_so(tmp_path: Path, monkeypatch
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
     monkeypatch.delenv("REPROBUILD_REQUIRE_DOCKER", raising=False)
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no bwrap either: the sandbox backend is not available
     ok, why = docker_backend.probe()
     assert not ok and "dead.sock" in why
     backend = select_backend(None, lambda msg: print(msg, file=sys.stderr))
