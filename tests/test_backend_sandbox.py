@@ -381,3 +381,29 @@ def test_an_unprivileged_user_builds_the_same_bytes(unprivileged_user: str, shar
                 (Mount(HELLO_GO, SRC), Mount(out, OUT, read_only=False), Mount(cache, CACHE, read_only=False))))
     assert as_root.returncode == 0, as_root.output
     assert (out / "hello").read_bytes() == (shared_dir / "out" / "hello").read_bytes()
+
+
+# --- the local backend: no machine-wide lock ---------------------------------------------------------
+
+@needs_bwrap
+def test_local_steps_run_at_once_each_at_the_same_fixed_path(tmp_path: Path) -> None:
+    """Two steps of the local backend (two builds, or two users) overlap instead of queueing on a lock, and each
+    sees its own scratch root at the one fixed path."""
+    import threading
+
+    from reprobuild.backends import HOME
+    from reprobuild.backends.local import LocalBackend
+
+    spec = RunSpec(("sh", "-c", "pwd; echo $HOME; ls -A; touch mine; sleep 1.5"), ImageRef("host"),
+                   {"PATH": "/usr/bin:/bin", "HOME": HOME}, (), workdir=HOME)
+    results: list[Any] = []
+    backends = [LocalBackend(tmp_path / "base"), LocalBackend(tmp_path / "base")]
+    threads = [threading.Thread(target=lambda b=b: results.append(b.run(spec))) for b in backends]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - started < 2.9  # 1.5 s each: at once, not one after the other
+    fixed = str(tmp_path / "base" / "root" / "home")
+    assert [r.output.split() for r in results] == [[fixed, fixed]] * 2  # neither sees the other's `mine`
