@@ -147,8 +147,10 @@ def check_engine(facts: Facts) -> Iterable[Finding]:
     if e.reachable:
         yield Finding("engine.reachable", "ok", e.detail, data=dict(e.info))
         return
+    chosen = next((b.name for b in facts.backends if b.available), "local")
     yield Finding("engine.unreachable", "error" if facts.docker_required else "warning",
-                  f"no Docker engine answers ({e.detail}); builds fall back to the local backend (not hermetic)",
+                  f"no Docker engine answers ({e.detail}); builds use the {chosen} backend"
+                  + (" (not hermetic)" if chosen == "local" else ""),
                   "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install "
                   "docker.io`) or point DOCKER_HOST at a running engine")
 
