@@ -75,6 +75,22 @@ def test_backend_sandbox_without_bwrap_is_exit_3_naming_the_fix(tmp_path: Path) 
     assert not (tmp_path / "out").exists()
 
 
+def test_a_host_refusing_user_namespaces_is_named_with_the_sysctl(tmp_path: Path) -> None:
+    """A kernel that refuses namespaces cannot be made here without changing the whole machine: a `bwrap` that
+    answers the way bubblewrap does on such a host stands in for it."""
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "bwrap"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'bubblewrap 0.8.0'; exit 0; }\n"
+                    "echo 'bwrap: No permissions to creating new namespace, likely because the kernel does not "
+                    "allow non-privileged user namespaces.' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    done = run_cli("build", "--backend", "sandbox", "--out", str(tmp_path / "out"),
+                   env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "REPROBUILD_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 3, done.stderr
+    assert "non-privileged user namespaces" in done.stderr and "kernel.unprivileged_userns_clone=1" in done.stderr
+    assert "run reprobuild as root" in done.stderr and "--backend docker" in done.stderr
+
+
 @needs_bwrap
 def test_the_default_is_the_sandbox_where_bwrap_can_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from reprobuild.backends import sandbox
