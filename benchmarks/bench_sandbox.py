@@ -9,7 +9,10 @@ measured in the same run.
     same work (target <= 1.1x) and vs a plain `go build` of the same targets with the same toolchain and a warm
     cache (target <= 1.2x), with the CPU time of every process on the machine during each (the floor);
 (c) warm incremental `go build` (one package edited), sandbox vs local backend (target <= 1.1x);
-(d) four builds of go-service at once, each into its own --out, vs one build (target <= 4.4x the wall time).
+(d) four builds of go-service at once, each into its own --out, vs one build (target <= 4.4x the wall time);
+(e) cold build (reprobuild's GOCACHE removed) vs a plain cold `go build` with an empty cache (target <= 1.05x);
+(f) `verify --vary=-cache` (2 runs, sandbox) vs one warm build, against the CPU floor: the CPU time of every
+    process during the verify spread over all cores, over the build's wall time (target: within 15% of it).
 
 Medians of N runs (default 3); the sides interleaved so they see the same machine noise. Needs bubblewrap, the
 `go-registry` toolchain (fetched into the reprobuild cache if missing) and, for the cgo target, the lock's debian
@@ -47,6 +50,8 @@ LOCAL_TARGET = 1.1
 PLAIN_TARGET = 1.2
 INCREMENTAL_TARGET = 1.1
 CONCURRENT_TARGET = 4.4
+COLD_TARGET = 1.05
+VERIFY_FLOOR_MARGIN = 0.15
 HELLO = REPO / "tests" / "data" / "hello-go"
 BUILD = ("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-buildid=", "-o", "/rb/out/hello", ".")
 
@@ -68,6 +73,14 @@ def wait_ok(child: subprocess.Popen[str]) -> None:
     _, err = child.communicate()
     if child.returncode != 0:
         raise RuntimeError(f"reprobuild build failed (exit {child.returncode}): {err[-2000:]}")
+
+
+def cli_verify(pipeline_file: Path, report: Path) -> None:
+    argv = [sys.executable, "-m", "reprobuild", "verify", str(pipeline_file), "--root", str(REPO), "-q",
+            "--toolchain", "go=go-registry", "--backend", "sandbox", "--vary=-cache", "--report", str(report)]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reprobuild verify failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
 
 
 def main(runs: int = 3) -> dict[str, Any]:
@@ -146,6 +159,24 @@ def main(runs: int = 3) -> dict[str, Any]:
                 ends.append(time.perf_counter())
             four.append(max(ends) - start)
             overlap = overlap and len({(work / f"four-{i}-{k}" / "SHA256SUMS").read_text() for k in range(4)}) == 1
+
+        # (e) cold: reprobuild's Go build cache removed (toolchain and roots kept) vs plain with an empty cache
+        rb_gocache = cache.root / "gocache" / f"sandbox-{inst.key[:16]}"
+        cold: dict[str, list[float]] = {"sandbox": [], "plain": []}
+        for i in range(max(1, runs // 3)):
+            shutil.rmtree(rb_gocache, ignore_errors=True)
+            cold["sandbox"].append(timed(lambda i=i: wait_ok(cli_build(pipeline_file, work / f"cold-{i}", "sandbox"))))
+            cold["plain"].append(timed(lambda i=i: plain_build(inst.root, pipeline_file, work / f"pcold-{i}",
+                                                               work / f"pcold-cache-{i}" / "gocache")))
+        wait_ok(cli_build(pipeline_file, work / "rewarm", "sandbox"))
+
+        # (f) verify --vary=-cache vs one warm build, with the CPU floor
+        verify: dict[str, list[float]] = {"wall": [], "cpu": [], "build": []}
+        for i in range(runs):
+            verify["build"].append(timed(lambda i=i: wait_ok(cli_build(pipeline_file, work / f"vb-{i}", "sandbox"))))
+            w, c = timed_cpu(lambda i=i: cli_verify(pipeline_file, work / f"verify-{i}.json"))
+            verify["wall"].append(w)
+            verify["cpu"].append(c)
     med = {k: statistics.median(v) for k, v in wall.items()}
     cores = os.cpu_count() or 1
     result: dict[str, Any] = {
@@ -159,7 +190,13 @@ def main(runs: int = 3) -> dict[str, Any]:
         "incremental_sandbox_s": statistics.median(incremental["sandbox"]),
         "incremental_local_s": statistics.median(incremental["local"]),
         "one_s": statistics.median(one), "four_s": statistics.median(four), "four_identical": overlap,
+        "cold_sandbox_s": statistics.median(cold["sandbox"]), "cold_plain_s": statistics.median(cold["plain"]),
+        "verify_s": statistics.median(verify["wall"]), "verify_cpu_s": statistics.median(verify["cpu"]),
+        "verify_build_s": statistics.median(verify["build"]),
     }
+    result["cold_ratio"] = result["cold_sandbox_s"] / result["cold_plain_s"]
+    result["verify_ratio"] = result["verify_s"] / result["verify_build_s"]
+    result["verify_floor"] = result["verify_cpu_s"] / cores / result["verify_build_s"]
     result["floor_vs_plain"] = result["cpu_sandbox_s"] / cores / med["plain"]
     result["incremental_ratio"] = result["incremental_sandbox_s"] / result["incremental_local_s"]
     result["four_ratio"] = result["four_s"] / result["one_s"]
@@ -197,6 +234,18 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
                    f"(target <= {CONCURRENT_TARGET}x; identical bytes: {'yes' if r['four_identical'] else 'NO'})",
          "ours": f"{r['four_s']:.2f} s", "baseline": f"{r['one_s']:.2f} s (one build)",
          "ratio": f"{r['four_ratio']:.2f}x", "ok": r["four_ratio"] <= CONCURRENT_TARGET and r["four_identical"]},
+        {"figure": f"cold build, {what}, sandbox (its GOCACHE removed) vs plain `go build`, empty GOCACHE "
+                   f"(target <= {COLD_TARGET}x)",
+         "ours": f"{r['cold_sandbox_s']:.2f} s", "baseline": f"{r['cold_plain_s']:.2f} s (plain go build)",
+         "ratio": f"{r['cold_ratio']:.2f}x", "ok": r["cold_ratio"] <= COLD_TARGET},
+        {"figure": f"verify {what}, 2 runs, --vary=-cache (sandbox) vs one warm build, against the CPU floor "
+                   f"(every process's CPU time during the verify over {r['cores']} cores / the build's wall time; "
+                   f"target: within {VERIFY_FLOOR_MARGIN:.0%} of it)",
+         "ours": f"{r['verify_s']:.2f} s ({r['verify_ratio']:.2f}x)",
+         "baseline": f"{r['verify_build_s']:.2f} s (one build); floor {r['verify_floor']:.2f}x "
+                     f"({r['verify_cpu_s']:.2f} core-s)",
+         "ratio": f"{r['verify_ratio'] / r['verify_floor']:.2f}x the floor",
+         "ok": r["verify_ratio"] <= r["verify_floor"] * (1 + VERIFY_FLOOR_MARGIN)},
         {"figure": "sandbox and local backends give identical bytes, go-service (target yes)",
          "ours": "yes" if r["sandbox_local_identical"] else "no", "baseline": "local backend, same build",
          "ratio": "identical bytes" if r["sandbox_local_identical"] else "bytes differ",
