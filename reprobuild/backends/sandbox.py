@@ -122,6 +122,7 @@ class SandboxBackend:
         lock_path = Path(lock.path) if lock is not None else default_lock_path()
         self.roots = RootStore(self.cache_root, builders_dir or default_builders_dir(lock_path), lambda: self.lock)
         self._roots: dict[ImageRef, Root] = {}
+        self._roots_guard = threading.Lock()  # parallel steps asking for one root make it once
         self._guard = threading.Lock()
         self._cancelled = False
         self._hosts: Path | None = None
@@ -135,7 +136,7 @@ class SandboxBackend:
         return self._lock
 
     def _root(self, image: ImageRef) -> Root:
-        with self._guard:
+        with self._roots_guard:
             if image not in self._roots:
                 self._roots[image] = self.roots.ensure(image)
                 self._hosts = self._hosts or self.roots.hosts_file()
