@@ -426,3 +426,37 @@ def test_local_steps_run_at_once_each_at_the_same_fixed_path(tmp_path: Path) -> 
     assert time.monotonic() - started < 2.9  # 1.5 s each: at once, not one after the other
     fixed = str(tmp_path / "base" / "root" / "home")
     assert [r.output.split() for r in results] == [[fixed, fixed]] * 2  # neither sees the other's `mine`
+
+
+# --- the Paddle pipeline ---------------------------------------------------------------------------
+
+def umask_of(mask: int) -> Any:
+    return lambda: os.umask(mask) and None
+
+
+@pytest.mark.docker
+@pytest.mark.paddle
+@pytest.mark.slow
+def test_paddle_pipeline_sandbox_bytes_equal_docker_and_another_checkout(
+        sandbox: Any, debian_lock: Path, shared_cache_root: Path, paddle_wheelhouse: Path, tmp_path: Path) -> None:
+    """Model, custom operator (its RUNPATH names the venv at the same fixed path in both) and wheel/sdist."""
+    from tests.conftest import make_paddle_checkout
+
+    sums = {}
+    for label, backend, where, umask, extra in (
+            ("docker", "docker", tmp_path / "a", 0o022, {}),
+            ("sandbox", "sandbox", tmp_path / "a", 0o022, {}),
+            ("sandbox-b", "sandbox", tmp_path / "another" / "place" / "b", 0o077,
+             {"TZ": "Pacific/Kiritimati", "LC_ALL": "fr_CH.UTF-8", "LANG": "fr_CH.UTF-8"})):
+        if not where.exists():
+            make_paddle_checkout(where)
+            shutil.copytree(REPO / "builders", where / "builders", dirs_exist_ok=True)
+            shutil.copy(debian_lock, where / "toolchains.lock")
+        env = dict(os.environ, REPROBUILD_CACHE=str(shared_cache_root), PYTHONPATH=str(REPO), **extra)
+        done = subprocess.run([sys.executable, "-m", "reprobuild", "build", "pipelines/paddle-model.yaml", "--out",
+                               f"out-{label}", "--backend", backend, "--no-cache", "--offline"], cwd=where, env=env,
+                              capture_output=True, text=True, timeout=1800, preexec_fn=umask_of(umask))
+        assert done.returncode == 0, done.stderr[-4000:]
+        sums[label] = (where / f"out-{label}" / "SHA256SUMS").read_text()
+    assert sums["sandbox"] == sums["docker"] == sums["sandbox-b"]
+    assert "paddle-model/custom-relu/" in sums["sandbox"] and ".whl" in sums["sandbox"]
