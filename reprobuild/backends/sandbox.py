@@ -33,7 +33,7 @@ from pathlib import Path
 from reprobuild import proc
 from reprobuild.backends import HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec, disorder
 from reprobuild.backends.images.roots import Root, RootStore
-from reprobuild.backends.images.store import BUILTIN_LOCALES, ImageSpec
+from reprobuild.backends.images.spec import BUILTIN_LOCALES, ImageSpec
 from reprobuild.config.model import Lock
 from reprobuild.errors import EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text, remove_tree
@@ -109,7 +109,7 @@ class SandboxBackend:
 
     def __init__(self, lock: Lock | None = None, cache_root: Path | None = None, builders_dir: Path | None = None,
                  found: Probe | None = None) -> None:
-        from reprobuild.backends.images.store import default_builders_dir
+        from reprobuild.backends.images.spec import default_builders_dir
         from reprobuild.config.lock import default_lock_path
         from reprobuild.toolchains.cache import default_cache_root
 

@@ -26,19 +26,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from reprobuild.backends import TMP, ImageRef
-from reprobuild.backends.images.store import (
-    FORMAT,
-    GROUP,
-    MOUNT_POINTS,
-    PASSWD,
-    ImageDrift,
-    ImageSpec,
-    ImageStore,
-    installed_versions,
-    load_spec,
-    toolchain_identity,
-    version_changes,
-)
+from reprobuild.backends.images.debian import installed_versions
+from reprobuild.backends.images.spec import FORMAT, ImageDrift, ImageSpec, load_spec, version_changes
+from reprobuild.backends.images.store import GROUP, MOUNT_POINTS, PASSWD, ImageStore, toolchain_identity
 from reprobuild.config.model import Lock
 from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text, temp_dir_in
