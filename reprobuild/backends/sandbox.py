@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 import threading
@@ -35,9 +36,11 @@ from reprobuild.backends import HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult
 from reprobuild.backends.images.roots import Root, RootStore
 from reprobuild.backends.images.spec import BUILTIN_LOCALES, ImageSpec
 from reprobuild.config.model import Lock
-from reprobuild.errors import EnvironmentFailure
+from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text, remove_tree
 
+# Where a root's libfaketime is (Debian's multiarch path; roots are made for the host's architecture).
+ROOT_FAKETIME = f"/usr/lib/{platform.machine()}-linux-gnu/faketime/libfaketime.so.1"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # of the helpers around bwrap only
 VARIATIONS = frozenset({"build_path", "environment", "home", "cache", "timezone", "umask", "time", "locales",
                         "exec_path", "num_cpus", "user_group", "domain_host"})
@@ -106,11 +109,11 @@ def _try(bwrap: str) -> Probe:
 class SandboxBackend:
     name = "sandbox"
     hermetic = True
+    builds_images = True  # its roots are the builder images' content
 
     def __init__(self, lock: Lock | None = None, cache_root: Path | None = None, builders_dir: Path | None = None,
                  found: Probe | None = None) -> None:
         from reprobuild.backends.images.spec import default_builders_dir
-        from reprobuild.config.lock import default_lock_path
         from reprobuild.toolchains.cache import default_cache_root
 
         self.cache_root = cache_root or default_cache_root()
@@ -118,22 +121,21 @@ class SandboxBackend:
         if not self.found.ok:
             raise EnvironmentFailure(f"the sandbox backend is not available: {self.found.detail}",
                                      f"{self.found.fix}; or use `--backend docker` or `--backend local`")
-        self._lock = lock
-        lock_path = Path(lock.path) if lock is not None else default_lock_path()
-        self.roots = RootStore(self.cache_root, builders_dir or default_builders_dir(lock_path), lambda: self.lock)
+        self.lock = lock
+        self.roots = RootStore(self.cache_root, builders_dir or default_builders_dir(
+            Path(lock.path) if lock is not None else None), self._pinning_lock)
         self._roots: dict[ImageRef, Root] = {}
         self._roots_guard = threading.Lock()  # parallel steps asking for one root make it once
         self._guard = threading.Lock()
         self._cancelled = False
         self._hosts: Path | None = None
 
-    @property
-    def lock(self) -> Lock:
-        if self._lock is None:
-            from reprobuild.config.lock import default_lock_path, load_lock
-
-            self._lock = load_lock(default_lock_path())
-        return self._lock
+    def _pinning_lock(self) -> Lock:
+        """The lock whose `images:` entries pin the debootstrapped roots (given, never guessed)."""
+        if self.lock is None:
+            raise BadInput("the `debian` root is pinned by a lock's `images:` section, and the sandbox backend was "
+                           "given no lock", "pass `--lock FILE` (or build in the repository)")
+        return self.lock
 
     def _root(self, image: ImageRef) -> Root:
         with self._roots_guard:
@@ -180,7 +182,11 @@ class SandboxBackend:
                 mounts.append(m)
             if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
                 mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
-            argv = self._wrap(spec, self._bwrap(spec, root.path, self._hosts, mounts))
+            unapplied = self._unapplied(spec, root.spec)
+            variables = {**spec.env, **p.variation_env()}
+            if p.faketime is not None and "time" not in unapplied:
+                variables["LD_PRELOAD"] = ROOT_FAKETIME  # the build command only: bwrap itself is not preloaded
+            argv = self._wrap(spec, self._bwrap(spec, variables, root.path, self._hosts, mounts))
             cgroup = stack.enter_context(_memory_cgroup(spec.memory_bytes))
             if cgroup is not None:
                 argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup / "cgroup.procs"), *argv]
@@ -201,9 +207,9 @@ class SandboxBackend:
                 raise EnvironmentFailure(f"step `{spec.label}` ran out of memory "
                                          f"(limit {spec.memory_bytes // (1 << 20)} MiB) and was killed")
             return RunResult(done.returncode, done.stdout, time.monotonic() - start, hermetic=True,
-                             unapplied=self._unapplied(spec, root.spec))
+                             unapplied=unapplied)
 
-    def _bwrap(self, spec: RunSpec, root: Path, hosts: Path, mounts: list[Mount]) -> list[str]:
+    def _bwrap(self, spec: RunSpec, env: dict[str, str], root: Path, hosts: Path, mounts: list[Mount]) -> list[str]:
         p = spec.perturb
         argv = [self.found.bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
         if self.found.mode == "userns":
@@ -212,7 +218,7 @@ class SandboxBackend:
         if spec.network:
             argv.append("--share-net")
         argv.append("--clearenv")
-        for key, value in spec.env.items():
+        for key, value in env.items():
             argv += ["--setenv", key, value]
         argv += ["--ro-bind", str(root), "/", "--ro-bind", str(hosts), "/etc/hosts", "--proc", "/proc",
                  "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/rb"]
@@ -241,13 +247,12 @@ class SandboxBackend:
     @staticmethod
     def _unapplied(spec: RunSpec, image: ImageSpec) -> dict[str, str]:
         """What the root cannot vary: the clock without libfaketime, a locale it does not carry."""
-        varied, where = spec.perturb.env, f"step `{spec.label}`: root `{image.name}`"
+        p, where = spec.perturb, f"step `{spec.label}`: root `{image.name}`"
         found = {}
-        if "faketime" in varied.get("LD_PRELOAD", "") and "libfaketime" not in image.packages:
+        if p.faketime is not None and "libfaketime" not in image.packages:
             found["time"] = f"{where} has no libfaketime to move the clock"
-        locale = varied.get("LC_ALL")
-        if locale and locale not in BUILTIN_LOCALES and locale not in image.locales:
-            found["locales"] = f"{where} has no {locale} locale (builders/{image.name}/image.yaml `locales`)"
+        if p.locale is not None and p.locale not in BUILTIN_LOCALES and p.locale not in image.locales:
+            found["locales"] = f"{where} has no {p.locale} locale (builders/{image.name}/image.yaml `locales`)"
         return found
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reprobuild.fsutil import atomic_write_text, sha256_file
+from reprobuild.fsutil import atomic_write_text, remove_tree, sha256_file
 
 SUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
@@ -62,6 +63,26 @@ def write_outputs(root: Path, artifacts: list[Artifact], manifest: dict[str, Any
     data["artifacts"] = [asdict(a) for a in sorted(artifacts, key=lambda a: a.path)]
     atomic_write_text(root / MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n")
     atomic_write_text(root / SUMS, render_sums(artifacts))
+
+
+def check_out(out: Path) -> None:
+    """Refuse an `--out` that exists and is not a reprobuild output directory (never overwrite it)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        from reprobuild.errors import BadInput
+
+        raise BadInput(f"--out {out}: exists and is not a reprobuild output directory; not overwriting it",
+                       "choose another directory or remove it")
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move a complete staging directory to `out` (a sibling), replacing an older output dir there."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "out")
+        os.replace(staging, out)
+        remove_tree(old)
+    else:
+        os.replace(staging, out)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

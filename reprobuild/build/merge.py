@@ -26,8 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.build import provenance
-from reprobuild.build.manifest import MANIFEST, SUMS, Artifact, read_manifest, render_sums, write_outputs
-from reprobuild.build.orchestrate import _check_out, _publish
+from reprobuild.build.manifest import (
+    MANIFEST,
+    SUMS,
+    Artifact,
+    check_out,
+    publish,
+    read_manifest,
+    render_sums,
+    write_outputs,
+)
 from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.fsutil import remove_tree, sha256_file
 
@@ -214,7 +222,7 @@ def _combine_statements(statements: list[dict[str, Any]], artifacts: list[Artifa
     deps = [dep for _, dep in sorted(keyed.values(), key=lambda item: item[0])]
     merged["subject"] = provenance.subjects(artifacts)
     merged["predicate"]["buildDefinition"]["resolvedDependencies"] = deps
-    merged["predicate"]["runDetails"]["metadata"]["invocationId"] = provenance._invocation_id(
+    merged["predicate"]["runDetails"]["metadata"]["invocationId"] = provenance.invocation_id(
         sorted(artifacts, key=lambda a: a.path), deps)
     return merged
 
@@ -222,7 +230,7 @@ def _combine_statements(statements: list[dict[str, Any]], artifacts: list[Artifa
 def _write(out: Path, artifacts: list[Artifact], sources: dict[str, Path], manifest: dict[str, Any],
            statement: dict[str, Any] | None) -> None:
     out = out.resolve()
-    _check_out(out)
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -238,7 +246,7 @@ def _write(out: Path, artifacts: list[Artifact], sources: dict[str, Path], manif
         write_outputs(staging, artifacts, manifest)
         if statement is not None:
             provenance.write_statement(staging / provenance.FILE, statement)
-        _publish(staging, out)
+        publish(staging, out)
     finally:
         if staging.exists():
             remove_tree(staging)

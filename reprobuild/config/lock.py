@@ -25,7 +25,7 @@ HEADER = (
 )
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+-[a-z0-9]+$")
-# Sections that later capabilities own; validated by their own modules, kept here verbatim.
+# Sections that later capabilities own; validated by their own modules, kept here verbatim (with line marks).
 OPEN_SECTIONS = ("images", "python")
 
 
@@ -53,8 +53,9 @@ def parse_lock(root: Node, path: Path) -> Lock:
     if entries is not None:
         for name, node in entries.mapping("toolchains").items():
             toolchains[name] = _parse_toolchain(name, node)
-    sections = {key: node.plain() for key, node in top if key in OPEN_SECTIONS}
-    return Lock(path=str(path), toolchains=toolchains, sections=sections)
+    marked = {key: node for key, node in top if key in OPEN_SECTIONS}
+    return Lock(path=str(path), toolchains=toolchains, sections={key: node.plain() for key, node in marked.items()},
+                marked=marked)
 
 
 def _sha256(node: Node, what: str) -> str:

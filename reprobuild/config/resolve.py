@@ -183,12 +183,9 @@ def _resolve_wheel(inp: ToolchainInput, plat: str, offline: bool) -> PlatformPin
     tag = download.WHEEL_PLATFORM_TAGS.get(plat)
     if tag is None:
         raise BadInput(f"{inp.name}: no wheel platform tag for {plat}")
-    from reprobuild import proc
-
     with tempfile.TemporaryDirectory() as tmp:
         say(f"resolving {inp.package}=={inp.version} for {plat}")
-        proc.run([download._python(), "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--platform",
-                  tag, "--disable-pip-version-check", "-d", tmp, f"{inp.package}=={inp.version}"])
+        download.pip_download(inp.package, inp.version, tag, Path(tmp))
         files = list(Path(tmp).glob("*.whl"))
         if len(files) != 1:
             raise EnvironmentFailure(f"{inp.name}: pip gave {len(files)} wheels for {plat}")

@@ -65,7 +65,8 @@ class RootStore:
         return path
 
     def ensure(self, image: ImageRef) -> Root:
-        spec = load_spec(self.builders_dir, image.name)
+        """The root of `image`, from the description it carries (else builders_dir's)."""
+        spec = image.spec if image.spec is not None else load_spec(self.builders_dir, image.name)
         if spec.base == "scratch":
             if image.toolchain_root is None:
                 raise BadInput(f"builder image `{image.name}` is made from a toolchain, but the step names none")

@@ -84,7 +84,7 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
                               OUT, "/rb/home", str(Path.home()) + "/"}))
     for target in pipeline.targets:
         image = ImageRef("debian" if target.cgo else "go", inst.tree)
-        ctx.images[image.name] = ctx.backend.ensure_image(image)
+        ctx.ensure_image(image)
 
         def build_for(platform: str, target: GoTarget = target, image: ImageRef = image) -> None:
             name = binary_name(target, platform)
