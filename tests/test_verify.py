@@ -129,6 +129,7 @@ def test_go_example_is_reproducible(tmp_path: Path, go_registry: Any, shared_cac
     report = json.loads((root / "r.json").read_text())
     assert report["reproducible"] is True and report["culprits"] == []
     assert any(a["path"].startswith("go-service/hello_linux_arm64") for a in report["artifacts"])
+    assert any(a["path"] == "go-service/hello.oci/index.json" for a in report["artifacts"])  # its image too
 
 
 @pytest.mark.docker

@@ -87,6 +87,10 @@ def unit_key(unit: Unit, inputs: KeyInputs) -> str:
                   "source": source_rel, "source_date_epoch": source_date_epoch(p.source_date_epoch),
                   "target": _plain(unit.target, drop=("line",)) if unit.target else None}
     builders = inputs.builders_dir
+    if unit.target is not None and unit.target.image is not None:  # its base's pins and the commit it is labelled
+        from reprobuild.build.image import key_inputs
+
+        definition["oci_image"] = key_inputs(unit.target.image, inputs.lock, inputs.overrides, inputs.repo_root)
     data = {
         "format": KEY_FORMAT, "reprobuild": __version__, "unit": unit.id, "definition": definition,
         "source_tree": inputs.trees.digest(p.source), "toolchain": tool,

@@ -58,7 +58,29 @@ def render_sums(artifacts: list[Artifact]) -> str:
     return "".join(f"{a.sha256}  {a.path}\n" for a in sorted(artifacts, key=lambda a: a.path))
 
 
+def oci_images(root: Path, artifacts: list[Artifact]) -> dict[str, dict[str, Any]]:
+    """The container images among the artifacts (`<target>.oci/` layouts): each one's digest, and per
+    platform its manifest and config digests (the config digest is the engine's image ID)."""
+    from reprobuild.formats import oci
+
+    result: dict[str, dict[str, Any]] = {}
+    for a in artifacts:
+        layout = a.path.removesuffix("/index.json")
+        if layout != a.path and oci.is_layout(root / layout):
+            read = oci.read_layout(root / layout, check=False)
+            result[layout] = {"digest": read.top.digest, "media_type": read.top.media_type, "ref": read.ref,
+                              "platforms": {f"{i.platform.os}/{i.platform.architecture}": {
+                                  "manifest": i.manifest.digest, "config": i.config.digest,
+                                  "layers": [b.digest for b in i.layers]} for i in read.images}}
+    return result
+
+
 def write_outputs(root: Path, artifacts: list[Artifact], manifest: dict[str, Any]) -> None:
+    """Write manifest.json and SHA256SUMS; the images found among the artifacts are added to `manifest`
+    as `oci_images` (so the provenance written next names them as subjects)."""
+    images = oci_images(root, artifacts)
+    if images:
+        manifest["oci_images"] = images
     data = dict(manifest)
     data["artifacts"] = [asdict(a) for a in sorted(artifacts, key=lambda a: a.path)]
     atomic_write_text(root / MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -24,8 +24,25 @@ VERIFY_TYPE = "urn:reprobuild:predicate:verification:v1"
 FILE = "provenance.json"
 
 
-def subjects(artifacts: list[Artifact] | tuple[Artifact, ...]) -> list[dict[str, Any]]:
-    return [{"name": a.path, "digest": {"sha256": a.sha256}} for a in sorted(artifacts, key=lambda a: a.path)]
+def subjects(artifacts: list[Artifact] | tuple[Artifact, ...],
+             images: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every artifact, and every container image by its digest (`manifest.json`'s `oci_images`)."""
+    result = [{"name": a.path, "digest": {"sha256": a.sha256}} for a in artifacts]
+    for path, image in (images or {}).items():
+        result.append({"name": path, "digest": {"sha256": str(image["digest"]).removeprefix("sha256:")},
+                       "annotations": {"mediaType": image["media_type"]}})
+    return sorted(result, key=lambda s: str(s["name"]))
+
+
+def link_plugins(subject: list[dict[str, Any]], plugin_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each Go plugin's subject names the host it was built in lockstep with, and checked against."""
+    digests = {item["name"]: item["digest"] for item in subject}
+    hosts = {plugin: s["host"] for s in plugin_sets for plugin in s["plugins"]}
+    for item in subject:
+        host = hosts.get(item["name"])
+        if host in digests:
+            item.setdefault("annotations", {})["pluginHost"] = {"name": host, "digest": dict(digests[host])}
+    return subject
 
 
 def git_commit(root: Path) -> str | None:
@@ -69,7 +86,7 @@ def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: 
         deps.append(extra)  # e.g. a Paddle wheelhouse hash, added by its builder
     return {
         "_type": STATEMENT_TYPE,
-        "subject": subjects(artifacts),
+        "subject": link_plugins(subjects(artifacts, manifest.get("oci_images")), manifest.get("plugin_sets", [])),
         "predicateType": SLSA_PROVENANCE,
         "predicate": {
             "buildDefinition": {

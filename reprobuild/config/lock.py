@@ -13,7 +13,15 @@ from typing import Any
 
 import yaml
 
-from reprobuild.config.model import KNOWN_PLATFORMS, SOURCE_KINDS, Lock, PinnedFile, PlatformPin, Toolchain
+from reprobuild.config.model import (
+    KNOWN_PLATFORMS,
+    SOURCE_KINDS,
+    TOOLCHAIN_KINDS,
+    Lock,
+    PinnedFile,
+    PlatformPin,
+    Toolchain,
+)
 from reprobuild.config.yamlload import Fields, Node, load_one
 from reprobuild.errors import FileError, Location
 from reprobuild.fsutil import atomic_write_text
@@ -70,8 +78,9 @@ def _parse_toolchain(name: str, node: Node) -> Toolchain:
     what = f"toolchain `{name}`"
     f = Fields(node, what, {"kind", "version", "source", "platforms", "inputs"})
     kind = f.required("kind").string(f"{what}: kind")
-    if kind != "go":
-        raise f.required("kind").error(f"{what}: unknown kind `{kind}`", "supported kinds: go")
+    if kind not in TOOLCHAIN_KINDS:
+        raise f.required("kind").error(f"{what}: unknown kind `{kind}`",
+                                       f"supported kinds: {', '.join(TOOLCHAIN_KINDS)}")
     source_node = f.required("source")
     source = source_node.string(f"{what}: source")
     if source not in SOURCE_KINDS:

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from reprobuild.config.yamlload import Node
 
 SOURCE_KINDS = ("url", "wheel", "deb")
+# go: a Go distribution; base: pinned Debian packages an image is based on (config/image.py)
+TOOLCHAIN_KINDS = ("go", "base")
 KNOWN_PLATFORMS = ("linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64")
 
 

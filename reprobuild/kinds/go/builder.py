@@ -23,7 +23,8 @@ ARCH_LEVELS = {"GOAMD64": "v1", "GOARM64": "v8.0", "GOARM": "7", "GO386": "sse2"
 
 def binary_name(target: GoTarget, platform: str) -> str:
     goos, goarch = platform.split("/")
-    return f"{target.name}_{goos}_{goarch}" + (".exe" if goos == "windows" else "")
+    suffix = ".so" if target.buildmode == "plugin" else ".exe" if goos == "windows" else ""
+    return f"{target.name}_{goos}_{goarch}{suffix}"
 
 
 def ldflags(target: GoTarget, pipeline: Pipeline, sde: int) -> str:
@@ -90,6 +91,8 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
             name = binary_name(target, platform)
             say(f"{pipeline.name}: building {target.name} for {platform} ({ctx.backend.name} backend)")
             argv = [f"{goroot}/bin/go", "build", "-trimpath", "-buildvcs=false", "-mod=vendor"]
+            if target.buildmode != "exe":
+                argv.append(f"-buildmode={target.buildmode}")
             if target.tags:
                 argv += ["-tags", ",".join(target.tags)]
             argv += ["-ldflags", ldflags(target, pipeline, sde), "-o", f"{OUT}/{name}", target.package]
@@ -116,13 +119,15 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
             binary = out / name
             goassert.check_binary(binary, inst.go, goassert.Expectation(
                 target=target.name, go_version=tc.version, cgo=target.cgo, vendored=vendored,
-                forbidden_paths=forbidden, keep_gnu_build_id=target.keep_gnu_build_id))
+                forbidden_paths=forbidden, keep_gnu_build_id=target.keep_gnu_build_id, buildmode=target.buildmode))
             os.chmod(binary, 0o755)
             _package(target, binary, platform, sde)
 
         # A target's platforms are independent builds (one output file each, one shared Go build cache,
         # which Go keeps safe for concurrent use): they run at once, up to the job count.
         map_ordered(build_for, target.platforms, ctx.jobs, ctx.backend.cancel)
+        if target.image is not None:
+            _image(pipeline, target, ctx, out, sde)
 
 
 def _package(target: GoTarget, binary: Path, platform: str, sde: int) -> None:
@@ -134,6 +139,23 @@ def _package(target: GoTarget, binary: Path, platform: str, sde: int) -> None:
         write_tar_gz([(inner, binary)], binary.with_name(stem + ".tar.gz"), sde)
     else:
         write_zip([(inner, binary)], binary.with_name(stem + ".zip"), sde)
+
+
+def _image(pipeline: Pipeline, target: GoTarget, ctx: BuildContext, out: Path, sde: int) -> None:
+    """The target's container image from the binaries just checked (no engine involved)."""
+    from reprobuild.build import image
+
+    assert target.image is not None
+    where = Location(pipeline.file, target.line)
+    bases = image.bases_for(target.image, target.platforms, ctx, where)
+    binaries = [(p, out / binary_name(target, p)) for p in target.platforms]
+    job = image.plan_job(target.name, target.image, binaries, pipeline.source, bases, pipeline.version, sde,
+                         image.git_revision(ctx.repo_root) if target.image.revision else None, where)
+    say(f"{pipeline.name}: image {target.name} for {', '.join(target.platforms)}")
+    # Compressed layers are cached like Go's build cache: verify's `cache` variation starts from an empty one.
+    layers = (ctx.cold_cache or ctx.cache.root) / "layers"
+    layout = image.assemble(job, out, layers)
+    say(f"{pipeline.name}: image {target.name} {layout.top.digest}")
 
 
 def _indent(text: str, limit: int = 40) -> str:
