@@ -181,7 +181,7 @@ def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inpu
         with moving:
             for rel in list_files(unit_dir):
                 dest = ctx.staging / rel
-                if dest.exists():
+                if os.path.lexists(dest):
                     raise CheckFailed(f"{unit.id}: writes {rel}, which another unit of the build wrote too")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(unit_dir / rel, dest)
@@ -208,6 +208,7 @@ def _normalize_modes(root: Path) -> None:
     """0755 for directories and executables, 0644 for the rest: the umask must not show in the output."""
     os.chmod(root, 0o755)
     for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]  # never follow out
         for name in dirnames:
             os.chmod(os.path.join(dirpath, name), 0o755)
         for name in filenames:
