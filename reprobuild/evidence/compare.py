@@ -12,8 +12,10 @@ sizes and modes are compared, and the report says the bytes were not available.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +26,8 @@ from reprobuild import proc
 from reprobuild.errors import BadInput, EnvironmentFailure, FileError, Location
 from reprobuild.evidence import comparators
 from reprobuild.evidence.comparators import Cause
-from reprobuild.fsutil import sha256_file
+from reprobuild.evidence.comparators.base import cut
+from reprobuild.fsutil import LinkInPath, lstat_under, readlink_under, sha256_under
 
 IDENTICAL = "identical"
 DIFFERS = "differs"
@@ -36,6 +39,10 @@ MAX_CAUSES = 10
 """Causes kept per artifact; the rest are counted in `Difference.omitted`."""
 DIFFOSCOPE_TIMEOUT = 120.0
 DIFFOSCOPE_MAX_BYTES = 64 << 10
+HASH_LIMIT = 256 << 20
+"""Files up to this size are hashed (about 1 s each here); larger ones are compared by streaming both sides."""
+HASH_BUDGET = 2 << 30
+"""Bytes hashed per side in one compare, at most."""
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,21 @@ class ArtifactRecord:
     sha256: str
     size: int | None
     mode: int | None
+    link: str | None = None
+    """A symbolic link's target: compared as a string, never followed."""
+    note: str | None = None
+    """Why the bytes were not read (a link in a parent dir, not a regular file); such a pair always differs."""
+    hashed: bool = True
+    """False for a file too large to hash within the budget: equality is then decided by streaming both."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"sha256": self.sha256, "size": self.size}
         if self.mode is not None:
             data["mode"] = f"{self.mode:04o}"
+        if self.link is not None:
+            data["link"] = self.link
+        if self.note is not None:
+            data["note"] = self.note
         return data
 
 
@@ -169,7 +186,10 @@ def _read_manifest(path: Path) -> dict[str, ArtifactRecord]:
         size, mode = item.get("size"), item.get("mode")
         if size is not None and not isinstance(size, int):
             raise FileError(Location(path), f"{where}.size: expected an integer")
-        records[rel] = ArtifactRecord(rel, item["sha256"].lower(), size, _mode(mode, path, where))
+        link = item.get("link")
+        if link is not None and not isinstance(link, str):
+            raise FileError(Location(path), f"{where}.link: expected a string")
+        records[rel] = ArtifactRecord(rel, item["sha256"].lower(), size, _mode(mode, path, where), link)
     return records
 
 
@@ -208,23 +228,60 @@ def _relative(name: str, source: Path, where: str) -> str:
 
 
 def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord]) -> Side:
-    """The side with each artifact's actual hash, size and mode (the files are the truth)."""
-    missing = [rel for rel in records if not (root / rel).is_file()]
+    """The side with each artifact's actual hash, size and mode (the files are the truth).
+
+    Nothing is followed: a symbolic link is an artifact whose content is its target string, and a
+    path through a link in a parent directory is not read at all. Files larger than HASH_LIMIT (or
+    past HASH_BUDGET in total) are not hashed: equal sizes are then settled by streaming both sides.
+    """
+    stats: dict[str, os.stat_result | str] = {}
+    for rel in records:
+        try:
+            stats[rel] = lstat_under(root, rel)
+        except FileNotFoundError:
+            stats[rel] = "missing"
+        except (LinkInPath, NotADirectoryError) as exc:
+            stats[rel] = f"not read: {exc}"
+    missing = [rel for rel, st in stats.items() if st == "missing"]
     if missing:
         raise BadInput(f"{label}: {root} lists {len(missing)} artifact(s) that are not there, e.g. {missing[0]}",
                        "the output directory is incomplete: rebuild it")
-    paths = list(records)
+    budget = HASH_BUDGET
+    to_hash: list[str] = []
+    for rel in sorted(records):
+        st = stats[rel]
+        if isinstance(st, os.stat_result) and stat.S_ISREG(st.st_mode) and st.st_size <= min(HASH_LIMIT, budget):
+            budget -= st.st_size
+            to_hash.append(rel)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(lambda rel: sha256_file(root / rel), paths))
+        digests = dict(zip(to_hash, pool.map(lambda rel: sha256_under(root, rel), to_hash), strict=True))
     actual: dict[str, ArtifactRecord] = {}
     warnings = []
-    for rel, digest in zip(paths, digests, strict=True):
-        st = (root / rel).stat()
-        recorded = records[rel]
-        if recorded.sha256 != digest:
-            warnings.append(f"{label}: {rel} does not match its recorded sha256 (the file changed after the build)")
-        actual[rel] = ArtifactRecord(rel, digest, st.st_size,
-                                     recorded.mode if recorded.mode is not None else st.st_mode & 0o7777)
+    for rel, recorded in records.items():
+        st = stats[rel]
+        if isinstance(st, str):
+            warnings.append(f"{label}: {rel} {st}")
+            actual[rel] = ArtifactRecord(rel, "", None, None, note=st)
+            continue
+        mode = recorded.mode if recorded.mode is not None else st.st_mode & 0o7777
+        if stat.S_ISLNK(st.st_mode):
+            target = readlink_under(root, rel)
+            digest = hashlib.sha256(os.fsencode(target)).hexdigest()
+            if recorded.link != target:
+                warnings.append(f"{label}: {rel} is a symbolic link to {target!r}, not followed"
+                                + ("" if recorded.link is None else f" (the manifest records {recorded.link!r})"))
+            actual[rel] = ArtifactRecord(rel, digest, len(os.fsencode(target)), mode, link=target)
+        elif not stat.S_ISREG(st.st_mode):
+            note = "not read: not a regular file"
+            warnings.append(f"{label}: {rel} {note}")
+            actual[rel] = ArtifactRecord(rel, "", None, None, note=note)
+        elif rel in digests:
+            if recorded.sha256 != digests[rel]:
+                warnings.append(f"{label}: {rel} does not match its recorded sha256 (the file changed after the build)")
+            actual[rel] = ArtifactRecord(rel, digests[rel], st.st_size, mode)
+        else:
+            warnings.append(f"{label}: {rel} not hashed: too large ({st.st_size} bytes); compared byte by byte")
+            actual[rel] = ArtifactRecord(rel, recorded.sha256, st.st_size, mode, hashed=False)
     return Side(str(root), root, actual, tuple(warnings))
 
 
@@ -253,10 +310,21 @@ def compare_sides(side_a: Side, side_b: Side, *, go: Path | None = None, diffosc
             differences.append(Difference(name, ONLY_IN_B, (Cause("missing", "only in B"),), None, rb))
         elif rb is None:
             differences.append(Difference(name, ONLY_IN_A, (Cause("missing", "only in A"),), ra, None))
-        elif ra.sha256 != rb.sha256 or _modes_differ(ra, rb):
-            differences.append(_explain(name, ra, rb, side_a, side_b, go, diffoscope, diffoscope_timeout))
+        elif ra.note is not None or rb.note is not None:
+            differences.append(Difference(name, DIFFERS, tuple(
+                Cause("content", f"{side}: {r.note}") for side, r in (("A", ra), ("B", rb)) if r.note), ra, rb))
+        elif (differ := _may_differ(ra, rb)) or _modes_differ(ra, rb):
+            found = _explain(name, ra, rb, side_a, side_b, go, diffoscope, diffoscope_timeout, differ)
+            if found.causes:  # none: unhashed files that one streaming pass found equal
+                differences.append(found)
     return CompareReport(side_a.label, side_b.label, len(names), tuple(differences), bytes_available,
                          side_a.warnings + side_b.warnings)
+
+
+def _may_differ(ra: ArtifactRecord, rb: ArtifactRecord) -> bool:
+    """Whether the contents may differ: by hash, or for files too large to hash by size (else explaining
+    them, one streaming pass, settles it)."""
+    return ra.sha256 != rb.sha256 if ra.hashed and rb.hashed else True
 
 
 def _modes_differ(ra: ArtifactRecord, rb: ArtifactRecord) -> bool:
@@ -264,13 +332,16 @@ def _modes_differ(ra: ArtifactRecord, rb: ArtifactRecord) -> bool:
 
 
 def _explain(name: str, ra: ArtifactRecord, rb: ArtifactRecord, side_a: Side, side_b: Side, go: Path | None,
-             diffoscope: bool, diffoscope_timeout: float) -> Difference:
+             diffoscope: bool, diffoscope_timeout: float, differ: bool) -> Difference:
     causes: list[Cause] = []
     if _modes_differ(ra, rb):
         assert ra.mode is not None and rb.mode is not None
         causes.append(Cause("file-mode", f"mode {ra.mode:04o} (A) vs {rb.mode:04o} (B)"))
     report_of_diffoscope = None
-    if ra.sha256 != rb.sha256:
+    if ra.link is not None or rb.link is not None:
+        causes.append(Cause("content", "symbolic links (not followed): "
+                                       f"{_as_link(ra)} (A) vs {_as_link(rb)} (B)"))
+    elif differ:
         if side_a.root is None or side_b.root is None:
             sizes = f"{ra.size} vs {rb.size} bytes; " if ra.size != rb.size else ""
             causes.append(Cause("content", f"{sizes}sha256 {ra.sha256[:12]}… (A) vs {rb.sha256[:12]}… (B); the bytes "
@@ -282,6 +353,10 @@ def _explain(name: str, ra: ArtifactRecord, rb: ArtifactRecord, side_a: Side, si
                 report_of_diffoscope = run_diffoscope(pa, pb, timeout=diffoscope_timeout)
     kept = tuple(_dedupe(causes))
     return Difference(name, DIFFERS, kept[:MAX_CAUSES], ra, rb, max(0, len(kept) - MAX_CAUSES), report_of_diffoscope)
+
+
+def _as_link(r: ArtifactRecord) -> str:
+    return f"-> {cut(repr(r.link), 120)}" if r.link is not None else "a regular file"
 
 
 def explain_pair(a: Path, b: Path, *, go: Path | None = None) -> list[Cause]:

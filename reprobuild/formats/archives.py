@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import stat
 import tarfile
 import time
 import zipfile
@@ -18,7 +19,24 @@ LEVEL = 6
 
 
 def _mode(path: Path) -> int:
-    return 0o755 if path.stat().st_mode & 0o111 else 0o644
+    return 0o755 if _regular(path).st_mode & 0o111 else 0o644
+
+
+def _regular(path: Path) -> os.stat_result:
+    """lstat of a member's file: archives never follow a symbolic link (it may point out of the build)."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        from reprobuild.errors import UnsafeOutput
+
+        raise UnsafeOutput(str(path), "archive members must be regular files, not symbolic links")
+    return st
+
+
+def _read(path: Path) -> bytes:
+    _regular(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 def write_tar_gz(members: list[tuple[str, Path]], dest: Path, mtime: int) -> None:
@@ -27,12 +45,12 @@ def write_tar_gz(members: list[tuple[str, Path]], dest: Path, mtime: int) -> Non
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, path in sorted(members):
             info = tarfile.TarInfo(name)
-            info.size = path.stat().st_size
+            info.size = _regular(path).st_size
             info.mtime = mtime
             info.mode = _mode(path)
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            with open(path, "rb") as fh:
+            with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
                 tf.addfile(info, fh)
     with open(dest, "wb") as out, gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0,
                                                 compresslevel=LEVEL) as gz:
@@ -47,7 +65,7 @@ def write_zip(members: list[tuple[str, Path]], dest: Path, mtime: int) -> None:
             info.external_attr = (0o100000 | _mode(path)) << 16
             info.create_system = 3
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, path.read_bytes(), compresslevel=LEVEL)
+            zf.writestr(info, _read(path), compresslevel=LEVEL)
 
 
 def normalize_zip(path: Path, mtime: int) -> None:
