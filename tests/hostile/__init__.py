@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -145,3 +146,38 @@ def billion_laughs(levels: int = 9, width: int = 9) -> str:
 
 RECURSIVE_ALIAS = "a: &a [*a]\n"
 ALIASED_PIPELINE = ("version: 1\nname: &n x\nbuilder: command\nsource: .\nrun: *n\nartifacts: ['*']\n")
+
+
+def sparse_file(path: Path, size: int, head: bytes = b"", poke: tuple[int, bytes] | None = None) -> Path:
+    """A sparse file of `size` bytes (no disk used), starting with `head`, with `poke` bytes at an offset."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+        fh.write(head)
+        if poke is not None:
+            fh.seek(poke[0])
+            fh.write(poke[1])
+    return path
+
+
+def sparse_tar(path: Path, declared: int, tail: bytes) -> Path:
+    """A GNU sparse tar (a few KB) whose one member expands to `declared` bytes ending in `tail`."""
+    member = sparse_file(path.parent / f".{path.name}.member", declared - len(tail))
+    with open(member, "ab") as fh:
+        fh.write(tail)
+    subprocess.run(["tar", "--sparse", "-cf", str(path), "-C", str(member.parent), member.name], check=True)
+    member.unlink()
+    return path
+
+
+def sums_dir(root: Path) -> Path:
+    """Write SHA256SUMS for every file directly under root (hashing sparse holes as zeros)."""
+    lines = []
+    for f in sorted(p for p in root.iterdir() if p.is_file() and p.name != "SHA256SUMS"):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        lines.append(f"{h.hexdigest()}  {f.name}\n")
+    (root / "SHA256SUMS").write_text("".join(lines))
+    return root
