@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.config.model import Lock, PinnedFile, PlatformPin, Toolchain, host_platform
-from reprobuild.errors import BadInput, EnvironmentFailure, IntegrityError
+from reprobuild.errors import BadInput, EnvironmentFailure, IntegrityError, UnsafeArchive
 from reprobuild.fsutil import atomic_write_text, remove_tree, sha256_file, temp_dir_in
 from reprobuild.progress import say
 from reprobuild.toolchains import download
@@ -235,12 +235,16 @@ class ToolchainCache:
         shutil.copyfile(archive, tmp)
         os.replace(tmp, store / digest)
         installed: list[Installed] = []
-        for tc, pin, _ in matches:
-            if all((store / f.sha256).exists() or self.state(tc, pin) == "installed" for f in pin.files):
-                installed.append(self.ensure(tc, pin.platform))
-            else:
-                missing = [f.name for f in pin.files if not (store / f.sha256).exists()]
-                say(f"{tc.name} ({pin.platform}): imported {pf.name}; still needs {', '.join(missing)}")
+        try:
+            for tc, pin, _ in matches:
+                if all((store / f.sha256).exists() or self.state(tc, pin) == "installed" for f in pin.files):
+                    installed.append(self.ensure(tc, pin.platform))
+                else:
+                    missing = [f.name for f in pin.files if not (store / f.sha256).exists()]
+                    say(f"{tc.name} ({pin.platform}): imported {pf.name}; still needs {', '.join(missing)}")
+        except UnsafeArchive:
+            (store / digest).unlink(missing_ok=True)  # a refused archive stays nowhere in the cache
+            raise
         if all(self.state(tc, pin) == "installed" for tc, pin, _ in matches):
             (store / digest).unlink()  # installed everywhere it is needed: the tree is what we keep
         return installed
