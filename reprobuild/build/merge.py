@@ -28,6 +28,7 @@ from reprobuild.build import provenance
 from reprobuild.build.manifest import MANIFEST, SUMS, Artifact, read_manifest, render_sums, write_outputs
 from reprobuild.build.mergepaths import check_artifact_file, check_artifact_paths, write_artifact
 from reprobuild.build.orchestrate import _check_out, _publish
+from reprobuild.build.outlock import OutLock
 from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.fsutil import remove_tree
 
@@ -220,6 +221,7 @@ def _write(out: Path, artifacts: list[Artifact], sources: dict[str, Path], manif
     out = out.resolve()
     _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    held = OutLock(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         os.chmod(staging, 0o755)
@@ -232,6 +234,7 @@ def _write(out: Path, artifacts: list[Artifact], sources: dict[str, Path], manif
     finally:
         if staging.exists():
             remove_tree(staging)
+        held.release()
 
 
 # --- independent rebuilds ------------------------------------------------------------------------
