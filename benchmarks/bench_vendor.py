@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from reprobuild.config.lock import load_lock  # noqa: E402
+from reprobuild.kinds.go.goenv import GoSettings, go_environment  # noqa: E402
 from reprobuild.kinds.go.goproxy import write_file_proxy  # noqa: E402
-from reprobuild.kinds.go.vendor import GoSettings, go_environment, vendor_module  # noqa: E402
+from reprobuild.kinds.go.vendor import vendor_module  # noqa: E402
 from reprobuild.toolchains.cache import ToolchainCache, default_cache_root  # noqa: E402
 
 TARGET_S = 2.0

@@ -183,7 +183,7 @@ def check_toolchains(facts: Facts) -> Iterable[Finding]:
 
 
 def check_images(facts: Facts) -> Iterable[Finding]:
-    from reprobuild.backends.images import store as images
+    from reprobuild.backends.images import spec as images
 
     for name in images.spec_names(facts.builders_dir):
         try:
@@ -286,7 +286,7 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
            overrides: Mapping[str, str] | None = None) -> Facts:
     """Look at the machine once: the lock, the cache, the engine and its images, the environment, and the
     policy gate over the lock and the pipelines under `root` (when it has a `pipelines/` folder)."""
-    from reprobuild.backends.images import store as images
+    from reprobuild.backends.images.spec import default_builders_dir
     from reprobuild.config.lock import load_lock
     from reprobuild.errors import ReprobuildError
 
@@ -298,7 +298,7 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
             lock = load_lock(lock_path)
         except ReprobuildError as exc:
             lock_error = str(exc)
-    builders = builders_dir or images.default_builders_dir(lock_path)
+    builders = builders_dir or default_builders_dir(lock_path)
     rootfs = tuple(sorted((p.name, p.stat().st_size) for p in (cache.root / "images" / "rootfs").glob("*.tar")))
     judged, policy_error = _policy_facts(lock, root, dict(overrides or {}), environ)
     return Facts(environ, lock, lock_error, cache, builders, _engine_facts(lock, cache, builders),
@@ -329,19 +329,20 @@ def _policy_facts(lock: Lock | None, root: Path | None, overrides: dict[str, str
 
 def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> EngineFacts:
     from reprobuild.backends import docker as docker_backend
-    from reprobuild.backends.images import store as images
+    from reprobuild.backends.images.spec import load_spec, spec_names
+    from reprobuild.backends.images.store import ImageStore
     from reprobuild.toolchains.cache import entry_key
 
     reachable, detail = docker_backend.probe()
     if not reachable:
         return EngineFacts(False, detail)
     info = docker_backend.engine_info()
-    store = images.ImageStore(docker_backend.engine(), cache.root, builders)
+    store = ImageStore(docker_backend.engine(), cache.root, builders)
     states: dict[str, str] = {}
     plat = host_platform()
-    for name in images.spec_names(builders):
+    for name in spec_names(builders):
         try:
-            spec = images.load_spec(builders, name)
+            spec = load_spec(builders, name)
             if spec.base == "scratch" and lock is not None:
                 for tc_name, tc in sorted(lock.toolchains.items()):
                     pin = tc.pin(plat)
@@ -350,7 +351,7 @@ def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> E
                     tree = cache.entry_dir(entry_key(pin)) / "tree"  # what the go kind layers
                     states[f"{name}+{tc_name}"] = store.state(spec, store.go_key(spec, tree))
             elif spec.base == "debootstrap" and lock is not None:
-                entry = images.ImageStore.locked_entry(spec, lock)
+                entry = ImageStore.locked_entry(spec, lock)
                 states[name] = store.state(spec, store.debian_key(spec, entry))
         except Exception:  # reported by check_images from the spec and the lock
             continue

@@ -1,4 +1,5 @@
 """Safe extraction: malicious tar, zip and .deb archives are refused, and nothing lands outside the tree.
+(At the end: the deterministic writers and file-mode rules of reprobuild.formats.archives.)
 
 Every malicious case aims at a real path (under `tmp_path`, outside the destination, and once at the
 literal `/etc`) and then checks that path does not exist: a broken check would make the test fail, not
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from reprobuild.errors import UnsafeArchive
+from reprobuild.formats import archives
 from reprobuild.toolchains.extract import extract, tree_hash, tree_records
 from tests.conftest import run_cli, sha256, tar_bytes, url_entry, write_lock
 from tests.httpserver import LocalServer
@@ -588,3 +590,48 @@ def test_fetch_of_malicious_archive_installs_nothing(case: str, tmp_path: Path, 
     assert list((cache_dir / "tmp").iterdir()) == []
     listed = run_cli("toolchain", "list", "--lock", str(lock), "--json")
     assert '"state": "missing"' in listed.stdout
+
+
+# --- writing: one set of mode rules for artifacts, archives and image layers -----------------------------
+
+def test_mode_rules_keep_only_the_executable_bit(tmp_path: Path) -> None:
+    assert [archives.normal_mode(m) for m in (0o700, 0o600, 0o4755, 0o640, 0o100775)] == [0o755, 0o644, 0o755,
+                                                                                            0o644, 0o755]
+    # image roots keep sticky directories and set-id programs (su, passwd), nothing else of the umask
+    assert archives.layer_mode(0o41777, True) == 0o1777 and archives.layer_mode(0o40700, True) == 0o755
+    assert archives.layer_mode(0o104750, False) == 0o4755 and archives.layer_mode(0o100600, False) == 0o644
+    root = tmp_path / "out"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "tool").write_text("#!/bin/sh\n")
+    (root / "sub" / "tool").chmod(0o4700)
+    (root / "data").write_text("d")
+    (root / "data").chmod(0o600)
+    (root / "sub").chmod(0o700)
+    archives.normalize_modes(root)
+    modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+    assert modes == {".": 0o755, "sub": 0o755, "sub/tool": 0o755, "data": 0o644}
+
+
+def test_zip_and_tar_gz_depend_only_on_names_contents_and_the_executable_bit(tmp_path: Path) -> None:
+    outputs = []
+    for i, (mode, mtime) in enumerate([(0o700, 1_600_000_000), (0o775, 1_700_000_000)]):
+        src = tmp_path / f"src{i}"
+        src.mkdir()
+        (src / "tool").write_text("#!/bin/sh\n")
+        (src / "tool").chmod(mode)
+        os.utime(src / "tool", (mtime, mtime))
+        members = [("pkg/tool", src / "tool")]
+        archives.write_zip(members, tmp_path / f"a{i}.zip", 0)
+        archives.write_tar_gz(members, tmp_path / f"a{i}.tar.gz", 0)
+        module_zip = io.BytesIO()
+        archives.write_zip(members, module_zip, 0, mode=0o644)  # Go module zips: 0644 whatever the disk says
+        outputs.append(((tmp_path / f"a{i}.zip").read_bytes(), (tmp_path / f"a{i}.tar.gz").read_bytes(),
+                        module_zip.getvalue()))
+    assert outputs[0] == outputs[1]
+    with zipfile.ZipFile(io.BytesIO(outputs[0][2])) as zf:
+        (info,) = zf.infolist()
+    assert info.external_attr >> 16 == 0o100644 and info.date_time == (1980, 1, 1, 0, 0, 0)
+    with tarfile.open(tmp_path / "a0.tar.gz") as tf:
+        (member,) = tf.getmembers()
+    assert (member.mode, member.mtime, member.uname) == (0o755, 0, "")
+

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from reprobuild import doctor
-from reprobuild.backends.images import store as images
+from reprobuild.backends.images import spec as images
 from reprobuild.toolchains.cache import ToolchainCache
 from tests.conftest import REPO, run_cli
 

@@ -14,9 +14,12 @@ import pytest
 import yaml
 
 from reprobuild import cli
+from reprobuild.backends.images import debian as rootfs
+from reprobuild.backends.images import spec as specs
 from reprobuild.backends.images import store as images
 from reprobuild.config.lock import load_lock
 from reprobuild.errors import BadInput
+from reprobuild.formats import archives
 from tests.conftest import REPO
 
 BUILDERS = REPO / "builders"
@@ -53,7 +56,7 @@ def test_layer_is_byte_for_byte_the_same_whatever_the_disk_says(tmp_path: Path) 
     for i, (umask, mtime) in enumerate([(0o022, 1_600_000_000), (0o002, 1_700_000_000)]):
         root = tmp_path / f"tree{i}"
         _tree(root, umask, mtime)
-        digests.append(images.write_layer(images.tree_entries(root, "rb/toolchain"), tmp_path / f"layer{i}.tar"))
+        digests.append(archives.write_tar(archives.tree_entries(root, "rb/toolchain"), tmp_path / f"layer{i}.tar"))
     assert digests[0] == digests[1]
     assert (tmp_path / "layer0.tar").read_bytes() == (tmp_path / "layer1.tar").read_bytes()
     with tarfile.open(tmp_path / "layer0.tar") as tf:
@@ -68,13 +71,13 @@ def test_layer_is_byte_for_byte_the_same_whatever_the_disk_says(tmp_path: Path) 
 
 
 def test_config_has_a_fixed_creation_time_and_the_id_is_its_hash(tmp_path: Path) -> None:
-    spec = images.load_spec(BUILDERS, "go")
+    spec = specs.load_spec(BUILDERS, "go")
     config = images.image_config(spec, ["0" * 64], {"org.reprobuild.image": "go"})
     data = json.loads(config)
     assert data["created"] == "1970-01-01T00:00:00Z"
     assert data["rootfs"]["diff_ids"] == ["sha256:" + "0" * 64]
     layer = tmp_path / "layer.tar"
-    diff = images.write_layer([], layer)
+    diff = archives.write_tar([], layer)
     image_id = images.write_archive(tmp_path / "image.tar", config, [(diff, layer)], "reprobuild-go:test")
     import hashlib
 
@@ -85,10 +88,10 @@ def test_specs_are_validated_with_did_you_mean(tmp_path: Path) -> None:
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "image.yaml").write_text("version: 1\nbase: debootstrap\nsuite: bookworm\npakages: [gcc]\n")
     with pytest.raises(BadInput, match="did you mean `packages`"):
-        images.load_spec(tmp_path, "bad")
+        specs.load_spec(tmp_path, "bad")
     with pytest.raises(BadInput, match="no builder image `nope`"):
-        images.load_spec(BUILDERS, "nope")
-    debian = images.load_spec(BUILDERS, "debian")
+        specs.load_spec(BUILDERS, "nope")
+    debian = specs.load_spec(BUILDERS, "debian")
     assert {"gcc", "g++", "libc6-dev", "zlib1g-dev", "python3", "python3-venv", "ca-certificates", "tar",
             "gzip"} <= set(debian.packages)
     assert debian.mirror == "apt"  # no host written down: apt's configured mirror is read at run time
@@ -97,7 +100,7 @@ def test_specs_are_validated_with_did_you_mean(tmp_path: Path) -> None:
                           ("packages: [gcc]\nlocales: [fr_CH.UTF-8]\n", "needs the `locales` package")):
         (tmp_path / "bad" / "image.yaml").write_text("version: 1\nbase: debootstrap\nsuite: bookworm\n" + body)
         with pytest.raises(BadInput, match=problem) as err:
-            images.load_spec(tmp_path, "bad")
+            specs.load_spec(tmp_path, "bad")
         assert f"{tmp_path / 'bad' / 'image.yaml'}:5" in str(err.value)
 
 
@@ -109,13 +112,13 @@ def test_mirror_comes_from_apts_own_sources(tmp_path: Path) -> None:
         "Types: deb\nURIs: http://security.invalid/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
         "Types: deb\n# a comment\nURIs: http://mirror.invalid/debian/\nSuites: bookworm bookworm-updates\n"
         "Components: main contrib\n")
-    assert images.apt_mirror("bookworm", etc) == "http://mirror.invalid/debian"
+    assert rootfs.apt_mirror("bookworm", etc) == "http://mirror.invalid/debian"
     (etc / "sources.list").write_text("deb [arch=amd64] http://oneline.invalid/debian bookworm main\n")
-    assert images.apt_mirror("bookworm", etc) == "http://oneline.invalid/debian"
+    assert rootfs.apt_mirror("bookworm", etc) == "http://oneline.invalid/debian"
     from reprobuild.errors import EnvironmentFailure
 
     with pytest.raises(EnvironmentFailure, match="no source for Debian `trixie`"):
-        images.apt_mirror("trixie", etc)
+        rootfs.apt_mirror("trixie", etc)
 
 
 def test_mirror_state_is_the_hash_of_the_signed_index(tmp_path: Path) -> None:
@@ -125,21 +128,21 @@ def test_mirror_state_is_the_hash_of_the_signed_index(tmp_path: Path) -> None:
 
     (tmp_path / "dists" / "bookworm").mkdir(parents=True)
     (tmp_path / "dists" / "bookworm" / "InRelease").write_bytes(b"Suite: bookworm\n")
-    spec = dataclasses.replace(images.load_spec(BUILDERS, "debian"), mirror=f"file://{tmp_path}")
-    assert images.mirror_state(spec) == hashlib.sha256(b"Suite: bookworm\n").hexdigest()
-    assert images.mirror_state(dataclasses.replace(spec, mirror=f"file://{tmp_path}/nowhere")) is None
+    spec = dataclasses.replace(specs.load_spec(BUILDERS, "debian"), mirror=f"file://{tmp_path}")
+    assert rootfs.mirror_state(spec) == hashlib.sha256(b"Suite: bookworm\n").hexdigest()
+    assert rootfs.mirror_state(dataclasses.replace(spec, mirror=f"file://{tmp_path}/nowhere")) is None
 
 
 def test_image_lock_entries_are_validated(tmp_path: Path) -> None:
     from reprobuild.config.model import Lock
 
     good = {"inputs": "x", "suite": "bookworm", "variant": "minbase", "mirror": "apt", "packages": {"gcc": "1"}}
-    assert images.parse_image_locks(Lock("l", {}, {"images": {"debian": good}}))["debian"].packages == {"gcc": "1"}
+    assert specs.parse_image_locks(Lock("l", {}, {"images": {"debian": good}}))["debian"].packages == {"gcc": "1"}
     with pytest.raises(BadInput, match="unknown keys"):
-        images.parse_image_locks(Lock("l", {}, {"images": {"debian": {**good, "extra": 1}}}))
+        specs.parse_image_locks(Lock("l", {}, {"images": {"debian": {**good, "extra": 1}}}))
     with pytest.raises(BadInput, match="version strings"):
-        images.parse_image_locks(Lock("l", {}, {"images": {"debian": {**good, "packages": {"gcc": 4.12}}}}))
-    changes = images.version_changes({"gcc": "1", "gone": "2", "same": "3"}, {"gcc": "1.1", "new": "4", "same": "3"})
+        specs.parse_image_locks(Lock("l", {}, {"images": {"debian": {**good, "packages": {"gcc": 4.12}}}}))
+    changes = specs.version_changes({"gcc": "1", "gone": "2", "same": "3"}, {"gcc": "1.1", "new": "4", "same": "3"})
     assert changes == ["gcc 1.1 (locked 1)", "gone (locked 2) is no longer installed",
                        "new 4 is installed but not in the lock"]
 
@@ -239,7 +242,7 @@ def test_debian_image_same_id_on_two_runs_and_drift_is_refused(docker_backend: A
 
 def _second_run(fresh: images.ImageStore, lock: Any, doctored: Path, real: str, first: images.Built,
                 shared_cache_root: Path) -> None:
-    with pytest.raises(images.ImageDrift) as err:
+    with pytest.raises(specs.ImageDrift) as err:
         fresh.ensure_debian(load_lock(doctored))
     assert err.value.exit_code == 1
     assert f"gzip {real} (locked 1.0-doctored)" in str(err.value)
@@ -247,11 +250,11 @@ def _second_run(fresh: images.ImageStore, lock: Any, doctored: Path, real: str, 
     assert err.value.changes == [f"gzip {real} (locked 1.0-doctored)"]
     # ...and the rootfs it made is kept under the entry it really is: with the true lock, run 2's
     # own rootfs (no third debootstrap) gives the same image ID as run 1.
-    tar, _ = fresh.rootfs_cache(images.parse_image_locks(lock)["debian"])
+    tar, _ = fresh.rootfs_cache(specs.parse_image_locks(lock)["debian"])
     assert tar.exists()
     second = fresh.ensure_debian(lock)
     assert second.image_id == first.image_id
-    shared_tar, _ = store(shared_cache_root).rootfs_cache(images.parse_image_locks(lock)["debian"])
+    shared_tar, _ = store(shared_cache_root).rootfs_cache(specs.parse_image_locks(lock)["debian"])
     from reprobuild.fsutil import sha256_file
 
     assert sha256_file(tar) == sha256_file(shared_tar)

@@ -92,9 +92,9 @@ def paddle_pipeline(tmp_path: Path, steps: list[dict[str, object]], **keys: obje
 
 
 def spec_error(tmp_path: Path, steps: list[dict[str, object]], **keys: object) -> str:
-    pipelines = load_pipelines([paddle_pipeline(tmp_path, steps, **keys)], tmp_path)
+    """The error loading the pipeline raises: Paddle keys are validated with the pipeline (config.paddle)."""
     with pytest.raises(FileError) as exc:
-        parse_spec(pipelines[0])
+        load_pipelines([paddle_pipeline(tmp_path, steps, **keys)], tmp_path)
     return str(exc.value)
 
 
@@ -126,6 +126,25 @@ def test_duplicate_step_names(tmp_path: Path) -> None:
     steps: list[dict[str, object]] = [{"name": "m", "kind": "export", "script": "export.py"},
                                       {"name": "m", "kind": "wheel"}]
     assert "used twice" in spec_error(tmp_path, steps)
+
+
+def test_build_and_doctor_refuse_a_bad_step_key_before_any_work(tmp_path: Path) -> None:
+    """A misspelled step key stops `build` when the pipelines are loaded (exit 2, file:line, nothing built or
+    fetched) and is an error finding of `doctor`."""
+    pipeline = paddle_pipeline(tmp_path, [{"name": "m", "kind": "export", "scrpt": "export.py"}])
+    lock = REPO / "toolchains.lock"
+    env = {"REPROBUILD_CACHE": str(tmp_path / "cache"), "REPROBUILD_OFFLINE": "1"}
+    done = run_cli("build", str(pipeline), "--out", str(tmp_path / "out"), "--backend", "local", "--lock", str(lock),
+                   env=env, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"{pipeline.name}:8: unknown key `scrpt` in an export step" in done.stderr
+    assert "did you mean `script`?" in done.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    (tmp_path / "pipelines").mkdir()
+    pipeline.rename(tmp_path / "pipelines" / "pm.yaml")
+    doctor = run_cli("doctor", "--lock", str(lock), "--json", env=env, cwd=tmp_path)
+    assert doctor.returncode == 1
+    assert "pipelines/pm.yaml:8: unknown key `scrpt`" in doctor.stdout
 
 
 # --- the Python lock: `reprobuild lock --check` sees a changed requirements.in or .lock -----------------------

@@ -58,6 +58,9 @@ def test_repository_table_loads_and_every_rule_has_id_severity_message() -> None
     ("1.21.13", ">=1.21", True), ("1.20.13", ">=1.21", False), ("1.21", ">=1.21", True),
     ("2.5.2", "<2.6.0", True), ("2.6.2", "<2.6.0", False), ("2.6.0", "<2.6.0", False),
     ("2.5.2.post117", "<2.6.0", True), ("go1.20.13", ">=1.20,<1.21", True), ("1.21.0", ">=1.20,<1.21", False),
+    # a release candidate comes before its release (it used to compare equal to it)
+    ("go1.22rc1", "<1.22.0", True), ("go1.22rc1", ">=1.22", False), ("go1.22rc1", "==1.22.0", False),
+    ("go1.22beta1", "<1.22", True), ("1.22.0", ">=1.22", True), ("go1.21.0", "==1.21", True),
 ])
 def test_version_comparisons(version: str, spec: str, expected: bool) -> None:
     assert policy.satisfies(version, spec) is expected
@@ -226,3 +229,21 @@ def test_doctor_judges_the_pair_as_build_does(tmp_path: Path, go: str, paddle: s
     else:
         assert text.returncode != 2 and done.returncode != 2, text.stdout
         assert abi == [] and all(f["severity"] != "error" for f in gate)
+
+
+def test_go_pre_releases_order_below_their_release(tmp_path: Path) -> None:
+    v = policy.parse_version
+    assert v("go1.22beta1") < v("go1.22rc1") < v("1.22.0") == v("go1.22") < v("1.22.1")
+    assert v("1.21.13-custom") == v("1.21.13")  # a suffix packaging does not know: judged by the release
+    with pytest.raises(BadInput):
+        v("devel")
+    module = tmp_path / "m"
+    module.mkdir()
+    (module / "go.mod").write_text("module example.com/m\n\ngo 1.22.0\n")
+    with pytest.raises(policy.PolicyRefused) as refused:
+        policy.check_go_directives(module, "go", "1.22rc1")  # 1.22.0 is newer than the release candidate
+    assert f"{module / 'go.mod'}:3" in str(refused.value)
+    (module / "go.mod").write_text("module example.com/m\n\ngo 1.22rc1\n")
+    assert policy.go_mod_directives(module) == [("go", "1.22rc1", 3)]
+    policy.check_go_directives(module, "go", "1.22.0")  # the release satisfies its release candidate
+

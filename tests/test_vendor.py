@@ -19,14 +19,11 @@ from reprobuild.commands.vendor import resolve_goproxy
 from reprobuild.config.policy import PolicyRefused
 from reprobuild.errors import CheckFailed
 from reprobuild.kinds.go import goproxy
-from reprobuild.kinds.go.vendor import (
-    GoSettings,
-    VendorReport,
-    go_environment,
-    read_modules_txt,
-    vendor_module,
-    write_module_mirror,
-)
+from reprobuild.kinds.go.goenv import GoSettings, go_environment
+from reprobuild.kinds.go.gomod import read_modules_txt, vendored_versions
+from reprobuild.kinds.go.mirror import write_module_mirror
+from reprobuild.kinds.go.report import VendorReport
+from reprobuild.kinds.go.vendor import vendor_module
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.go
@@ -344,6 +341,18 @@ def test_modules_txt_parsing(tmp_path: Path) -> None:
         ("d.example/z", "v0.1.0", ("d.example/z",), "../z", ""),
         ("e.example/graph-only", "v1.0.0", (), "e.example/graph-only", "v1.0.0"),
     ]
+
+
+def test_the_assertions_read_modules_txt_with_the_same_parser(tmp_path: Path) -> None:
+    """What the Go builder checks binaries against comes from read_modules_txt too (one parser)."""
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "modules.txt").write_text(
+        "# a.example/x v1.0.0\n## explicit; go 1.18\na.example/x\n"
+        "# b.example/y v1.2.0 => c.example/y v1.3.0\n## explicit\nb.example/y\n"
+        "# d.example/z v0.1.0 => ../z\nd.example/z\n# f.example/w => ../w\n## explicit\n")
+    assert vendored_versions(tmp_path) == {"a.example/x": "v1.0.0", "b.example/y": "v1.2.0 => c.example/y v1.3.0",
+                                           "d.example/z": "v0.1.0"}
+    assert vendored_versions(tmp_path / "nowhere") == {}
 
 
 # --- non-Go files vendoring drops ---------------------------------------------------------------

@@ -72,6 +72,21 @@ def test_extra_file_is_named(small_house: tuple[Path, Path]) -> None:
     assert any("notes.txt" in p for p in problems)
 
 
+def test_wheel_names_and_versions_are_read_as_packaging_reads_them(tmp_path: Path) -> None:
+    """`Beta.Pkg-2.3.1.0` is the wheel of the pin `beta-pkg==2.3.1` (PEP 503 names, PEP 440 versions);
+    a file name that is no wheel's (a version `x`) is not taken for one."""
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    pinned = make_wheel(house, "beta_pkg", "2.3.1")
+    lock = write_lock(tmp_path / "requirements.lock", [pinned])
+    spelled = pinned.rename(house / "Beta.Pkg-2.3.1.0-py3-none-any.whl")
+    assert check_wheelhouse(lock, house) == []
+    assert pylock.read_requirements_lock(lock)[0].name == "beta-pkg"
+    bogus = house / "alpha-x-py3-none-any.whl"
+    bogus.write_bytes(spelled.read_bytes())
+    assert check_wheelhouse(lock, house) == [f"{bogus}: not a wheel; a wheelhouse holds only the locked wheels"]
+
+
 def test_build_time_check_is_an_environment_failure(small_house: tuple[Path, Path]) -> None:
     lock, house = small_house
     (house / "alpha-1.0-py3-none-any.whl").unlink()

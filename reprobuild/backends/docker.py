@@ -31,7 +31,7 @@ from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text, remove_tree
 
 if TYPE_CHECKING:
-    from reprobuild.backends.images.store import ImageSpec
+    from reprobuild.backends.images.spec import ImageSpec
 
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
@@ -112,7 +112,8 @@ class DockerBackend:
 
     def __init__(self, lock: Lock | None = None, cache_root: Path | None = None,
                  builders_dir: Path | None = None) -> None:
-        from reprobuild.backends.images.store import ImageStore, default_builders_dir
+        from reprobuild.backends.images.spec import default_builders_dir
+        from reprobuild.backends.images.store import ImageStore
         from reprobuild.config.lock import default_lock_path
         from reprobuild.toolchains.cache import default_cache_root
 
@@ -147,7 +148,7 @@ class DockerBackend:
     def _spec(self, name: str) -> ImageSpec:
         """The image's description, parsed once. No lock (ensure_image holds `_images_guard` when it asks): two
         threads may both parse it, and the first stored copy is the one kept."""
-        from reprobuild.backends.images.store import load_spec
+        from reprobuild.backends.images.spec import load_spec
 
         if name not in self._specs:
             self._specs.setdefault(name, load_spec(self.store.builders_dir, name))
@@ -188,7 +189,7 @@ class DockerBackend:
 
     def _unapplied(self, spec: RunSpec) -> dict[str, str]:
         """The variations of the step's Perturbation its image cannot apply, and why."""
-        from reprobuild.backends.images.store import BUILTIN_LOCALES
+        from reprobuild.backends.images.spec import BUILTIN_LOCALES
 
         image = self._spec(spec.image.name)
         varied, where = spec.perturb.env, f"step `{spec.label}`: image `{image.name}`"

@@ -28,6 +28,7 @@ from reprobuild.config.lock import load_lock
 from reprobuild.config.model import Lock, host_platform
 from reprobuild.config.pipeline import Pipeline, load_pipelines, source_date_epoch
 from reprobuild.errors import BadInput, CheckFailed
+from reprobuild.formats.archives import normalize_modes
 from reprobuild.fsutil import remove_tree
 from reprobuild.kinds import BuildContext, kind_for
 from reprobuild.progress import say
@@ -109,7 +110,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         # would plan differently. With `--costs FILE` the plan does not depend on them.
         if actions is not None and (opts.shard is None or opts.costs is not None):
             actions.record_costs(seconds)
-        _normalize_modes(staging)
+        normalize_modes(staging)
         artifacts = hash_artifacts(staging)
         manifest = _manifest(pipelines, ctx, backend, overrides)
         if shards is not None and opts.shard is not None:
@@ -148,7 +149,7 @@ def _builders_dir(opts: BuildOptions, backend: Backend) -> Path | None:
     """The builder image descriptions, which make the Docker backend's images (the host is the local one's)."""
     if backend.name != "docker":
         return None
-    from reprobuild.backends.images.store import default_builders_dir
+    from reprobuild.backends.images.spec import default_builders_dir
 
     return default_builders_dir(opts.lock_path)
 
@@ -178,7 +179,7 @@ def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inpu
         start = time.monotonic()
         kind_for(unit.pipeline.builder).build(unit.as_pipeline(), unit_ctx)
         elapsed = time.monotonic() - start
-        _normalize_modes(unit_dir)
+        normalize_modes(unit_dir)
         if actions is not None:
             actions.store(key, unit.id, unit_dir, unit_ctx.toolchains, unit_ctx.images, elapsed)
         with moving:
@@ -205,19 +206,6 @@ def _manifest(pipelines: list[Pipeline], ctx: BuildContext, backend: Backend,
         "pipelines": [{"name": p.name, "builder": p.builder, "source_date_epoch": source_date_epoch(
             p.source_date_epoch)} for p in pipelines],
     }
-
-
-def _normalize_modes(root: Path) -> None:
-    """0755 for directories and executables, 0644 for the rest: the umask must not show in the output."""
-    os.chmod(root, 0o755)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]  # never follow out
-        for name in dirnames:
-            os.chmod(os.path.join(dirpath, name), 0o755)
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o755 if os.stat(path).st_mode & 0o111 else 0o644)
 
 
 def _check_out(out: Path) -> None:

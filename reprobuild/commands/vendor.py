@@ -18,7 +18,10 @@ from reprobuild.commands._common import cache, emit, load, toolchain_overrides
 from reprobuild.config.model import Lock
 from reprobuild.config.pipeline import Pipeline, load_pipelines
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput, CheckFailed
-from reprobuild.kinds.go.vendor import GoSettings, VendorReport, vendor_module, write_module_mirror
+from reprobuild.kinds.go.goenv import GoSettings
+from reprobuild.kinds.go.mirror import write_module_mirror
+from reprobuild.kinds.go.report import VendorReport
+from reprobuild.kinds.go.vendor import vendor_module
 from reprobuild.toolchains.wheelhouse import vendor_wheelhouses
 
 

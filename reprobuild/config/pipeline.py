@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reprobuild.config.paddle import PIPELINE_KEYS as PADDLE_KEYS
+from reprobuild.config.paddle import PaddleSpec, parse_paddle
 from reprobuild.config.yamlload import Fields, Node, load_documents
 from reprobuild.errors import BadInput, FileError, Location
 
@@ -60,6 +62,7 @@ class Pipeline:
     artifacts: tuple[str, ...] = ()
     image: str = "debian"
     extra: dict[str, object] = field(default_factory=dict)  # builder-specific keys of later builders
+    paddle: PaddleSpec | None = None  # builder: paddle, parsed from `extra` when the pipeline is loaded
 
     @property
     def where(self) -> Location:
@@ -144,12 +147,7 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
     builder = builder_node.string("builder")
     if builder not in BUILDERS:
         raise builder_node.error(f"unknown builder `{builder}`", f"one of: {', '.join(BUILDERS)}")
-    if builder == "paddle":
-        from reprobuild.kinds import paddle_pipeline_keys
-
-        allowed = COMMON_KEYS | paddle_pipeline_keys()
-    else:
-        allowed = GO_KEYS if builder == "go" else COMMAND_KEYS
+    allowed = {"go": GO_KEYS, "command": COMMAND_KEYS, "paddle": COMMON_KEYS | PADDLE_KEYS}[builder]
     f = Fields(doc, "the pipeline", allowed)
     version = f.required("version")
     if version.integer("version") != 1:
@@ -197,7 +195,8 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
         return Pipeline(**common, toolchain=toolchain, run=run, artifacts=artifacts,
                         image=image)
     extra = {k: v for k, v in f if k not in COMMON_KEYS}
-    return Pipeline(**common, toolchain=toolchain, extra=extra)  # type: ignore[arg-type]
+    paddle = parse_paddle(extra, Location(path, doc.line), source)  # refused here, before any work
+    return Pipeline(**common, toolchain=toolchain, extra=extra, paddle=paddle)  # type: ignore[arg-type]
 
 
 def _parse_go_target(node: Node) -> GoTarget:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 from reprobuild.config.model import Lock
 from reprobuild.config.pipeline import Pipeline
 from reprobuild.config.yamlload import Fields, Node, load_one
@@ -28,6 +30,7 @@ TABLE_VERSION = 1
 # Package data, so that an installed (not editable) reprobuild has it too.
 DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "data" / "compat.yaml"
 _COMPARISON_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\d+(?:\.\d+)*)\s*$")
+_LEADING_VERSION_RE = re.compile(r"^\d+(?:\.\d+)*(?:(?:a|b|rc|alpha|beta)\d+)?")
 
 
 @dataclass(frozen=True)
@@ -148,23 +151,28 @@ def _severity(node: Node, what: str) -> str:
 
 # --- versions -------------------------------------------------------------------------------------
 
-def version_key(version: str) -> tuple[int, ...]:
-    """`1.21.13` → (1, 21, 13); `go1.22rc1` → (1, 22); `2.5.2.post117` → (2, 5, 2). Missing parts count as 0."""
-    m = re.match(r"^(?:go)?(\d+(?:\.\d+)*)", version.strip())
+def parse_version(version: str) -> Version:
+    """A Go or Paddle version, ordered as `packaging` orders versions: `go1.22rc1` < `1.22.0` (a pre-release
+    comes before its release), `1.21` == `1.21.0`, `2.5.2.post117` > `2.5.2`. A leading `go` is dropped."""
+    text = version.strip().removeprefix("go")
+    try:
+        return Version(text)
+    except InvalidVersion:
+        pass
+    m = _LEADING_VERSION_RE.match(text)  # e.g. `1.21.13-custom`: judged by its release (and pre-release) part
     if not m:
         raise BadInput(f"`{version}` is not a version number")
-    parts = tuple(int(p) for p in m.group(1).split("."))
-    return parts + (0,) * (3 - len(parts)) if len(parts) < 3 else parts
+    return Version(m.group(0))
 
 
 def satisfies(version: str, spec: str) -> bool:
     """Whether `version` meets every comparison of `spec` (e.g. `>=1.20,<1.21`)."""
-    have = version_key(version)
+    have = parse_version(version)
     for part in spec.split(","):
         m = _COMPARISON_RE.match(part)
         if not m:
             raise BadInput(f"`{part}` is not a version comparison")
-        op, want = m.group(1), version_key(m.group(2))
+        op, want = m.group(1), parse_version(m.group(2))
         ok = {">=": have >= want, "<=": have <= want, "==": have == want, "!=": have != want,
               ">": have > want, "<": have < want}[op]
         if not ok:
@@ -309,7 +317,7 @@ def go_mod_directives(module_dir: Path) -> list[tuple[str, str, int]]:
         return []
     found = []
     for i, line in enumerate(gomod.read_text(encoding="utf-8").splitlines(), 1):
-        m = re.match(r"^(go|toolchain)\s+(?:go)?(\d+(?:\.\d+)*)\S*\s*(?://.*)?$", line.strip())
+        m = re.match(r"^(go|toolchain)\s+(?:go)?(\d+(?:\.\d+)*(?:(?:rc|beta)\d+)?)\S*\s*(?://.*)?$", line.strip())
         if m:
             found.append((m.group(1), m.group(2), i))
     return found
@@ -321,13 +329,13 @@ def _go_directive(rule: Rule, uses: list[GoUse]) -> list[Finding]:
 
 def _module_directives(rule: Rule, module_dir: Path, use: GoUse) -> list[Finding]:
     findings = []
-    have = version_key(use.version)
+    have = parse_version(use.version)
     for directive, wanted, line in go_mod_directives(module_dir):
-        want = version_key(wanted)
+        want = parse_version(wanted)
         # `go 1.21` means 1.21.0; compare in full only when the directive names a patch release.
-        if want[:2] > have[:2] or (wanted.count(".") >= 2 and want > have):
+        if want.release[:2] > have.release[:2] or (wanted.count(".") >= 2 and want > have):
             gomod = module_dir / "go.mod"
-            minor = ".".join(str(n) for n in have[:2])
+            minor = ".".join(str(n) for n in (*have.release, 0)[:2])
             lowered = f"`go {minor}`" if directive == "go" else f"`toolchain go{use.version}` (or remove it)"
             message, remedies = _fill(rule, _values(gomod=gomod, directive=directive, wanted=wanted,
                                                     go=use.version, go_name=use.name, entry=use.entry,

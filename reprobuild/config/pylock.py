@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from reprobuild.config.model import Lock
 from reprobuild.config.yamlload import Fields, Node, load_documents
 from reprobuild.errors import BadInput, EnvironmentFailure, FileError, Location
@@ -58,7 +60,7 @@ class PythonEnv:
     requirements_sha256: str
     lock_file: str  # repository-relative path of requirements.lock
     lock_sha256: str
-    packages: dict[str, str]  # normalized name -> version
+    packages: dict[str, str]  # canonical name (packaging.utils.canonicalize_name) -> version
 
     def to_data(self) -> dict[str, Any]:
         return {"python": self.python, "requirements": self.requirements,
@@ -74,10 +76,6 @@ class Requirement:
     version: str
     hashes: tuple[str, ...]
     line: int
-
-
-def normalize_name(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def python_version() -> str:
@@ -139,7 +137,7 @@ def _parse_env(name: str, node: Node) -> PythonEnv:
     for pkg, vnode in f.required("packages").mapping(f"{what}: packages").items():
         if not isinstance(vnode.value, (str, int, float)) or isinstance(vnode.value, bool):
             raise vnode.error(f"{what}: the version of `{pkg}` must be a string")
-        packages[normalize_name(pkg)] = str(vnode.value)
+        packages[canonicalize_name(pkg)] = str(vnode.value)
     return PythonEnv(name, py, f.required("requirements").string(f"{what}: requirements"),
                      shas["requirements_sha256"], f.required("lock_file").string(f"{what}: lock_file"),
                      shas["lock_sha256"], packages)
@@ -179,7 +177,7 @@ def read_requirements_lock(path: Path) -> list[Requirement]:
         hashes = tuple(_HASH_RE.findall(item))
         if not hashes:
             raise FileError(Location(path, line_no), f"`{m.group(1)}` has no --hash", "compile with --generate-hashes")
-        reqs.append(Requirement(normalize_name(m.group(1)), m.group(2), hashes, line_no))
+        reqs.append(Requirement(canonicalize_name(m.group(1)), m.group(2), hashes, line_no))
     return reqs
 
 

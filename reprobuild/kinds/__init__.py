@@ -88,8 +88,3 @@ def kind_for(builder: str) -> Kind:
 
         raise NotAvailableYet(f"build (builder `{builder}`)")
     return table[builder]
-
-
-def paddle_pipeline_keys() -> set[str]:
-    """Keys a `builder: paddle` pipeline may carry (the Paddle builder validates them)."""
-    return {"toolchain", "requirements", "steps", "python"}

@@ -10,25 +10,25 @@ each naming the file. The build installs from a wheelhouse with
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
 from reprobuild.config.model import Lock
-from reprobuild.config.pylock import Requirement, normalize_name, read_requirements_lock
+from reprobuild.config.pylock import Requirement, read_requirements_lock
 from reprobuild.errors import CheckFailed, EnvironmentFailure
 from reprobuild.fsutil import remove_tree, sha256_file
 from reprobuild.progress import say
-
-_WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(?:-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
 
 @dataclass(frozen=True)
 class WheelFile:
     path: Path
-    name: str  # normalized
-    version: str
+    name: str  # canonical (packaging.utils.canonicalize_name), as the lock's pins are
+    version: Version
 
 
 class WheelhouseDrift(CheckFailed):
@@ -42,10 +42,20 @@ class WheelhouseDrift(CheckFailed):
 
 
 def parse_wheel_name(path: Path) -> WheelFile | None:
-    m = _WHEEL_RE.match(path.name)
-    if not m:
+    """Name and version from a wheel's file name (PEP 427, by `packaging`); None when it is not one."""
+    try:
+        name, version, _build, _tags = parse_wheel_filename(path.name)
+    except (InvalidWheelFilename, InvalidVersion):
         return None
-    return WheelFile(path, normalize_name(m.group("name")), m.group("version"))
+    return WheelFile(path, name, version)
+
+
+def _pin(req: Requirement) -> tuple[str, Version | str]:
+    """What a wheel's (name, version) must equal to be this pin's (`1.0` and `1.0.0` are one version)."""
+    try:
+        return req.name, Version(req.version)
+    except InvalidVersion:
+        return req.name, req.version  # matches no wheel: reported as missing
 
 
 def check_wheelhouse(lock_file: Path, dest: Path) -> list[str]:
@@ -55,19 +65,19 @@ def check_wheelhouse(lock_file: Path, dest: Path) -> list[str]:
     if not dest.is_dir():
         return [f"{dest}: the wheelhouse does not exist"]
     problems: list[str] = []
-    by_pin: dict[tuple[str, str], list[Path]] = {}
+    by_pin: dict[tuple[str, Version | str], list[Path]] = {}
     for path in sorted(dest.iterdir()):
         wheel = parse_wheel_name(path) if path.is_file() else None
         if wheel is None:
             problems.append(f"{path}: not a wheel; a wheelhouse holds only the locked wheels")
             continue
         by_pin.setdefault((wheel.name, wheel.version), []).append(path)
-    wanted = {(r.name, r.version): r for r in reqs}
-    for key, paths in sorted(by_pin.items()):
+    wanted = {_pin(r): r for r in reqs}
+    for key, paths in sorted(by_pin.items(), key=lambda item: (item[0][0], str(item[0][1]))):
         if key not in wanted:
             problems += [f"{p}: not in {lock_file} (extra)" for p in paths]
     for req in reqs:
-        paths = by_pin.get((req.name, req.version), [])
+        paths = by_pin.get(_pin(req), [])
         if not paths:
             problems.append(f"{req.name}=={req.version}: no wheel in {dest} (missing; {lock_file}:{req.line})")
             continue
@@ -118,7 +128,7 @@ def download_wheelhouse(lock_file: Path, dest: Path, python_version: str | None 
 
 def _remove_unlocked(dest: Path, reqs: list[Requirement]) -> None:
     """Remove every file that is not a locked wheel with an allowed hash (pip would otherwise trust it)."""
-    wanted = {(r.name, r.version): r for r in reqs}
+    wanted = {_pin(r): r for r in reqs}
     for path in sorted(dest.iterdir()):
         wheel = parse_wheel_name(path) if path.is_file() else None
         req = wanted.get((wheel.name, wheel.version)) if wheel else None

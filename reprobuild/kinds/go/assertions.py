@@ -5,7 +5,6 @@ A failed assertion is exit 1 (CheckFailed), naming the target and what was found
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,25 +21,12 @@ def read_buildinfo(go: Path, binary: Path, elf: ElfFile | None = None) -> BuildI
     return info or from_go_version(go, binary) or BuildInfo("")
 
 
-def vendored_modules(module_dir: Path) -> dict[str, str]:
-    """Module path -> version, from vendor/modules.txt."""
-    path = module_dir / "vendor" / "modules.txt"
-    result: dict[str, str] = {}
-    if not path.exists():
-        return result
-    for line in path.read_text().splitlines():
-        m = re.match(r"^# (\S+) (v\S+)(?: => (\S+)(?: (v\S+))?)?$", line)
-        if m:
-            result[m.group(1)] = m.group(2) + (f" => {m.group(3)} {m.group(4)}" if m.group(4) else "")
-    return result
-
-
 @dataclass(frozen=True)
 class Expectation:
     target: str
     go_version: str
     cgo: bool
-    vendored: dict[str, str]
+    vendored: dict[str, str]  # module path -> version, from vendor/modules.txt (gomod.vendored_versions)
     forbidden_paths: tuple[str, ...]
     keep_gnu_build_id: bool = False
 

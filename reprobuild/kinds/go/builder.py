@@ -13,6 +13,7 @@ from reprobuild.errors import BadInput, CheckFailed, FileError, Location
 from reprobuild.formats.archives import write_tar_gz, write_zip
 from reprobuild.kinds import BuildContext
 from reprobuild.kinds.go import assertions as goassert
+from reprobuild.kinds.go.gomod import vendored_versions
 from reprobuild.progress import say
 
 # Pinned microarchitecture levels: the defaults, written down so a host setting can't change them.
@@ -78,7 +79,7 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     os.chmod(gocache, 0o777)
     pin_root = inst.root.relative_to(inst.tree).as_posix()
     goroot = f"{TOOLCHAIN}/{pin_root}".rstrip("/")
-    vendored = goassert.vendored_modules(pipeline.source)
+    vendored = vendored_versions(pipeline.source)
     forbidden = tuple(sorted({str(pipeline.source), str(ctx.staging), str(inst.tree), str(ctx.cache.root), SRC,
                               OUT, "/rb/home", str(Path.home()) + "/"}))
     for target in pipeline.targets:

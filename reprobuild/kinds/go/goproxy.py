@@ -25,19 +25,16 @@ import json
 import os
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from reprobuild.errors import BadInput
+from reprobuild.formats.archives import write_zip
 from reprobuild.fsutil import remove_tree
 
 # Directories the Go command never puts in a module zip (golang.org/x/mod/zip).
 _VCS_DIRS = frozenset({".bzr", ".git", ".hg", ".svn"})
-# The earliest time a zip can record; any fixed value would do, this one is also what `go mod download`'s
-# own extracted trees look like to zip tools that read them back.
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -142,15 +139,9 @@ def go_mod_bytes(src: ModuleSource) -> bytes:
 
 
 def zip_bytes(src: ModuleSource) -> bytes:
-    """The module zip, deterministic: sorted entries, fixed time, 0644, deflate."""
+    """The module zip, deterministic: sorted entries, fixed time (1980-01-01), 0644, deflate."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for rel, p in module_files(src):
-            info = zipfile.ZipInfo(src.prefix + rel, date_time=_ZIP_TIME)
-            info.create_system = 3
-            info.external_attr = 0o100644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, p.read_bytes(), compresslevel=6)
+    write_zip([(src.prefix + rel, p) for rel, p in module_files(src)], buf, 0, mode=0o644)
     return buf.getvalue()
 
 

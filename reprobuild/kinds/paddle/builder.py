@@ -1,15 +1,7 @@
 """`builder: paddle`: model exports, custom C++ operators and wheels, from the locked Paddle environment.
 
-    version: 1
-    name: paddle-model
-    builder: paddle
-    source: examples/paddle-model
-    requirements: paddle          # an environment of the lock's `python` section (builders/paddle/requirements.in)
-    python: "3.11"                # optional: refuse a lock compiled for another Python
-    steps:
-      - {name: model, kind: export, script: export.py, prefix: inference}
-      - {name: custom-relu, kind: custom_op, path: custom_op}
-      - {name: package, kind: wheel, path: ., sdist: true}
+The pipeline's Paddle keys (`requirements`, `python`, `steps`) are parsed and validated when the pipeline
+is loaded (reprobuild.config.paddle); this module runs the parsed steps.
 
 The environment is installed once per lock content (and backend/image) into the reprobuild cache,
 `<cache>/paddle-env/<key>/venv`, from the wheelhouse with the network off, and mounted read-only
@@ -34,44 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reprobuild.backends import CACHE, OUT, TOOLCHAIN, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+from reprobuild.config.paddle import PaddleSpec, Step, parse_paddle
 from reprobuild.config.pipeline import Pipeline, source_date_epoch
-from reprobuild.config.yamlload import Fields, Node
-from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure, FileError, Location, ReprobuildError
+from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure, FileError, ReprobuildError
 from reprobuild.fsutil import atomic_write_bytes, remove_tree, sha256_file
 from reprobuild.kinds import BuildContext
 from reprobuild.progress import say
 
-STEP_KINDS = ("export", "custom_op", "wheel")
 ENV_ROOT = TOOLCHAIN  # the environment directory, read-only in every step
 VENV = f"{ENV_ROOT}/venv"
 PYTHON = f"{VENV}/bin/python"
 WHEELHOUSE = CACHE  # mounted only while installing
 IMAGE = "debian"  # python3, python3-venv, gcc, g++
 ENV_FORMAT = 2  # bump to rebuild every cached environment
-_STEP_KEYS = {
-    "export": {"name", "kind", "script", "prefix", "seed", "args"},
-    "custom_op": {"name", "kind", "path"},
-    "wheel": {"name", "kind", "path", "sdist"},
-}
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    kind: str
-    line: int
-    path: str = "."  # custom_op/wheel: directory under the source; export: the script
-    prefix: str = "inference"
-    seed: int = 0
-    args: tuple[str, ...] = ()
-    sdist: bool = False
-
-
-@dataclass(frozen=True)
-class PaddleSpec:
-    requirements: str
-    python: str | None
-    steps: tuple[Step, ...]
 
 
 @dataclass(frozen=True)
@@ -85,100 +52,13 @@ class Env:
     reused: bool
 
 
-# --- validation ---------------------------------------------------------------------------------------
+# --- the pipeline -------------------------------------------------------------------------------------
 
 def parse_spec(pipeline: Pipeline) -> PaddleSpec:
-    """The pipeline's Paddle keys (kept as positioned nodes in `Pipeline.extra`), validated with file:line."""
-    extra = pipeline.extra
-    if "toolchain" in extra:
-        raise _node(extra["toolchain"]).error(
-            "a paddle pipeline takes no `toolchain`: its environment is the lock's `python` section "
-            "(see `requirements`) and the compilers come from the builder image")
-    req_node = extra.get("requirements")
-    requirements = _node(req_node).string("requirements") if req_node is not None else "paddle"
-    py_node = extra.get("python")
-    python = None
-    if py_node is not None:
-        node = _node(py_node)
-        python = str(node.value) if isinstance(node.value, (str, float)) else node.string("python")
-    steps_node = extra.get("steps")
-    if steps_node is None:
-        raise FileError(pipeline.where, "a paddle pipeline needs `steps` (export, custom_op and wheel steps)")
-    steps = tuple(_parse_step(s, pipeline) for s in _node(steps_node).sequence("steps"))
-    if not steps:
-        raise _node(steps_node).error("steps is empty")
-    names = [s.name for s in steps]
-    for s in steps:
-        if names.count(s.name) > 1:
-            raise FileError(_where(pipeline, s.line), f"step name `{s.name}` is used twice",
-                            "step names name the output subfolders")
-    return PaddleSpec(requirements, python, steps)
-
-
-def _node(value: object) -> Node:
-    assert isinstance(value, Node), value
-    return value
-
-
-def _where(pipeline: Pipeline, line: int) -> Location:
-    return Location(pipeline.file, line)
-
-
-def _parse_step(node: Node, pipeline: Pipeline) -> Step:
-    import difflib
-    import re
-
-    node.mapping("a step")
-    kind_node = node.value.get("kind")
-    if kind_node is None:
-        raise node.error("a step is missing required key `kind`", f"one of: {', '.join(STEP_KINDS)}")
-    kind = kind_node.string("step kind")
-    if kind not in STEP_KINDS:
-        guess = difflib.get_close_matches(kind, STEP_KINDS, n=1)
-        raise kind_node.error(f"unknown step kind `{kind}`",
-                              f"did you mean `{guess[0]}`?" if guess else f"one of: {', '.join(STEP_KINDS)}")
-    f = Fields(node, f"a {kind} step", _STEP_KEYS[kind])
-    name_node = f.required("name")
-    name = name_node.string("step name")
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
-        raise name_node.error(f"step name `{name}` must be letters, digits, `.`, `_` or `-` (it names a folder)")
-    what = f"step `{name}`"
-    if kind == "export":
-        script_node = f.required("script")
-        script = _inside(script_node, f"{what}: script", pipeline, want_file=True)
-        prefix_node = f.optional("prefix")
-        prefix = prefix_node.string(f"{what}: prefix") if prefix_node else "inference"
-        if prefix_node is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", prefix):
-            raise prefix_node.error(f"{what}: prefix `{prefix}` must be a plain file name stem")
-        seed_node = f.optional("seed")
-        seed = seed_node.integer(f"{what}: seed") if seed_node else 0
-        args_node = f.optional("args")
-        args = tuple(args_node.strings(f"{what}: args")) if args_node else ()
-        return Step(name, kind, node.line, script, prefix=prefix, seed=seed, args=args)
-    path_node = f.optional("path")
-    path = _inside(path_node, f"{what}: path", pipeline, want_file=False) if path_node else "."
-    marker = "setup.py" if kind == "custom_op" else None
-    base = pipeline.source / path
-    if marker and not (base / marker).is_file():
-        raise (path_node or node).error(f"{what}: {base} has no setup.py (custom operators are built with "
-                                        "paddle.utils.cpp_extension.setup)")
-    if kind == "wheel" and not ((base / "pyproject.toml").is_file() or (base / "setup.py").is_file()):
-        raise (path_node or node).error(f"{what}: {base} has neither pyproject.toml nor setup.py")
-    sdist_node = f.optional("sdist")
-    sdist = sdist_node.boolean(f"{what}: sdist") if sdist_node else False
-    return Step(name, kind, node.line, path, sdist=sdist)
-
-
-def _inside(node: Node, what: str, pipeline: Pipeline, want_file: bool) -> str:
-    value = node.string(what)
-    if value.startswith("/") or ".." in value.split("/"):
-        raise node.error(f"{what}: `{value}` must be a relative path inside the source")
-    target = pipeline.source / value
-    if want_file and not target.is_file():
-        raise node.error(f"{what}: {target} does not exist")
-    if not want_file and not target.is_dir():
-        raise node.error(f"{what}: {target} is not a directory")
-    return value
+    """The pipeline's Paddle keys, validated when it was loaded (reprobuild.config.paddle)."""
+    if pipeline.paddle is not None:
+        return pipeline.paddle
+    return parse_paddle(pipeline.extra, pipeline.where, pipeline.source)
 
 
 # --- the environment ----------------------------------------------------------------------------------
@@ -189,13 +69,13 @@ def locked_env(pipeline: Pipeline, spec: PaddleSpec, ctx: BuildContext) -> tuple
 
     envs = parse_python_section(ctx.lock)
     env = envs.get(spec.requirements)
-    where = _node(pipeline.extra["requirements"]).where if "requirements" in pipeline.extra else pipeline.where
     if env is None:
         known = ", ".join(sorted(envs)) or "none"
-        raise FileError(where, f"{ctx.lock.path} has no python environment `{spec.requirements}` (environments: "
-                        f"{known})", f"add builders/{spec.requirements}/requirements.in and run `reprobuild lock`")
+        raise FileError(spec.requirements_where, f"{ctx.lock.path} has no python environment "
+                        f"`{spec.requirements}` (environments: {known})",
+                        f"add builders/{spec.requirements}/requirements.in and run `reprobuild lock`")
     if spec.python is not None and spec.python != env.python:
-        raise FileError(_node(pipeline.extra["python"]).where,
+        raise FileError(spec.python_where or pipeline.where,
                         f"the pipeline wants Python {spec.python}, but `{env.name}` is locked for Python {env.python}",
                         "recompile the lock with that Python (`reprobuild lock`) or change `python`")
     lock_file = ctx.repo_root / env.lock_file
