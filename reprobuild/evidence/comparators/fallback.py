@@ -49,13 +49,14 @@ def _differing_runs(a: Path, b: Path, common: int) -> tuple[list[tuple[int, str,
     blocks = 0
     offset = 0
     last_end = -1
-    with open(a, "rb") as fa, open(b, "rb") as fb:
+    # Two reused buffers: a fresh 1 MiB bytes object per read costs page faults that double the time.
+    ra, rb = bytearray(READ), bytearray(READ)
+    with open(a, "rb", buffering=0) as fa, open(b, "rb", buffering=0) as fb:
         while offset < common:
             # Equal stretches are skipped a MiB at a time (reading is the cost); a differing MiB is
             # looked at in 64 KiB blocks.
             if offset % READ == 0 and common - offset >= READ:
-                ra, rb = fa.read(READ), fb.read(READ)
-                if ra == rb:
+                if fa.readinto(ra) == READ and fb.readinto(rb) == READ and ra == rb:
                     offset += READ
                     continue
                 fa.seek(offset)
