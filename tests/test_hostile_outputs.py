@@ -160,3 +160,17 @@ def test_merge_keeps_modes_but_not_setuid(tmp_path: Path) -> None:
 
 def test_tree_maker_makes_dirs(tmp_path: Path) -> None:
     assert (tree(tmp_path, {"e": Dir()}) / "e").is_dir()
+
+
+def test_archives_refuse_a_member_that_is_a_link(tmp_path: Path) -> None:
+    from reprobuild.formats.archives import normalize_modes, write_tar_gz, write_zip
+
+    secret = tmp_path / "secret"
+    secret.write_text("host bytes")
+    root = tree(tmp_path / "out", {"bin": Link(str(secret)), "d": Link(str(tmp_path / "hostdir"))})
+    (tmp_path / "hostdir").mkdir(mode=0o700)
+    for writer in (write_tar_gz, write_zip):
+        with pytest.raises(ReprobuildError, match="regular files"):
+            writer([("bin", root / "bin")], tmp_path / "x.archive", 0)
+    normalize_modes(root)
+    assert (tmp_path / "hostdir").stat().st_mode & 0o777 == 0o700
