@@ -73,9 +73,8 @@ def test_two_2gib_sparse_files_compare_in_bounded_memory(tmp_path: Path) -> None
     elf = b"\x7fELF\x02\x01\x01"
     a = sparse_file(tmp_path / "a" / "big.bin", size, elf).parent
     sparse_file(tmp_path / "b" / "big.bin", size, elf, poke=(1_500_000_000, b"X"))
-    for side in ("a", "b"):  # recorded digests without hashing 2 GiB here: compare must not trust them anyway
-        (tmp_path / side / "manifest.json").write_text(json.dumps(
-            {"artifacts": [{"path": "big.bin", "sha256": "0" * 64, "size": size, "mode": "0644"}]}))
+    for side in ("a", "b"):  # SHA256SUMS claims one digest for both (not hashed here): the bytes must decide
+        (tmp_path / side / "SHA256SUMS").write_text("0" * 64 + "  big.bin\n")
     done, elapsed, mb = _measure(a, tmp_path / "b")
     assert done.returncode == 1, done.stderr
     assert "0x59682f00" in done.stdout  # the differing offset, found by streaming

@@ -155,13 +155,11 @@ def load_side(path: Path, label: str) -> Side:
     if path.is_dir():
         manifest, sums = path / "manifest.json", path / "SHA256SUMS"
         if manifest.is_file():
-            records = _read_manifest(manifest)
-        elif sums.is_file():
-            records = _read_sums(sums)
-        else:
-            raise BadInput(f"{label}: {path} is not a reprobuild output directory (no manifest.json or SHA256SUMS)",
-                           "give the --out directory of `reprobuild build`")
-        return _with_files(path, label, records)
+            return _with_files(path, label, _read_manifest(manifest), manifest.stat().st_mtime_ns)
+        if sums.is_file():
+            return _with_files(path, label, _read_sums(sums))
+        raise BadInput(f"{label}: {path} is not a reprobuild output directory (no manifest.json or SHA256SUMS)",
+                       "give the --out directory of `reprobuild build`")
     if path.name == "SHA256SUMS":
         return Side(str(path), None, _read_sums(path))
     return Side(str(path), None, _read_manifest(path))
@@ -227,12 +225,15 @@ def _relative(name: str, source: Path, where: str) -> str:
     return Path(name).as_posix()
 
 
-def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord]) -> Side:
+def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord], manifest_written: int | None = None
+                ) -> Side:
     """The side with each artifact's actual hash, size and mode (the files are the truth).
 
     Nothing is followed: a symbolic link is an artifact whose content is its target string, and a
     path through a link in a parent directory is not read at all. Files larger than HASH_LIMIT (or
     past HASH_BUDGET in total) are not hashed: equal sizes are then settled by streaming both sides.
+    A regular file with its recorded size, not modified since the manifest was written
+    (`manifest_written`, its mtime in ns), keeps its recorded digest (the build hashed it).
     """
     stats: dict[str, os.stat_result | str] = {}
     for rel in records:
@@ -248,13 +249,18 @@ def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord]) -> S
                        "the output directory is incomplete: rebuild it")
     budget = HASH_BUDGET
     to_hash: list[str] = []
+    digests: dict[str, str] = {}
     for rel in sorted(records):
         st = stats[rel]
-        if isinstance(st, os.stat_result) and stat.S_ISREG(st.st_mode) and st.st_size <= min(HASH_LIMIT, budget):
+        if not isinstance(st, os.stat_result) or not stat.S_ISREG(st.st_mode):
+            continue
+        if manifest_written is not None and records[rel].size == st.st_size and st.st_mtime_ns < manifest_written:
+            digests[rel] = records[rel].sha256
+        elif st.st_size <= min(HASH_LIMIT, budget):
             budget -= st.st_size
             to_hash.append(rel)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        digests = dict(zip(to_hash, pool.map(lambda rel: sha256_under(root, rel), to_hash), strict=True))
+        digests.update(zip(to_hash, pool.map(lambda rel: sha256_under(root, rel), to_hash), strict=True))
     actual: dict[str, ArtifactRecord] = {}
     warnings = []
     for rel, recorded in records.items():

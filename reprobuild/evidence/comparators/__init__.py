@@ -12,7 +12,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from reprobuild.evidence.comparators import elf, fallback, gzip, pdmodel, tar, text, zip
+from reprobuild.evidence.comparators import elf, fallback, gzip, oci, pdmodel, tar, text, zip
 from reprobuild.evidence.comparators.base import (
     KINDS,
     MAX_EXPLAIN_BYTES,
@@ -27,6 +27,7 @@ from reprobuild.evidence.comparators.base import (
 COMPARATORS: tuple[Comparator, ...] = (
     elf,  # ELF executables and libraries; Go build IDs and build info
     pdmodel,  # Paddle ProgramDesc protobuf (recognized by name: protobuf has no magic)
+    oci,  # an OCI image layout's index.json: platforms, config fields, then layer by layer
     zip,  # zip, wheels, jars
     tar,  # tar, and compressed tars tarfile can open itself (.tar.xz, .tar.bz2)
     gzip,  # gzip header, then whatever is inside (a .tar.gz recurses into tar)

@@ -57,7 +57,7 @@ class Budget:
         return True
 
 KINDS = ("go-buildid", "gnu-build-id", "embedded-path", "timestamp", "entry-order", "file-mode", "owner",
-         "vcs-stamp", "buildinfo", "paddle-op-callstack", "content", "missing")
+         "vcs-stamp", "buildinfo", "paddle-op-callstack", "content", "missing", "image-config")
 """The cause vocabulary of CONTRACT.md."""
 
 
