@@ -34,12 +34,15 @@ class OutLock:
     def __init__(self, out: Path, wait: float | None = None) -> None:
         self.path = lock_path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         deadline = time.monotonic() + (wait if wait is not None else _wait_seconds())
         while True:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if self._still_the_file():
+                    break
+                os.close(self.fd)  # the holder removed it as it let go: lock the file that is there now
+                continue
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = _holder(self.fd)
@@ -47,15 +50,24 @@ class OutLock:
                     raise OutputBusy(f"--out {out}: another reprobuild ({holder}) is writing it now",
                                      "wait for it to finish (REPROBUILD_OUT_WAIT=SECONDS waits), or use another --out"
                                      ) from None
+                os.close(self.fd)
                 time.sleep(0.2)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": int(time.time())}
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, (json.dumps(record) + "\n").encode(), 0)
 
+    def _still_the_file(self) -> bool:
+        try:
+            return os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(self.fd).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
+        """Remove the lock file (no leftovers beside --out), then let go; the next writer checks it locked
+        the file that is in place, so removing it while holding the lock is safe."""
         if self.fd >= 0:
             with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
+                os.unlink(self.path)
             os.close(self.fd)  # closing drops the flock
             self.fd = -1
 
