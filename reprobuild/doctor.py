@@ -232,9 +232,17 @@ def check_images(facts: Facts) -> Iterable[Finding]:
         yield Finding(f"image.{label}.{state}", severity, f"builder image `{label}`: {state}", hint)
 
 
+def masked(value: str) -> str:
+    """A host value as doctor shows it: `0`/`1`/empty as they are, anything else only by its length
+    (GOFLAGS and CGO_* values carry tokens, paths and user names; text and --json go into CI logs)."""
+    if value in ("", "0", "1"):
+        return repr(value)
+    return f"<masked, {len(value)} characters>"
+
+
 def check_environment(facts: Facts) -> Iterable[Finding]:
     for name, leak in leaking_variables(facts.environ):
-        shown = "" if leak.secret else f"={facts.environ[name]!r}"
+        shown = "" if leak.secret else f"={masked(facts.environ[name])}"
         yield Finding(f"env.leak.{name}", "info" if leak.secret else leak.severity,
                       f"{name}{shown} is set on this host: {leak.why}; reprobuild builds never see it "
                       "(the environment is an allowlist), but a plain build here would",
