@@ -10,16 +10,18 @@ Severities: `ok`, `info`, `warning`, `error`. Any `error` makes `doctor` exit 1.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprobuild.config.model import Lock, PlatformPin, Toolchain, host_platform
+from reprobuild.backends import Availability
+from reprobuild.config.hostenv import leaking_variables
+from reprobuild.config.model import Lock, host_platform
 from reprobuild.config.policy import Finding as PolicyFinding
 from reprobuild.toolchains.cache import ToolchainCache
+from reprobuild.toolchains.hints import imported, missing_hint
 
 SEVERITIES = ("ok", "info", "warning", "error")
 
@@ -44,6 +46,7 @@ class EngineFacts:
     info: Mapping[str, Any] = field(default_factory=dict)
     image_states: Mapping[str, str] = field(default_factory=dict)  # image label -> present | missing | stale
     leftovers: tuple[str, ...] = ()
+    configured: bool = True  # DOCKER_HOST, a Docker context or a local socket names one (builds then fail closed)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Facts:
     # `build` would refuse), or why they could not be judged.
     policy: tuple[PolicyFinding, ...] = ()
     policy_error: str | None = None
+    backends: tuple[Availability, ...] = ()  # every backend, most hermetic first, and whether it runs here
 
 
 @dataclass(frozen=True)
@@ -73,71 +77,6 @@ class Rule:
 
 # --- host variables that would leak into a build if reprobuild did not filter the environment ------
 
-@dataclass(frozen=True)
-class Leak:
-    pattern: str  # fnmatch pattern on the variable name
-    why: str
-    secret: bool = False  # never print the value
-    severity: str = "warning"  # secrets and machine settings are `info`: filtered, and harmless to builds
-
-
-LEAKS: tuple[Leak, ...] = (
-    Leak("GOFLAGS", "adds flags to every go command (e.g. -mod=mod, -trimpath off)"),
-    Leak("CGO_*", "changes cgo's compiler and linker flags, or turns cgo on/off"),
-    Leak("GOTOOLCHAIN", "lets go switch to (and download) another toolchain"),
-    Leak("GOPROXY", "changes where modules come from"),
-    Leak("GOSUMDB", "changes how module checksums are verified"),
-    Leak("GONOSUMDB", "skips checksum verification for some modules"),
-    Leak("GONOSUMCHECK", "skips checksum verification"),
-    Leak("GOPRIVATE", "skips the proxy and checksum database for some modules"),
-    Leak("GOINSECURE", "allows plain-HTTP module fetches"),
-    Leak("GOEXPERIMENT", "changes the compiler's behaviour"),
-    Leak("GODEBUG", "changes runtime and toolchain defaults"),
-    Leak("GOAMD64", "changes the generated instructions"),
-    Leak("GOARM*", "changes the generated instructions"),
-    Leak("GOOS", "changes the target platform"),
-    Leak("GOARCH", "changes the target platform"),
-    Leak("GOROOT", "points go at another toolchain"),
-    Leak("GOPATH", "changes where modules and binaries go"),
-    Leak("GOENV", "reads go settings from another file"),
-    Leak("GOWORK", "builds against a workspace instead of the module"),
-    Leak("CC", "changes the C compiler"),
-    Leak("CXX", "changes the C++ compiler"),
-    Leak("CFLAGS", "changes C compiler flags"),
-    Leak("CXXFLAGS", "changes C++ compiler flags"),
-    Leak("CPPFLAGS", "changes preprocessor flags"),
-    Leak("LDFLAGS", "changes linker flags"),
-    Leak("LD_PRELOAD", "injects a library into every process"),
-    Leak("LD_LIBRARY_PATH", "changes which shared libraries are used"),
-    Leak("LIBRARY_PATH", "changes which libraries the linker finds"),
-    Leak("PKG_CONFIG_PATH", "changes which libraries cgo finds"),
-    Leak("PYTHONPATH", "changes which Python modules are imported"),
-    Leak("PYTHONHASHSEED", "changes Python's hash randomization"),
-    Leak("PIP_*", "changes where and how pip installs", severity="info"),
-    Leak("GITHUB_TOKEN", "a credential", secret=True),
-    Leak("GH_TOKEN", "a credential", secret=True),
-    Leak("AWS_*", "cloud credentials or settings", secret=True),
-    Leak("GOOGLE_APPLICATION_CREDENTIALS", "a credential", secret=True),
-    Leak("AZURE_*", "cloud credentials or settings", secret=True),
-    Leak("NPM_TOKEN", "a credential", secret=True),
-    Leak("*_TOKEN", "looks like a credential", secret=True),
-    Leak("*_SECRET*", "looks like a credential", secret=True),
-    Leak("*_PASSWORD", "looks like a credential", secret=True),
-    Leak("SSH_AUTH_SOCK", "gives access to SSH keys", secret=True),
-)
-
-
-def leaking_variables(environ: Mapping[str, str]) -> list[tuple[str, Leak]]:
-    """Host variables matching LEAKS (first matching pattern wins), sorted by name."""
-    found = []
-    for name in sorted(environ):
-        for leak in LEAKS:
-            if fnmatch.fnmatchcase(name, leak.pattern):
-                found.append((name, leak))
-                break
-    return found
-
-
 # --- the rules -------------------------------------------------------------------------------------
 
 def check_engine(facts: Facts) -> Iterable[Finding]:
@@ -145,10 +84,29 @@ def check_engine(facts: Facts) -> Iterable[Finding]:
     if e.reachable:
         yield Finding("engine.reachable", "ok", e.detail, data=dict(e.info))
         return
+    chosen = next((b.name for b in facts.backends if b.available), "local")
+    then = ("builds that would use it stop with exit 3 (never a silent local build)" if e.configured
+            else f"builds use the {chosen} backend" + (" (not hermetic)" if chosen == "local" else ""))
     yield Finding("engine.unreachable", "error" if facts.docker_required else "warning",
-                  f"no Docker engine answers ({e.detail}); builds fall back to the local backend (not hermetic)",
+                  f"no container engine answers ({e.detail}); {then}",
                   "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install "
-                  "docker.io`) or point DOCKER_HOST at a running engine")
+                  "docker.io`, or `podman system service --time=0 &`), point DOCKER_HOST at a running engine, "
+                  "or build with `--backend local`")
+
+
+def check_backends(facts: Facts) -> Iterable[Finding]:
+    """Which backend builds use by default here, and why each more hermetic one is not available."""
+    for found in facts.backends:
+        if found.available:
+            severity = "warning" if found.name == "local" else "ok"
+            yield Finding("backend.default", severity,
+                          f"builds use the {found.name} backend by default: {found.detail}",
+                          "make a more hermetic backend available (see the findings above)" if found.name == "local"
+                          else None, {"backend": found.name})
+            return
+        yield Finding(f"backend.{found.name}.unavailable", "info" if found.name == "docker" else "warning",
+                      f"the {found.name} backend is not available: {found.detail}", found.fix or None,
+                      {"backend": found.name})
 
 
 def check_lock(facts: Facts) -> Iterable[Finding]:
@@ -176,30 +134,13 @@ def check_toolchains(facts: Facts) -> Iterable[Finding]:
             continue
         state = facts.cache.state(tc, pin)
         severity = {"installed": "ok", "missing": "info", "corrupt": "error"}[state]
-        hint = {"missing": _missing_hint(facts.cache, tc, pin),
+        hint = {"missing": missing_hint(facts.cache, tc, pin),
                 "corrupt": f"`reprobuild toolchain verify {name}`; it is reinstalled on next use"}.get(state)
-        if state == "missing" and facts.cache.offline and not _imported(facts.cache, pin):
+        if state == "missing" and facts.cache.offline and not imported(facts.cache, pin):
             severity = "warning"  # nothing can fetch it here: a build that needs it stops at once (exit 3)
         what = f"Go {tc.version}" if tc.kind == "go" else f"{tc.kind} {tc.version}"
         yield Finding(f"toolchain.{name}.{state}", severity, f"toolchain `{name}` ({what}): {state}", hint,
                       {"state": state, "platform": plat})
-
-
-def _imported(cache: ToolchainCache, pin: PlatformPin) -> bool:
-    return all((cache.root / "archives" / f.sha256).exists() for f in pin.files)
-
-
-def _missing_hint(cache: ToolchainCache, tc: Toolchain, pin: PlatformPin) -> str:
-    """What a build will do about a toolchain that is not installed: no promise the machine cannot keep."""
-    files = ", ".join(f.name for f in pin.files)
-    if _imported(cache, pin):
-        return f"imported ({files}): installed by the next build or `reprobuild toolchain fetch {tc.name}`"
-    if cache.offline:
-        return f"offline: get {files} on a connected machine and run `reprobuild toolchain import FILE`"
-    source = {"url": "its URL and mirrors", "wheel": "pip's index", "deb": "apt's sources"}.get(tc.source, tc.source)
-    return (f"`reprobuild toolchain fetch {tc.name}` tries {source} now; a build that needs it fetches it before "
-            "any unit builds and stops at once (exit 3) if it cannot; or "
-            f"`reprobuild toolchain import {pin.files[0].name}`")
 
 
 def check_images(facts: Facts) -> Iterable[Finding]:
@@ -229,9 +170,17 @@ def check_images(facts: Facts) -> Iterable[Finding]:
         yield Finding(f"image.{label}.{state}", severity, f"builder image `{label}`: {state}", hint)
 
 
+def masked(value: str) -> str:
+    """A host value as doctor shows it: `0`/`1`/empty as they are, anything else only by its length
+    (GOFLAGS and CGO_* values carry tokens, paths and user names; text and --json go into CI logs)."""
+    if value in ("", "0", "1"):
+        return repr(value)
+    return f"<masked, {len(value)} characters>"
+
+
 def check_environment(facts: Facts) -> Iterable[Finding]:
     for name, leak in leaking_variables(facts.environ):
-        shown = "" if leak.secret else f"={facts.environ[name]!r}"
+        shown = "" if leak.secret else f"={masked(facts.environ[name])}"
         yield Finding(f"env.leak.{name}", "info" if leak.secret else leak.severity,
                       f"{name}{shown} is set on this host: {leak.why}; reprobuild builds never see it "
                       "(the environment is an allowlist), but a plain build here would",
@@ -259,6 +208,7 @@ def check_leftovers(facts: Facts) -> Iterable[Finding]:
 
 RULES: tuple[Rule, ...] = (
     Rule("engine", "Docker engine reachable", check_engine),
+    Rule("backends", "the most hermetic backend this host offers", check_backends),
     Rule("lock", "the lock is valid", check_lock),
     Rule("toolchains", "pinned toolchains in the cache", check_toolchains),
     Rule("images", "builder images pinned and present", check_images),
@@ -313,9 +263,24 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
     builders = builders_dir or default_builders_dir(lock_path)
     rootfs = tuple(sorted((p.name, p.stat().st_size) for p in (cache.root / "images" / "rootfs").glob("*.tar")))
     judged, policy_error = _policy_facts(lock, root, dict(overrides or {}), environ)
-    return Facts(environ, lock, lock_error, cache, builders, _engine_facts(lock, cache, builders),
+    engine = _engine_facts(lock, cache, builders)
+    return Facts(environ, lock, lock_error, cache, builders, engine,
                  docker_required=environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"), rootfs_cache=rootfs,
-                 policy=judged, policy_error=policy_error)
+                 policy=judged, policy_error=policy_error, backends=_backend_facts(cache, engine))
+
+
+def _backend_facts(cache: ToolchainCache, engine: EngineFacts) -> tuple[Availability, ...]:
+    """The backends in select_backend's order; Docker's answer is the one the engine facts already hold."""
+    from reprobuild.backends import PROBES
+
+    found = []
+    for name, check in PROBES:
+        if name == "docker":  # the engine was asked once already
+            detail = engine.detail if engine.reachable else f"no Docker engine answers ({engine.detail})"
+            found.append(Availability(name, engine.reachable, detail, "start one, or point DOCKER_HOST at one"))
+        else:
+            found.append(check(cache.root))
+    return tuple(found)
 
 
 def _policy_facts(lock: Lock | None, root: Path | None, overrides: dict[str, str],
@@ -341,13 +306,18 @@ def _policy_facts(lock: Lock | None, root: Path | None, overrides: dict[str, str
 
 def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> EngineFacts:
     from reprobuild.backends import docker as docker_backend
+    from reprobuild.backends import engine
     from reprobuild.backends.images.spec import load_spec, spec_names
     from reprobuild.backends.images.store import ImageStore
     from reprobuild.toolchains.cache import entry_key
 
+    try:
+        configured = engine.configured() is not None
+    except engine.EngineError:
+        configured = True  # a Docker context that does not exist: named, and broken
     reachable, detail = docker_backend.probe()
     if not reachable:
-        return EngineFacts(False, detail)
+        return EngineFacts(False, detail, configured=configured)
     info = docker_backend.engine_info()
     store = ImageStore(docker_backend.engine(), cache.root, builders)
     states: dict[str, str] = {}

@@ -42,12 +42,14 @@ def project(root: Path, run: str) -> Path:
     return root
 
 
-@pytest.fixture(params=["local", "docker"])
+@pytest.fixture(params=["local", "docker", "sandbox"])
 def backend_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
     if request.param == "local":
         return ["--backend", "local", "--lock", str(REPO / "toolchains.lock")]
+    if request.param == "sandbox" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
     lock = request.getfixturevalue("debian_lock")
-    return ["--backend", "docker", "--lock", str(lock)]
+    return ["--backend", request.param, "--lock", str(lock)]
 
 
 def _verify(root: Path, args: list[str], *extra: str) -> tuple[int, dict[str, Any], str]:

@@ -1,7 +1,8 @@
 """Before any unit builds, every toolchain the selected pipelines need is had: in the cache, imported, or
 fetched now. What cannot be had ends the build at once (exit 3) with the ways out, instead of after the
 units that did not need it have built (a Paddle pipeline's minute, then a Go SDK that cannot be downloaded).
-With the Docker backend, every debootstrap image they run in must be pinned by the lock, and not stale.
+With a backend that builds images (docker, sandbox), every debootstrap image they run in must be pinned by
+the lock, and not stale.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def ensure_toolchains(pipelines: Sequence[Pipeline], lock: Lock, overrides: dict
 
 
 def images_needed(pipeline: Pipeline) -> set[str]:
-    """The builder images a pipeline's steps run in with the Docker backend."""
+    """The builder images a pipeline's steps run in (with a backend that builds images: docker, sandbox)."""
     if pipeline.builder == "go":
         return {"debian" if t.cgo else "go" for t in pipeline.targets}
     if pipeline.builder == "paddle":

@@ -283,7 +283,7 @@ def _first(steps: dict[str, str]) -> str:
 
 
 def _parallel(plans: list[Plan], run: Any, backend: Backend) -> list[_Run]:
-    """Build in parallel up to the core count (the local backend serializes runs that share a build path)."""
+    """Build in parallel up to the core count (no backend makes runs wait for each other)."""
     return map_ordered(run, plans, default_jobs(), backend.cancel)
 
 
