@@ -3,7 +3,9 @@
 It cannot take the network away or make the root filesystem read-only, so its results are recorded
 as `"hermetic": false`. Container paths in the spec are mapped to host paths by prefix. The scratch
 root sits at a fixed path, taken under a lock, so that a path a build sees (`pwd`, `$HOME`, `$OUT`) is
-the same on every run, as it is in a container.
+the same on every run, as it is in a container. A `PINNED` target (the Python environment, whose path
+ends up in outputs) is not mapped: it is made a symlink to its source at exactly that path for the run,
+so local and container outputs are the same bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filelock import FileLock
@@ -25,6 +27,7 @@ from reprobuild.backends import (
     GID,
     HOME,
     OUT,
+    PINNED,
     TMP,
     TOOLCHAIN,
     UID,
@@ -35,6 +38,7 @@ from reprobuild.backends import (
     RunSpec,
     disorder,
 )
+from reprobuild.errors import EnvironmentFailure
 from reprobuild.fsutil import link_tree, others_can_reach, remove_tree
 
 # Variations this backend can apply, and what each needs on the host.
@@ -132,6 +136,10 @@ class LocalBackend:
             if p.fileordering:  # a read-only source: a view of it (of the user's reachable copy, if any)
                 mounts = [Mount(views.enter_context(disorder.reversed_view(m.source)), m.target)
                           if m.target == p.src and not m.copy and m.read_only else m for m in mounts]
+            for i, m in enumerate(mounts):
+                if m.target in PINNED:
+                    views.enter_context(_pinned(Path(m.target), m.source))
+                    mounts[i] = Mount(Path(m.target), m.target, m.read_only)
             return self._run_mounted(spec, mounts, hand_back, on_line)
 
     def _run_mounted(self, spec: RunSpec, mounts: list[Mount], hand_back: list[tuple[Path, Path]],
@@ -195,6 +203,31 @@ def _reachable(m: Mount, view: Path) -> Mount:
     if not m.read_only:
         _open_up(view)
     return Mount(view, m.target, read_only=m.read_only)
+
+
+@contextlib.contextmanager
+def _pinned(path: Path, source: Path) -> Iterator[None]:
+    """`path` (a PINNED target) is a symlink to `source` for one run; runs of all processes take turns."""
+    with FileLock(f"{path}.lock", mode=0o666):
+        _unpin(path)
+        path.symlink_to(source, target_is_directory=True)
+        try:
+            yield
+        finally:
+            _unpin(path)
+
+
+def _unpin(path: Path) -> None:
+    try:
+        if path.is_symlink():
+            path.unlink()
+            return
+    except PermissionError:
+        pass
+    if os.path.lexists(path):
+        raise EnvironmentFailure(f"{path} exists and is not a link reprobuild may replace (the local backend puts "
+                                 "the locked Python environment there for each run, so outputs name that path)",
+                                 f"remove {path} (another user's build may have left it), or use `--backend docker`")
 
 
 def _open_up(root: Path) -> None:
