@@ -107,3 +107,38 @@ def test_another_user_builds_with_a_toolchain_and_warm_cache_in_private_dirs(go_
         entries.append(sorted(p.relative_to(private) for p in (private / "cache").rglob("*")))
     assert binaries[0] == binaries[1]
     assert entries[0] == entries[1] and entries[0], "the warm cache was used, not changed"
+
+
+def test_a_pinned_target_is_seen_at_exactly_its_path_and_removed_afterwards(tmp_path: Path) -> None:
+    """The Python environment's path ends up in outputs (RUNPATH): the local backend gives it to the step at
+    the same absolute path a container does (a symlink for the run), not at a mapped host path."""
+    from reprobuild.backends import PYENV
+
+    tree = tmp_path / "env"
+    (tree / "venv").mkdir(parents=True)
+    (tree / "venv" / "marker").write_text("mine\n")
+    spec = RunSpec(("sh", "-c", f'cat {PYENV}/venv/marker; echo "$VENV"; cd {PYENV}/venv && pwd'), HOST,
+                   {**env(), "VENV": f"{PYENV}/venv"}, (Mount(tree, PYENV),), workdir=HOME)
+    r = LocalBackend(tmp_path / "scratch").run(spec)
+    assert r.returncode == 0, r.output
+    assert r.output.splitlines() == ["mine", f"{PYENV}/venv", f"{PYENV}/venv"]
+    assert not os.path.lexists(PYENV)
+
+
+def test_a_pinned_path_that_is_not_a_link_is_refused_not_replaced(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobuild.backends import local
+
+    pinned = tmp_path / "pinned"  # not the real PYENV: other builds on this machine use that
+    monkeypatch.setattr(local, "PINNED", (str(pinned),))
+    pinned.mkdir()
+    spec = RunSpec(("true",), HOST, env(), (Mount(tmp_path / "scratch", str(pinned)),), workdir=HOME)
+    with pytest.raises(EnvironmentFailure, match="exists and is not a link reprobuild may replace"):
+        LocalBackend(tmp_path / "scratch").run(spec)
+    assert pinned.is_dir()
+    pinned.rmdir()
+    (tmp_path / "env").mkdir()
+    pinned.symlink_to(tmp_path / "elsewhere")  # a link a dead run left: replaced, then removed
+    spec = RunSpec(("test", "-d", str(pinned)), HOST, env(), (Mount(tmp_path / "env", str(pinned)),), workdir=HOME)
+    assert LocalBackend(tmp_path / "scratch").run(spec).returncode == 0
+    assert not os.path.lexists(pinned)

@@ -26,6 +26,7 @@ from tests.conftest import (
     PADDLE_LOCK,
     REPO,
     PaddleBuild,
+    host_package_drift,
     make_paddle_checkout,
     run_cli,
     run_paddle_build,
@@ -253,6 +254,16 @@ def test_two_checkouts_tz_umask_time_give_identical_bytes(paddle_build: PaddleBu
 
 @pytest.mark.paddle
 @pytest.mark.slow
+def test_build_tool_chatter_goes_to_a_log_file(paddle_build: PaddleBuild, shared_cache_root: Path) -> None:
+    """setup.py and pip say ~130 lines per build: a progress line names the log file instead."""
+    log = shared_cache_root / "logs" / "paddle-model-custom-relu.log"
+    assert f"line(s) of build output in {log} (shown with -v)" in paddle_build.stderr
+    assert "custom_op: built" in log.read_text() and "custom_op: built" not in paddle_build.stderr
+    assert len(paddle_build.stderr.splitlines()) < 40, paddle_build.stderr
+
+
+@pytest.mark.paddle
+@pytest.mark.slow
 def test_custom_op_library_is_path_independent(paddle_build: PaddleBuild, paddle_python: Path) -> None:
     from reprobuild.formats.elf import ElfFile
 
@@ -393,15 +404,26 @@ def test_docker_and_local_backends_give_the_same_sha256sums(
                                 pipelines=(REPO / "pipelines" / "paddle-model.yaml",), offline=True),
                    backend=docker_backend)  # type: ignore[arg-type]
     assert result.manifest["backend"] == "docker" and result.manifest["hermetic"] is True
-    sums = (tmp_path / "out" / "SHA256SUMS").read_text()
-    assert sums == (paddle_build.out / "SHA256SUMS").read_text()
-    assert all(f"  paddle-model/{rel}\n" in sums for rel in OUTPUTS)
     lib = tmp_path / "out" / "paddle-model" / "custom-relu" / "custom_relu.so"
     data = lib.read_bytes()
     assert ElfFile.open(lib).section(".note.gnu.build-id") is None
     assert b"/tmp/reprobuild-pyenv/venv/lib/python3.11/site-packages/paddle/libs" in data  # RUNPATH
     for private in (shared_cache_root, Path.home(), paddle_build.checkout):
         assert str(private).encode() not in data, private
+    docker_sums = (tmp_path / "out" / "SHA256SUMS").read_text().splitlines()
+    local_sums = (paddle_build.out / "SHA256SUMS").read_text().splitlines()
+    assert sorted(line.split("  ", 1)[1] for line in docker_sums) == sorted(f"paddle-model/{rel}" for rel in OUTPUTS)
+    drift = host_package_drift(debian_lock)
+    if not drift:
+        assert docker_sums == local_sums
+        return
+    # The custom operator is compiled by the host's gcc against the host's headers: with other versions
+    # than the image's, its bytes differ (seen: Python.h of another Debian point release changes its
+    # location lists). Everything else must still be the same bytes.
+    compiled = "paddle-model/custom-relu/"
+    assert [x for x in docker_sums if compiled not in x] == [x for x in local_sums if compiled not in x]
+    pytest.xfail(f"the custom operator matches only on a host with the image's compilers and headers; this host "
+                 f"has {'; '.join(drift)}")
 
 
 @pytest.mark.paddle

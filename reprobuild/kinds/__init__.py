@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,13 +34,34 @@ class BuildContext:
     # (a fresh CI runner's cold cache is cold once per build, not once per target).
     cold_cache: Path | None = None
 
-    def run(self, spec: RunSpec) -> RunResult:
+    def run(self, spec: RunSpec, log: Path | None = None) -> RunResult:
         """Run one step on the backend, its output shown as progress; note what it could not vary.
 
-        Safe to call from several threads: with more than one job, each line names its step.
+        With `log`, the output (build-tool chatter) goes to that file instead, and is shown only with -v;
+        the caller shows it when the step fails. Safe to call from several threads: with more than one job,
+        each line names its step.
         """
+        import logging
+
         prefix = f"  [{spec.label}] " if self.jobs > 1 else "  "
-        result = self.backend.run(spec, on_line=lambda line: say(prefix + line))
+        if log is None or logging.getLogger().isEnabledFor(logging.DEBUG):
+            result = self.backend.run(spec, on_line=lambda line: say(prefix + line))
+        else:
+            import os
+
+            log.parent.mkdir(parents=True, exist_ok=True)
+            partial = log.with_name(f".{log.name}.{os.getpid()}.{threading.get_ident()}")
+            with partial.open("w", encoding="utf-8", errors="replace") as f:
+                def write(line: str) -> None:
+                    f.write(line + "\n")
+
+                try:
+                    result = self.backend.run(spec, on_line=write)
+                finally:
+                    f.close()
+                    os.replace(partial, log)  # the step's latest run, never two runs interleaved
+            lines = len(result.output.splitlines())
+            say(f"  [{spec.label}] {lines} line(s) of build output in {log} (shown with -v)")
         self.unapplied.update(result.unapplied)
         return result
 

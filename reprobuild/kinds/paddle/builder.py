@@ -298,9 +298,17 @@ _IMAGE_HINTS = (
 )
 
 
+def step_log(ctx: BuildContext, label: str) -> Path:
+    """Where a step's build-tool output goes (setup.py and pip say ~130 lines per build): one file per step
+    in the cache (its latest run), named in the progress line and in the error when the step fails."""
+    return ctx.cache.root / "logs" / f"{label.replace('/', '-').replace(' ', '-')}.log"
+
+
 def _run(ctx: BuildContext, spec: RunSpec, what: str, error: type[ReprobuildError] = CheckFailed) -> None:
-    result = ctx.run(spec)
+    log = step_log(ctx, spec.label)
+    result = ctx.run(spec, log=log)
     if result.returncode != 0:
         tail = "\n".join("    " + line for line in result.output.strip().splitlines()[-40:])
         hint = next((h for needle, h in _IMAGE_HINTS if needle in result.output), None)
-        raise error(f"{spec.label}: {what} failed (exit {result.returncode}):\n{tail}", hint)
+        shown = f" (the whole output: {log})" if log.exists() else ""
+        raise error(f"{spec.label}: {what} failed (exit {result.returncode}){shown}:\n{tail}", hint)
