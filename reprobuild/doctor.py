@@ -178,7 +178,8 @@ def check_toolchains(facts: Facts) -> Iterable[Finding]:
         severity = {"installed": "ok", "missing": "info", "corrupt": "error"}[state]
         hint = {"missing": f"`reprobuild toolchain fetch {name}` (or it is fetched on first use)",
                 "corrupt": f"`reprobuild toolchain verify {name}`; it is reinstalled on next use"}.get(state)
-        yield Finding(f"toolchain.{name}.{state}", severity, f"toolchain `{name}` (Go {tc.version}): {state}", hint,
+        what = f"Go {tc.version}" if tc.kind == "go" else f"{tc.kind} {tc.version}"
+        yield Finding(f"toolchain.{name}.{state}", severity, f"toolchain `{name}` ({what}): {state}", hint,
                       {"state": state, "platform": plat})
 
 
@@ -343,7 +344,7 @@ def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> E
             if spec.base == "scratch" and lock is not None:
                 for tc_name, tc in sorted(lock.toolchains.items()):
                     pin = tc.pin(plat)
-                    if pin is None or cache.state(tc, pin) != "installed":
+                    if tc.kind != "go" or pin is None or cache.state(tc, pin) != "installed":
                         continue
                     tree = cache.entry_dir(entry_key(pin)) / "tree"  # what the go kind layers
                     states[f"{name}+{tc_name}"] = store.state(spec, store.go_key(spec, tree))

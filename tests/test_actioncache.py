@@ -8,6 +8,7 @@ those runs (the Backend protocol is the only door a build has to a toolchain).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,6 +36,7 @@ class CountingBackend:
         self.inner = inner
         self.name = inner.name
         self.hermetic = inner.hermetic
+        self.builds_images = inner.builds_images
         self.runs: list[str] = []
 
     def supports(self, variation: str) -> bool:
@@ -97,6 +99,27 @@ def test_changing_one_source_file_rebuilds_exactly_its_unit(
     (root / "src" / "t07" / "input.txt").touch()  # a new mtime is not a new input
     build(opts, backend=backend)
     assert backend.runs == []
+
+
+def test_the_digest_cache_never_hides_an_edit(setup: tuple[Path, BuildOptions, CountingBackend],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Source digests come from the stat-keyed digest cache across builds; an edit that keeps the file's size
+    and puts its mtime back still changes its ctime, so the unit is rebuilt, never restored stale."""
+    from reprobuild.build import treedigest
+
+    monkeypatch.setattr(treedigest, "RACY_NS", 0)  # the files were written a moment ago: let them be cached
+    root, opts, backend = setup
+    build(opts, backend=backend)
+    assert list((root.parent / "cache" / "digests").glob("*.json"))  # the tree's file hashes were kept
+    backend.runs.clear()
+    build(opts, backend=backend)
+    assert backend.runs == []
+    target = root / "src" / "t04" / "input.txt"
+    before = target.stat()
+    target.write_text(target.read_text().upper())  # same size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    build(opts, backend=backend)
+    assert backend.runs == ["t04"]
 
 
 def test_a_changed_definition_rebuilds_only_that_pipeline(setup: tuple[Path, BuildOptions, CountingBackend]) -> None:

@@ -466,6 +466,25 @@ def test_go_service_sha256sums_are_the_same_from_docker_and_local(docker_backend
     assert sums["docker"] == sums["local"]
 
 
+def test_the_backend_takes_image_descriptions_and_pins_as_arguments(docker_engine: str, go_registry: Any,
+                                                                     shared_cache_root: Path, tmp_path: Path) -> None:
+    """The backend boundary: with no lock and an empty builders dir, a step whose ImageRef carries its
+    description runs; a debootstrapped image with no lock given is refused (bad input) instead of the
+    backend looking for a lock on disk."""
+    from reprobuild.backends.docker import DockerBackend
+    from reprobuild.backends.images.spec import load_spec
+    from reprobuild.errors import BadInput
+
+    empty = tmp_path / "no-builders"
+    empty.mkdir()
+    backend = DockerBackend(lock=None, cache_root=shared_cache_root, builders_dir=empty)
+    go = ImageRef("go", go_registry.root, spec=load_spec(REPO / "builders", "go"))
+    r = backend.run(RunSpec(("/rb/toolchain/bin/go", "version"), go, env(), (), workdir="/tmp"))
+    assert r.returncode == 0 and "go1.21" in r.output, r.output
+    with pytest.raises(BadInput, match="given no lock"):
+        backend.ensure_image(ImageRef("debian", spec=load_spec(REPO / "builders", "debian")))
+
+
 def test_umask_time_and_locale_vary_where_the_image_can_and_are_reported_where_not(
         docker_backend: Any, go_registry: Any, tmp_path: Path) -> None:
     """verify's umask, time and locales variations: the debian image applies them (its shell sets the umask,

@@ -43,6 +43,28 @@ def test_environment_is_exactly_the_allowlist(monkeypatch: pytest.MonkeyPatch, t
     assert not any((tmp_path / "scratch").glob("build/*"))  # the scratch root is gone afterwards
 
 
+def test_time_and_locale_variations_are_applied_from_the_perturbation_fields(tmp_path: Path) -> None:
+    """verify's time and locale variations are fields of the Perturbation (nothing is decoded from the
+    step's environment): the backend sets the locale variables and preloads libfaketime into the build
+    command only, which then sees a clock moved forward."""
+    from reprobuild.backends.local import faketime_library
+
+    if faketime_library() is None:
+        pytest.skip("libfaketime is not installed (Debian package `libfaketime`)")
+    script = "import json, os, time; print(json.dumps({**os.environ, 'year': time.gmtime().tm_year}))"
+    plain = LocalBackend(tmp_path / "scratch").run(RunSpec((sys.executable, "-c", script), HOST, env(), (),
+                                                           workdir=HOME))
+    p = Perturbation(name="varied", faketime="+398d", locale="fr_CH.UTF-8")
+    varied = LocalBackend(tmp_path / "scratch").run(RunSpec((sys.executable, "-c", script), HOST, env(), (),
+                                                            workdir=HOME, perturb=p))
+    assert plain.returncode == 0 and varied.returncode == 0, varied.output
+    before, after = json.loads(plain.output), json.loads(varied.output)
+    assert after["year"] > before["year"] and varied.unapplied == {}
+    assert (after["LC_ALL"], after["LANG"], after["LANGUAGE"]) == ("fr_CH.UTF-8", "fr_CH.UTF-8", "fr_CH:fr")
+    assert after["FAKETIME"] == "+398d" and "faketime" in after["LD_PRELOAD"]
+    assert "LD_PRELOAD" not in before and before["LC_ALL"] == "C.UTF-8"
+
+
 def test_outputs_get_umask_022_and_lines_are_streamed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

@@ -64,6 +64,22 @@ def test_identical_dirs(tmp_path: Path) -> None:
     assert done.stdout.strip().endswith("2 artifacts: 2 identical — identical")
 
 
+def test_a_file_changed_after_its_manifest_is_hashed_again_and_reported(tmp_path: Path) -> None:
+    """compare reuses the build's digests only for files untouched since the manifest was written: an
+    artifact edited afterwards, even to the same size, is hashed again and found out."""
+    files: dict[str, bytes | Path] = {"stamp/out.txt": b"fixed\n", "stamp/other.txt": b"same\n"}
+    a, b = make_output(tmp_path / "a", files), make_output(tmp_path / "b", files)
+    written = (b / "manifest.json").stat().st_mtime_ns
+    for side in (a, b):  # the build wrote its files before its manifest
+        for rel in files:
+            os.utime(side / rel, ns=(written - 10**9, written - 10**9))
+    assert compare_outputs(a, b).identical
+    (b / "stamp" / "out.txt").write_bytes(b"FIXED\n")  # same size, after the manifest
+    report = compare_outputs(a, b)
+    assert not report.identical and [d.artifact for d in report.differences] == ["stamp/out.txt"]
+    assert any("stamp/out.txt does not match its recorded sha256" in w for w in report.warnings)
+
+
 def test_only_in_a_and_only_in_b(tmp_path: Path) -> None:
     a = make_output(tmp_path / "a", {"common.txt": b"x\n", "old.txt": b"o\n"})
     b = make_output(tmp_path / "b", {"common.txt": b"x\n", "new.txt": b"n\n"})

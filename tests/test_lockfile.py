@@ -110,3 +110,24 @@ def test_malformed_lock_names_file_and_line(tmp_path: Path, capsys: pytest.Captu
 def test_missing_lock_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["toolchain", "list", "--lock", str(tmp_path / "nope.lock")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_the_python_section_keeps_its_line_marks_without_reading_the_lock_again(tmp_path: Path) -> None:
+    """A bad `python` section is reported at its file:line from the lock as loaded: the validating module
+    does not re-read the file (here gone by then) to find its lines."""
+    from reprobuild.config import pylock
+
+    text = (REPO / "toolchains.lock").read_text()
+    start = text.index("\npython:\n") + 1
+    lines = text[:start].count("\n") + 1  # the line of `python:`
+    bad = text[:start] + text[start:].replace("    lock_file: builders/paddle/requirements.lock\n",
+                                              "    lock_fiel: builders/paddle/requirements.lock\n", 1)
+    path = tmp_path / "toolchains.lock"
+    path.write_text(bad)
+    lock = load_lock(path)
+    path.unlink()
+    node = lock.section_node("python")
+    assert node is not None and node.line == lines
+    with pytest.raises(FileError) as info:
+        pylock.parse_python_section(lock)
+    assert f"{path}:{lines + 2}" in str(info.value) and "lock_fiel" in str(info.value)

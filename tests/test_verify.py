@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reprobuild.evidence.verify import ALL_VARIATIONS, DEFAULT_VARIATIONS, parse_vary
+from reprobuild.evidence.verify import ALL_VARIATIONS, DEFAULT_VARIATIONS, parse_vary, perturbation
 from tests.conftest import REPO, run_cli
 
 CASES = {
@@ -91,6 +91,15 @@ def test_vary_syntax() -> None:
     assert parse_vary("-all,umask,+home") == ("home", "umask")
 
 
+def test_time_and_locales_are_fields_of_the_perturbation_not_encoded_in_its_environment() -> None:
+    """Each backend applies them itself (libfaketime where its build finds it, the locale variables)."""
+    p = perturbation(("time", "locales", "timezone"), "varied")
+    assert (p.faketime, p.locale) == ("+398d", "fr_CH.UTF-8")
+    assert dict(p.env) == {"TZ": "RBT-14:45"}
+    plain = perturbation(("timezone",), "timezone")
+    assert (plain.faketime, plain.locale) == (None, None) and plain.variation_env() == {}
+
+
 def test_unknown_variation_is_bad_input(tmp_path: Path) -> None:
     root = project(tmp_path / "p", "echo x > $OUT/x.txt")
     res = run_cli("verify", "pipelines/case.yaml", "--backend", "local", "--vary", "+tmie", cwd=root)
@@ -120,6 +129,7 @@ def test_go_example_is_reproducible(tmp_path: Path, go_registry: Any, shared_cac
     report = json.loads((root / "r.json").read_text())
     assert report["reproducible"] is True and report["culprits"] == []
     assert any(a["path"].startswith("go-service/hello_linux_arm64") for a in report["artifacts"])
+    assert any(a["path"] == "go-service/hello.oci/index.json" for a in report["artifacts"])  # its image too
 
 
 @pytest.mark.docker

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from reprobuild.backends.images.spec import ImageSpec
     from reprobuild.config.model import Lock
 
 # Fixed paths inside every build.
@@ -51,17 +52,23 @@ class Mount:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """A builder image the step runs in (`go`, `debian`, ...), with the toolchain it is made for."""
+    """A builder image the step runs in (`go`, `debian`, ...), with the toolchain it is made for.
+
+    A build gives a backend that makes images (`Backend.builds_images`) the image's description too
+    (`builders/<name>/image.yaml`, read once per build): backends never read the repository themselves.
+    """
 
     name: str
     toolchain_root: Path | None = None
+    spec: ImageSpec | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Perturbation:
     """How `verify` varies one build (reprotest's variations). The default is the normal, fixed build.
 
-    Kinds apply `src` and `env`; backends apply the rest as far as they can (see `supports`).
+    Kinds apply `src` and `env`; backends apply the rest as far as they can (see `supports`), and report
+    what a step could not apply in `RunResult.unapplied`.
     """
 
     name: str = "control"
@@ -76,6 +83,19 @@ class Perturbation:
     cold_cache: bool = False  # cache: a fresh, empty build cache
     exec_path: str = ""  # exec_path: a directory appended to every step's PATH (reprotest's)
     fileordering: bool = False  # fileordering: the source is read through disorderfs (entries reversed)
+    faketime: str | None = None  # time: libfaketime's offset for the build's clock (e.g. "+398d")
+    locale: str | None = None  # locales: the build's LC_ALL/LANG (e.g. "fr_CH.UTF-8")
+
+    def variation_env(self) -> dict[str, str]:
+        """The variables that carry the time and locale variations to the build. A backend that can move
+        the clock adds these and preloads libfaketime itself (LD_PRELOAD, at the path its build sees)."""
+        env: dict[str, str] = {}
+        if self.faketime is not None:
+            env.update({"FAKETIME": self.faketime, "DONT_FAKE_MONOTONIC": "1", "FAKETIME_DISABLE_SHM": "1"})
+        if self.locale is not None:
+            language = self.locale.split(".")[0]
+            env.update({"LC_ALL": self.locale, "LANG": self.locale, "LANGUAGE": f"{language}:{language.split('_')[0]}"})
+        return env
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,9 @@ class RunResult:
 class Backend(Protocol):
     name: str
     hermetic: bool
+    # Whether the backend makes its builder images from their descriptions (`builders/<name>/image.yaml`):
+    # a build then hands each ImageRef its description, and the descriptions are inputs of every unit.
+    builds_images: bool
 
     def supports(self, variation: str) -> bool:
         """Whether this backend can apply a `verify` variation (e.g. `domain_host` needs a UTS namespace)."""

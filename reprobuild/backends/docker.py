@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import shutil
 import tempfile
 import threading
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
 TMPFS_SIZE = "2g"
+# Where an image's libfaketime is (Debian's multiarch path; images are built for the host's architecture).
+IMAGE_FAKETIME = f"/usr/lib/{platform.machine()}-linux-gnu/faketime/libfaketime.so.1"
 # `umask` needs a shell in the image, `time` its libfaketime, `locales` the locale compiled into it (see
 # builders/debian/image.yaml): a step in an image without (the scratch `go` image) reports the variation
 # as not applied, and verify lists it as skipped.
@@ -109,34 +112,28 @@ class DockerEngine:
 class DockerBackend:
     name = "docker"
     hermetic = True
+    builds_images = True
 
     def __init__(self, lock: Lock | None = None, cache_root: Path | None = None,
                  builders_dir: Path | None = None) -> None:
+        """`lock` pins the debootstrapped images (its `images:` entries); `builders_dir` holds the image
+        descriptions of steps whose ImageRef carries none. Both are given: the backend reads neither the
+        lock nor the repository on its own (a build passes each image's description in its ImageRef)."""
         from reprobuild.backends.images.spec import default_builders_dir
         from reprobuild.backends.images.store import ImageStore
-        from reprobuild.config.lock import default_lock_path
         from reprobuild.toolchains.cache import default_cache_root
 
         self.client = Engine()
-        self._lock = lock
-        lock_path = Path(lock.path) if lock is not None else default_lock_path()
+        self.lock = lock
         self.store = ImageStore(DockerEngine(self.client), cache_root or default_cache_root(),
-                                builders_dir or default_builders_dir(lock_path))
+                                builders_dir or default_builders_dir(Path(lock.path) if lock is not None else None))
         self._ids: dict[ImageRef, str] = {}
-        self._specs: dict[str, ImageSpec] = {}  # builders/<name>/image.yaml, read once (steps ask on every run)
+        self._specs: dict[str, ImageSpec] = {}  # descriptions read from builders_dir, once (steps ask on every run)
         self._images_guard = threading.Lock()  # parallel steps asking for one image build it once
         self._running: set[str] = set()  # containers running now, for `cancel` (steps run on many threads)
         self._running_guard = threading.Lock()
         self._cancelled = False
         self._hosts: Path | None = None
-
-    @property
-    def lock(self) -> Lock:
-        if self._lock is None:
-            from reprobuild.config.lock import default_lock_path, load_lock
-
-            self._lock = load_lock(default_lock_path())
-        return self._lock
 
     def ensure_image(self, image: ImageRef) -> str:
         """Build the image from its pinned inputs unless the engine already has the expected ID."""
@@ -145,23 +142,28 @@ class DockerBackend:
                 self._ids[image] = self._build_image(image)
             return self._ids[image]
 
-    def _spec(self, name: str) -> ImageSpec:
-        """The image's description, parsed once. No lock (ensure_image holds `_images_guard` when it asks): two
-        threads may both parse it, and the first stored copy is the one kept."""
+    def _spec(self, image: ImageRef) -> ImageSpec:
+        """The image's description: the one the step carries, else builders_dir's, parsed once. No lock
+        (ensure_image holds `_images_guard` when it asks): two threads may both parse it, the first is kept."""
         from reprobuild.backends.images.spec import load_spec
 
-        if name not in self._specs:
-            self._specs.setdefault(name, load_spec(self.store.builders_dir, name))
-        return self._specs[name]
+        if image.spec is not None:
+            return image.spec
+        if image.name not in self._specs:
+            self._specs.setdefault(image.name, load_spec(self.store.builders_dir, image.name))
+        return self._specs[image.name]
 
     def _build_image(self, image: ImageRef) -> str:
-        spec = self._spec(image.name)
+        spec = self._spec(image)
         if spec.base == "scratch":
             if image.toolchain_root is None:
                 raise BadInput(f"builder image `{image.name}` is made from a toolchain, but the step names none")
-            built = self.store.ensure_go(image.toolchain_root, image.name)
+            built = self.store.ensure_go(image.toolchain_root, image.name, spec)
         else:
-            built = self.store.ensure_debian(self.lock, image.name)
+            if self.lock is None:
+                raise BadInput(f"builder image `{image.name}` is pinned by a lock's `images:` section, and the "
+                               "Docker backend was given no lock", "pass `--lock FILE` (or build in the repository)")
+            built = self.store.ensure_debian(self.lock, image.name, spec)
         return built.image_id
 
     def _hosts_file(self) -> Path:
@@ -185,22 +187,21 @@ class DockerBackend:
                 self.client.kill(name)
 
     def _has_shell(self, image: ImageRef) -> bool:
-        return self._spec(image.name).base != "scratch"
+        return self._spec(image).base != "scratch"
 
     def _unapplied(self, spec: RunSpec) -> dict[str, str]:
         """The variations of the step's Perturbation its image cannot apply, and why."""
         from reprobuild.backends.images.spec import BUILTIN_LOCALES
 
-        image = self._spec(spec.image.name)
-        varied, where = spec.perturb.env, f"step `{spec.label}`: image `{image.name}`"
+        image = self._spec(spec.image)
+        p, where = spec.perturb, f"step `{spec.label}`: image `{image.name}`"
         found = {}
-        if spec.perturb.umask != 0o022 and image.base == "scratch":
-            found["umask"] = f"{where} has no shell to set umask {spec.perturb.umask:04o} (the runtime's is 0022)"
-        if "faketime" in varied.get("LD_PRELOAD", "") and "libfaketime" not in image.packages:
+        if p.umask != 0o022 and image.base == "scratch":
+            found["umask"] = f"{where} has no shell to set umask {p.umask:04o} (the runtime's is 0022)"
+        if p.faketime is not None and "libfaketime" not in image.packages:
             found["time"] = f"{where} has no libfaketime to move the clock"
-        locale = varied.get("LC_ALL")
-        if locale and locale not in BUILTIN_LOCALES and locale not in image.locales:
-            found["locales"] = f"{where} has no {locale} locale (builders/{image.name}/image.yaml `locales`)"
+        if p.locale is not None and p.locale not in BUILTIN_LOCALES and p.locale not in image.locales:
+            found["locales"] = f"{where} has no {p.locale} locale (builders/{image.name}/image.yaml `locales`)"
         return found
 
     def supports(self, variation: str) -> bool:
@@ -259,7 +260,10 @@ class DockerBackend:
             host_config = {**_network(spec.network), "ReadonlyRootfs": True, "Tmpfs": tmpfs, "Mounts": binds,
                            "CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges"], "PidsLimit": 4096,
                            "LogConfig": {"Type": "none", "Config": {}}, **limits}
-            env = [f"{k}={v}" for k, v in spec.env.items()]
+            variables = {**spec.env, **p.variation_env()}
+            if p.faketime is not None and "time" not in unapplied:
+                variables["LD_PRELOAD"] = IMAGE_FAKETIME
+            env = [f"{k}={v}" for k, v in variables.items()]
             config = {"Image": image_id, "Cmd": argv, "Labels": labels, "Env": env, "WorkingDir": spec.workdir,
                       "User": f"{uid}:{gid}", "Hostname": p.hostname, "Domainname": p.domainname,
                       "NetworkDisabled": not spec.network, "AttachStdin": False, "AttachStdout": True,

@@ -58,6 +58,7 @@ def faketime_library() -> str | None:
 class LocalBackend:
     name = "local"
     hermetic = False
+    builds_images = False  # the host is the image
 
     def __init__(self, scratch_base: Path | None = None) -> None:
         self.scratch_base = scratch_base or Path(tempfile.gettempdir()) / "reprobuild-local"
@@ -150,30 +151,32 @@ class LocalBackend:
         def host(value: str) -> str:
             return _map_paths(value, mapping)
 
-        env = {k: host(v) for k, v in spec.env.items()}
+        env = {k: host(v) for k, v in spec.env.items()} | p.variation_env()
         argv = [host(a) for a in spec.argv]
         cwd = Path(host(spec.workdir))
-        argv = self._wrap(argv, spec, env)
+        argv = self._wrap(argv, spec)
+        unapplied = {"time": "libfaketime is not installed on this host (Debian package `libfaketime`)"
+                     } if p.faketime is not None and faketime_library() is None else {}
         start = time.monotonic()
         done = proc.run(argv, env=env, cwd=cwd, check=False, timeout=spec.timeout, umask=p.umask,
                         on_line=on_line or (lambda line: None))
         for fixed, real in hand_back:
             for entry in sorted(fixed.iterdir()):
                 shutil.move(str(entry), str(real / entry.name))
-        return RunResult(done.returncode, done.stdout, time.monotonic() - start, hermetic=False)
+        return RunResult(done.returncode, done.stdout, time.monotonic() - start, hermetic=False, unapplied=unapplied)
 
     @staticmethod
-    def _wrap(argv: list[str], spec: RunSpec, env: dict[str, str]) -> list[str]:
+    def _wrap(argv: list[str], spec: RunSpec) -> list[str]:
         """Apply the variations that need a helper program around the command.
 
-        A preloaded library (libfaketime) must reach the build command only, not the helpers around it
-        (it breaks when the helper changes user), so it is handed over by `env` innermost.
+        libfaketime (the time variation) must reach the build command only, not the helpers around it
+        (it breaks when the helper changes user), so it is preloaded by `env` innermost.
         """
         p = spec.perturb
         default = type(p)()
-        preload = {k: env.pop(k) for k in ("LD_PRELOAD",) if k in env}
-        if preload:
-            argv = ["env", *(f"{k}={v}" for k, v in preload.items()), *argv]
+        library = faketime_library() if p.faketime is not None else None
+        if library is not None:
+            argv = ["env", f"LD_PRELOAD={library}", *argv]
         if p.cpus is not None:
             argv = ["taskset", "-c", ",".join(str(i) for i in range(p.cpus)), *argv]
         if _as_another_user(p):

@@ -25,8 +25,8 @@ from typing import Any
 
 from reprobuild import __version__
 from reprobuild.build.manifest import Artifact, hash_artifacts
-from reprobuild.build.provenance import source_tree_digest
 from reprobuild.build.shard import Unit
+from reprobuild.build.treedigest import TreeDigests
 from reprobuild.config.model import Lock
 from reprobuild.config.pipeline import source_date_epoch
 from reprobuild.config.yamlload import Node, strip
@@ -55,8 +55,9 @@ class KeyInputs:
     repo_root: Path
     builders_dir: Path | None = None
     host: str = ""  # os-arch: the local backend's image is the host
-    # Source tree digests, computed once per build (a Go pipeline's targets share one tree).
-    digests: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Source tree digests, computed once per build (a Go pipeline's targets share one tree) and shared
+    # with the provenance.
+    trees: TreeDigests = field(default_factory=TreeDigests, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,15 @@ def unit_key(unit: Unit, inputs: KeyInputs) -> str:
                   "source": source_rel, "source_date_epoch": source_date_epoch(p.source_date_epoch),
                   "target": _plain(unit.target, drop=("line",)) if unit.target else None}
     builders = inputs.builders_dir
+    if unit.target is not None and unit.target.image is not None:  # its base's pins and the commit it is labelled
+        from reprobuild.build.image import key_inputs
+
+        definition["oci_image"] = key_inputs(unit.target.image, inputs.lock, inputs.overrides, inputs.repo_root)
     data = {
         "format": KEY_FORMAT, "reprobuild": __version__, "unit": unit.id, "definition": definition,
-        "source_tree": _tree_digest(p.source, inputs.digests), "toolchain": tool,
+        "source_tree": inputs.trees.digest(p.source), "toolchain": tool,
         "lock_sections": _plain(inputs.lock.sections),
-        "builders": _tree_digest(builders, inputs.digests, ()) if builders and builders.is_dir() else None,
+        "builders": inputs.trees.digest(builders, ()) if builders and builders.is_dir() else None,
         "backend": inputs.backend, "hermetic": inputs.hermetic, "host": inputs.host,
     }
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -140,9 +145,10 @@ class ActionCache:
         return False
 
     def store(self, key: str, unit: str, root: Path, toolchains: dict[str, Any], images: dict[str, str],
-              seconds: float) -> Entry:
-        """Record the files under root (the unit's outputs, paths relative to the output dir)."""
-        artifacts = tuple(hash_artifacts(root))
+              seconds: float, artifacts: tuple[Artifact, ...] | None = None) -> Entry:
+        """Record the files under root (the unit's outputs, paths relative to the output dir); `artifacts`
+        are their digests when the build has them already."""
+        artifacts = artifacts if artifacts is not None else tuple(hash_artifacts(root))
         entry = Entry(key, unit, artifacts, toolchains, images, seconds)
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -186,13 +192,6 @@ def load_costs(path: Path) -> dict[str, float]:
     if not isinstance(data, dict):
         return {}
     return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float)}
-
-
-def _tree_digest(root: Path, memo: dict[str, str], exclude: tuple[str, ...] = (".git",)) -> str:
-    key = f"{root}\0{','.join(exclude)}"
-    if key not in memo:
-        memo[key] = source_tree_digest(root, exclude)
-    return memo[key]
 
 
 def _plain(value: Any, drop: tuple[str, ...] = ()) -> Any:

@@ -26,13 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.build import provenance
-from reprobuild.build.manifest import MANIFEST, SUMS, Artifact, read_manifest, render_sums, write_outputs
-from reprobuild.build.orchestrate import _check_out, _publish
+from reprobuild.build.manifest import (
+    MANIFEST,
+    SUMS,
+    Artifact,
+    check_out,
+    publish,
+    read_manifest,
+    render_sums,
+    write_outputs,
+)
 from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.fsutil import remove_tree, sha256_file
 
 SHARD_KEYS = ("shard", "shard_plan", "shard_units")
-UNION_KEYS = ("toolchains", "images")  # each shard records only what its own units used
+UNION_KEYS = ("toolchains", "images", "oci_images")  # each shard records only what its own units used
 MISSING = "missing"
 
 
@@ -124,7 +132,8 @@ def merge(dirs: list[Path], out: Path) -> MergeResult:
     shards = _check_shards(outputs)
     artifacts = _combine_artifacts(outputs)
     manifest = _combine_manifests(outputs)
-    statement = _combine_statements([o.statement for o in outputs if o.statement], list(artifacts.values()))
+    statement = _combine_statements([o.statement for o in outputs if o.statement], list(artifacts.values()),
+                                    manifest.get("oci_images"))
     sources = {path: next(o.root for o in outputs if path in o.artifacts) for path in artifacts}
     _write(out, sorted(artifacts.values(), key=lambda a: a.path), sources, manifest, statement)
     return MergeResult(out.resolve(), tuple(sorted(artifacts.values(), key=lambda a: a.path)), shards)
@@ -196,7 +205,8 @@ def _dep_order(dep: dict[str, Any], index: int) -> tuple[int, str, int]:
     return (4, "", index)
 
 
-def _combine_statements(statements: list[dict[str, Any]], artifacts: list[Artifact]) -> dict[str, Any] | None:
+def _combine_statements(statements: list[dict[str, Any]], artifacts: list[Artifact],
+                        images: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
     if not statements:
         return None
     merged = copy.deepcopy(statements[0])
@@ -212,9 +222,9 @@ def _combine_statements(statements: list[dict[str, Any]], artifacts: list[Artifa
             keyed.setdefault(ident, (_dep_order(dep, offset + i), dep))
         offset += len(deps)
     deps = [dep for _, dep in sorted(keyed.values(), key=lambda item: item[0])]
-    merged["subject"] = provenance.subjects(artifacts)
+    merged["subject"] = provenance.subjects(artifacts, images)
     merged["predicate"]["buildDefinition"]["resolvedDependencies"] = deps
-    merged["predicate"]["runDetails"]["metadata"]["invocationId"] = provenance._invocation_id(
+    merged["predicate"]["runDetails"]["metadata"]["invocationId"] = provenance.invocation_id(
         sorted(artifacts, key=lambda a: a.path), deps)
     return merged
 
@@ -222,7 +232,7 @@ def _combine_statements(statements: list[dict[str, Any]], artifacts: list[Artifa
 def _write(out: Path, artifacts: list[Artifact], sources: dict[str, Path], manifest: dict[str, Any],
            statement: dict[str, Any] | None) -> None:
     out = out.resolve()
-    _check_out(out)
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -238,7 +248,7 @@ def _write(out: Path, artifacts: list[Artifact], sources: dict[str, Path], manif
         write_outputs(staging, artifacts, manifest)
         if statement is not None:
             provenance.write_statement(staging / provenance.FILE, statement)
-        _publish(staging, out)
+        publish(staging, out)
     finally:
         if staging.exists():
             remove_tree(staging)

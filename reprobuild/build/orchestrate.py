@@ -19,9 +19,10 @@ from reprobuild import __version__
 from reprobuild.backends import Backend, Perturbation, select_backend
 from reprobuild.build import provenance
 from reprobuild.build.actioncache import ActionCache, KeyInputs, load_costs, unit_key
-from reprobuild.build.manifest import MANIFEST, Artifact, hash_artifacts, list_files, write_outputs
+from reprobuild.build.manifest import Artifact, check_out, hash_artifacts, list_files, publish, write_outputs
 from reprobuild.build.parallel import default_jobs, map_ordered
 from reprobuild.build.shard import Unit, assign, plan_digest, plan_units
+from reprobuild.build.treedigest import TreeDigests
 from reprobuild.config import policy
 from reprobuild.config.lock import load_lock
 from reprobuild.config.model import Lock, host_platform
@@ -81,7 +82,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     # Builds that `verify` perturbs never read or write the action cache: they must really build.
     actions = ActionCache(opts.action_cache) if opts.action_cache is not None and perturb is None else None
     out = opts.out.resolve()
-    _check_out(out)
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in [*out.parent.glob(f".{out.name}.partial-*"), *out.parent.glob(f".{out.name}.coldcache-*")]:
         remove_tree(stale)  # left by a build that was killed outright
@@ -89,19 +90,23 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     os.chmod(staging, 0o755)  # an unprivileged build user must reach its output dir
     perturb = perturb or Perturbation()
     cold = Path(tempfile.mkdtemp(prefix=f".{out.name}.coldcache-", dir=out.parent)) if perturb.cold_cache else None
+    builders = _builders_dir(opts, backend)
     ctx = BuildContext(lock, overrides, backend, cache, staging, opts.repo_root, perturb=perturb,
                        jobs=opts.jobs or default_jobs(), cold_cache=cold,
-                       cleanup=[cold] if cold is not None else [])
-    inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root,
-                       _builders_dir(opts, backend), host_platform())
+                       cleanup=[cold] if cold is not None else [], builders_dir=builders)
+    trees = TreeDigests.for_build()  # each source tree hashed once: for the action cache and the provenance
+    inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root, builders, host_platform(),
+                       trees=trees)
     try:
         seconds: dict[str, float] = {}
         moving = threading.Lock()
         done = map_ordered(lambda unit: _build_unit(unit, ctx, actions, inputs, opts.read_cache, moving),
                            units, ctx.jobs, backend.cancel)
-        for unit, (elapsed, toolchains, images) in zip(units, done, strict=True):  # merged in unit order
+        hashed: dict[str, Artifact] = {}
+        for unit, (elapsed, toolchains, images, made) in zip(units, done, strict=True):  # merged in unit order
             ctx.toolchains.update(toolchains)
             ctx.images.update(images)
+            hashed.update((a.path, a) for a in made)
             if elapsed is not None:
                 seconds[unit.id] = elapsed
         # A shard planned from the cache's own costs must not change them: the next shard on this machine
@@ -109,7 +114,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         if actions is not None and (opts.shard is None or opts.costs is not None):
             actions.record_costs(seconds)
         normalize_modes(staging)
-        artifacts = hash_artifacts(staging)
+        artifacts = _artifacts(staging, hashed)
         manifest = _manifest(pipelines, ctx, backend, overrides)
         if shards is not None and opts.shard is not None:
             manifest.update({"shard": f"{opts.shard[0]}/{opts.shard[1]}", "shard_plan": plan_digest(shards),
@@ -117,9 +122,9 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         write_outputs(staging, artifacts, manifest)
         statement = provenance.build_statement(
             artifacts, manifest, manifest["pipelines"], opts.lock_path, opts.repo_root,
-            {p.name: p.source for p in pipelines})
+            {p.name: p.source for p in pipelines}, trees)
         provenance.write_statement(staging / provenance.FILE, statement)
-        _publish(staging, out)
+        publish(staging, out)
     finally:
         if staging.exists():
             remove_tree(staging)
@@ -143,15 +148,24 @@ def plan_costs(opts: BuildOptions) -> dict[str, float]:
 
 
 def _builders_dir(opts: BuildOptions, backend: Backend) -> Path | None:
-    """The builder image descriptions, which make the Docker backend's images (the host is the local one's)."""
-    if backend.name != "docker":
+    """The builder image descriptions, when the backend makes its images from them (the local backend's
+    image is the host)."""
+    if not backend.builds_images:
         return None
     from reprobuild.backends.images.spec import default_builders_dir
 
     return default_builders_dir(opts.lock_path)
 
 
-UnitResult = tuple[float | None, dict[str, dict[str, Any]], dict[str, str]]  # seconds, toolchains, images
+# seconds (None: restored), toolchains, images, the unit's artifacts (hashed once, when made or recorded)
+UnitResult = tuple[float | None, dict[str, dict[str, Any]], dict[str, str], tuple[Artifact, ...]]
+
+
+def _artifacts(staging: Path, hashed: dict[str, Artifact]) -> list[Artifact]:
+    """The output dir's artifacts: the units' digests, and a hash of any file no unit accounted for."""
+    files = list_files(staging)
+    rest = hash_artifacts(staging, [rel for rel in files if rel not in hashed])
+    return sorted([*(hashed[rel] for rel in files if rel in hashed), *rest], key=lambda a: a.path)
 
 
 def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inputs: KeyInputs,
@@ -167,7 +181,7 @@ def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inpu
         if entry is not None:
             if actions.restore(entry, ctx.staging):
                 say(f"{unit.id}: restored from the action cache ({len(entry.artifacts)} artifact(s))")
-                return None, entry.toolchains, entry.images
+                return None, entry.toolchains, entry.images, entry.artifacts
             say(f"{unit.id}: the action cache entry does not match its recorded hashes; rebuilding")
     unit_dir = Path(tempfile.mkdtemp(prefix=f"{ctx.staging.name}.unit-", dir=ctx.staging.parent))
     os.chmod(unit_dir, 0o755)
@@ -177,8 +191,9 @@ def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inpu
         kind_for(unit.pipeline.builder).build(unit.as_pipeline(), unit_ctx)
         elapsed = time.monotonic() - start
         normalize_modes(unit_dir)
+        made = tuple(hash_artifacts(unit_dir))  # for the action cache and the output dir's manifest
         if actions is not None:
-            actions.store(key, unit.id, unit_dir, unit_ctx.toolchains, unit_ctx.images, elapsed)
+            actions.store(key, unit.id, unit_dir, unit_ctx.toolchains, unit_ctx.images, elapsed, made)
         with moving:
             for rel in list_files(unit_dir):
                 dest = ctx.staging / rel
@@ -188,7 +203,7 @@ def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inpu
                 os.replace(unit_dir / rel, dest)
     finally:
         remove_tree(unit_dir)
-    return elapsed, unit_ctx.toolchains, unit_ctx.images
+    return elapsed, unit_ctx.toolchains, unit_ctx.images, made
 
 
 def _manifest(pipelines: list[Pipeline], ctx: BuildContext, backend: Backend,
@@ -203,19 +218,3 @@ def _manifest(pipelines: list[Pipeline], ctx: BuildContext, backend: Backend,
         "pipelines": [{"name": p.name, "builder": p.builder, "source_date_epoch": source_date_epoch(
             p.source_date_epoch)} for p in pipelines],
     }
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
-        raise BadInput(f"--out {out}: exists and is not a reprobuild output directory; not overwriting it",
-                       "choose another directory or remove it")
-
-
-def _publish(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "out")
-        os.replace(staging, out)
-        remove_tree(old)
-    else:
-        os.replace(staging, out)

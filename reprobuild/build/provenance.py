@@ -14,8 +14,8 @@ from typing import Any
 
 from reprobuild import __version__, proc
 from reprobuild.build.manifest import Artifact
+from reprobuild.build.treedigest import TreeDigests
 from reprobuild.fsutil import atomic_write_text, sha256_file
-from reprobuild.toolchains.extract import tree_hash, tree_records
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
@@ -24,14 +24,14 @@ VERIFY_TYPE = "urn:reprobuild:predicate:verification:v1"
 FILE = "provenance.json"
 
 
-def subjects(artifacts: list[Artifact] | tuple[Artifact, ...]) -> list[dict[str, Any]]:
-    return [{"name": a.path, "digest": {"sha256": a.sha256}} for a in sorted(artifacts, key=lambda a: a.path)]
-
-
-def source_tree_digest(root: Path, exclude: tuple[str, ...] = (".git",)) -> str:
-    """sha256 over every file's path, kind and content (the same scheme as toolchain tree hashes)."""
-    records = {k: v for k, v in tree_records(root).items() if k.split("/")[0] not in exclude}
-    return tree_hash(records)
+def subjects(artifacts: list[Artifact] | tuple[Artifact, ...],
+             images: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every artifact, and every container image by its digest (`manifest.json`'s `oci_images`)."""
+    result = [{"name": a.path, "digest": {"sha256": a.sha256}} for a in artifacts]
+    for path, image in (images or {}).items():
+        result.append({"name": path, "digest": {"sha256": str(image["digest"]).removeprefix("sha256:")},
+                       "annotations": {"mediaType": image["media_type"]}})
+    return sorted(result, key=lambda s: str(s["name"]))
 
 
 def git_commit(root: Path) -> str | None:
@@ -49,7 +49,10 @@ def git_commit(root: Path) -> str | None:
 
 def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: dict[str, Any],
                     pipelines: list[dict[str, Any]], lock_path: Path, repo_root: Path,
-                    sources: dict[str, Path]) -> dict[str, Any]:
+                    sources: dict[str, Path], trees: TreeDigests | None = None) -> dict[str, Any]:
+    """The build's provenance; `trees` holds the source digests the build already computed (the action
+    cache's keys), so no tree is hashed twice."""
+    trees = trees or TreeDigests()
     deps: list[dict[str, Any]] = [{"name": "toolchains.lock", "digest": {"sha256": sha256_file(lock_path)}}]
     for wanted, tc in sorted(manifest.get("toolchains", {}).items()):
         for f in tc.get("files", []):
@@ -62,9 +65,9 @@ def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: 
             deps.append({"name": f"image:{image}", "uri": f"urn:reprobuild:image:{image_id}"})
     commit = git_commit(repo_root)
     for name, src in sorted(sources.items()):
-        dep: dict[str, Any] = {"name": f"source:{name}", "digest": {"sha256": source_tree_digest(src)}}
+        dep: dict[str, Any] = {"name": f"source:{name}", "digest": {"sha256": trees.digest(src)}}
         if (src / "vendor").is_dir():
-            deps.append({"name": f"vendor:{name}", "digest": {"sha256": source_tree_digest(src / "vendor", ())}})
+            deps.append({"name": f"vendor:{name}", "digest": {"sha256": trees.digest(src / "vendor", ())}})
         if commit:
             dep["digest"]["gitCommit"] = commit
         deps.append(dep)
@@ -72,7 +75,7 @@ def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: 
         deps.append(extra)  # e.g. a Paddle wheelhouse hash, added by its builder
     return {
         "_type": STATEMENT_TYPE,
-        "subject": subjects(artifacts),
+        "subject": subjects(artifacts, manifest.get("oci_images")),
         "predicateType": SLSA_PROVENANCE,
         "predicate": {
             "buildDefinition": {
@@ -85,13 +88,13 @@ def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: 
             "runDetails": {
                 "builder": {"id": f"urn:reprobuild:builder:{manifest['backend']}",
                             "version": {"reprobuild": __version__}},
-                "metadata": {"invocationId": _invocation_id(artifacts, deps)},
+                "metadata": {"invocationId": invocation_id(artifacts, deps)},
             },
         },
     }
 
 
-def _invocation_id(artifacts: list[Artifact] | tuple[Artifact, ...], deps: list[dict[str, Any]]) -> str:
+def invocation_id(artifacts: list[Artifact] | tuple[Artifact, ...], deps: list[dict[str, Any]]) -> str:
     """Derived from inputs and outputs, so two builds of the same inputs carry the same ID."""
     blob = json.dumps({"a": [a.sha256 for a in artifacts], "d": deps}, sort_keys=True).encode()
     return "urn:reprobuild:invocation:" + hashlib.sha256(blob).hexdigest()[:32]

@@ -15,6 +15,7 @@ HELP: dict[str, str] = {
     "verify": "rebuild under varied conditions, compare, name the culprits",
     "compare": "compare two output dirs and explain each difference",
     "merge": "combine shard outputs into one output dir, or require rebuilds to agree",
+    "image": "load a built image into the engine, or push it to a registry",
     "toolchain": "provision pinned toolchains into the cache",
     "vendor": "vendor and prune dependencies",
     "lock": "resolve toolchains.yaml and write toolchains.lock",

@@ -13,7 +13,15 @@ from typing import Any
 
 import yaml
 
-from reprobuild.config.model import KNOWN_PLATFORMS, SOURCE_KINDS, Lock, PinnedFile, PlatformPin, Toolchain
+from reprobuild.config.model import (
+    KNOWN_PLATFORMS,
+    SOURCE_KINDS,
+    TOOLCHAIN_KINDS,
+    Lock,
+    PinnedFile,
+    PlatformPin,
+    Toolchain,
+)
 from reprobuild.config.yamlload import Fields, Node, load_one
 from reprobuild.errors import FileError, Location
 from reprobuild.fsutil import atomic_write_text
@@ -25,7 +33,7 @@ HEADER = (
 )
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+-[a-z0-9]+$")
-# Sections that later capabilities own; validated by their own modules, kept here verbatim.
+# Sections that later capabilities own; validated by their own modules, kept here verbatim (with line marks).
 OPEN_SECTIONS = ("images", "python")
 
 
@@ -53,8 +61,9 @@ def parse_lock(root: Node, path: Path) -> Lock:
     if entries is not None:
         for name, node in entries.mapping("toolchains").items():
             toolchains[name] = _parse_toolchain(name, node)
-    sections = {key: node.plain() for key, node in top if key in OPEN_SECTIONS}
-    return Lock(path=str(path), toolchains=toolchains, sections=sections)
+    marked = {key: node for key, node in top if key in OPEN_SECTIONS}
+    return Lock(path=str(path), toolchains=toolchains, sections={key: node.plain() for key, node in marked.items()},
+                marked=marked)
 
 
 def _sha256(node: Node, what: str) -> str:
@@ -69,8 +78,9 @@ def _parse_toolchain(name: str, node: Node) -> Toolchain:
     what = f"toolchain `{name}`"
     f = Fields(node, what, {"kind", "version", "source", "platforms", "inputs"})
     kind = f.required("kind").string(f"{what}: kind")
-    if kind != "go":
-        raise f.required("kind").error(f"{what}: unknown kind `{kind}`", "supported kinds: go")
+    if kind not in TOOLCHAIN_KINDS:
+        raise f.required("kind").error(f"{what}: unknown kind `{kind}`",
+                                       f"supported kinds: {', '.join(TOOLCHAIN_KINDS)}")
     source_node = f.required("source")
     source = source_node.string(f"{what}: source")
     if source not in SOURCE_KINDS:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import platform as _platform
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reprobuild.config.yamlload import Node
 
 SOURCE_KINDS = ("url", "wheel", "deb")
+# go: a Go distribution; base: pinned Debian packages an image is based on (config/image.py)
+TOOLCHAIN_KINDS = ("go", "base")
 KNOWN_PLATFORMS = ("linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64")
 
 
@@ -63,6 +69,13 @@ class Lock:
     path: str
     toolchains: dict[str, Toolchain] = field(default_factory=dict)
     sections: dict[str, object] = field(default_factory=dict)  # later sections (images, python), kept verbatim
+    # The same sections as loaded, with their file:line marks (for the errors of the modules that validate them).
+    marked: dict[str, Node] = field(default_factory=dict, compare=False, repr=False)
+
+    def section_node(self, name: str) -> Node | None:
+        """The section with its line marks, when the lock was loaded from a file and the section is unchanged."""
+        node = self.marked.get(name)
+        return node if node is not None and node.plain() == self.sections.get(name) else None
 
     def toolchain(self, name: str) -> Toolchain:
         from reprobuild.errors import BadInput

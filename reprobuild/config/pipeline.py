@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reprobuild.config.image import ImageSpec, parse_image
 from reprobuild.config.paddle import PIPELINE_KEYS as PADDLE_KEYS
 from reprobuild.config.paddle import PaddleSpec, parse_paddle
 from reprobuild.config.yamlload import Fields, Node, load_documents
@@ -45,6 +46,7 @@ class GoTarget:
     archive: str | None = None
     keep_gnu_build_id: bool = False
     line: int = 0
+    image: ImageSpec | None = None  # the container image made from the binaries (config/image.py)
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
 
 def _parse_go_target(node: Node) -> GoTarget:
     f = Fields(node, "a target", {"name", "package", "cgo", "platforms", "ldflags", "tags", "archive",
-                                  "keep_gnu_build_id"})
+                                  "keep_gnu_build_id", "image"})
     name_node = f.required("name")
     name = name_node.string("target name")
     if not _NAME_RE.match(name):
@@ -209,4 +211,9 @@ def _parse_go_target(node: Node) -> GoTarget:
                               f"{', '.join(ARCHIVE_FORMATS)}")
     keep_node = f.optional("keep_gnu_build_id")
     keep = keep_node.boolean("keep_gnu_build_id") if keep_node else False
-    return GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line)
+    image_node = f.optional("image")
+    image = parse_image(image_node, name) if image_node is not None else None
+    if image is not None and any(not p.startswith("linux/") for p in platforms):
+        raise image_node.error(f"target `{name}`: images are made for linux platforms only",  # type: ignore[union-attr]
+                               "build the other platforms in a target without `image:`")
+    return GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line, image)

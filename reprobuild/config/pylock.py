@@ -29,8 +29,8 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from reprobuild.config.model import Lock
-from reprobuild.config.yamlload import Fields, Node, load_documents
-from reprobuild.errors import BadInput, EnvironmentFailure, FileError, Location
+from reprobuild.config.yamlload import Fields, Node
+from reprobuild.errors import EnvironmentFailure, FileError, Location
 from reprobuild.fsutil import atomic_write_text, sha256_file
 from reprobuild.progress import say
 
@@ -97,17 +97,8 @@ def parse_python_section(lock: Lock) -> dict[str, PythonEnv]:
 
 
 def _section_node(lock: Lock) -> Node:
-    """The section with line numbers when the lock on disk still holds it; else without."""
-    path = Path(lock.path)
-    try:
-        docs = load_documents(path)
-        if len(docs) == 1 and isinstance(docs[0].value, dict) and SECTION in docs[0].value:
-            node: Node = docs[0].value[SECTION]
-            if node.plain() == lock.sections[SECTION]:
-                return node
-    except BadInput:
-        pass
-    return _wrap(lock.sections[SECTION], path)
+    """The section with the line marks it was loaded with; without them when it was made in memory."""
+    return lock.section_node(SECTION) or _wrap(lock.sections[SECTION], Path(lock.path))
 
 
 def _wrap(value: Any, path: Path) -> Node:

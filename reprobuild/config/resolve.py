@@ -16,7 +16,7 @@ from typing import Any
 
 from reprobuild.config import pylock
 from reprobuild.config.lock import SHA256_RE, render_lock, write_lock
-from reprobuild.config.model import SOURCE_KINDS, Lock, PinnedFile, PlatformPin, Toolchain
+from reprobuild.config.model import SOURCE_KINDS, TOOLCHAIN_KINDS, Lock, PinnedFile, PlatformPin, Toolchain
 from reprobuild.config.yamlload import Fields, Node, load_one
 from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import sha256_file
@@ -70,8 +70,12 @@ def _parse_input(name: str, node: Node) -> ToolchainInput:
     f = Fields(node, what, {"kind", "version", "source", "platforms", "root", "url", "mirrors", "package",
                             "packages", "published"})
     kind = f.required("kind").string(f"{what}: kind")
-    if kind != "go":
-        raise f.required("kind").error(f"{what}: unknown kind `{kind}`", "supported kinds: go")
+    if kind not in TOOLCHAIN_KINDS:
+        raise f.required("kind").error(f"{what}: unknown kind `{kind}`",
+                                       f"supported kinds: {', '.join(TOOLCHAIN_KINDS)}")
+    if kind == "base" and f.required("source").value != "deb":
+        raise f.required("source").error(f"{what}: a `base` entry (an image base) is made of pinned .debs",
+                                         "set `source: deb` and `packages: [name=version, ...]`")
     source = f.required("source").string(f"{what}: source")
     if source not in SOURCE_KINDS:
         raise f.required("source").error(f"{what}: unknown source `{source}`", f"one of: {', '.join(SOURCE_KINDS)}")
@@ -183,12 +187,9 @@ def _resolve_wheel(inp: ToolchainInput, plat: str, offline: bool) -> PlatformPin
     tag = download.WHEEL_PLATFORM_TAGS.get(plat)
     if tag is None:
         raise BadInput(f"{inp.name}: no wheel platform tag for {plat}")
-    from reprobuild import proc
-
     with tempfile.TemporaryDirectory() as tmp:
         say(f"resolving {inp.package}=={inp.version} for {plat}")
-        proc.run([download._python(), "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--platform",
-                  tag, "--disable-pip-version-check", "-d", tmp, f"{inp.package}=={inp.version}"])
+        download.pip_download(inp.package, inp.version, tag, Path(tmp))
         files = list(Path(tmp).glob("*.whl"))
         if len(files) != 1:
             raise EnvironmentFailure(f"{inp.name}: pip gave {len(files)} wheels for {plat}")

@@ -138,13 +138,11 @@ def load_side(path: Path, label: str) -> Side:
     if path.is_dir():
         manifest, sums = path / "manifest.json", path / "SHA256SUMS"
         if manifest.is_file():
-            records = _read_manifest(manifest)
-        elif sums.is_file():
-            records = _read_sums(sums)
-        else:
-            raise BadInput(f"{label}: {path} is not a reprobuild output directory (no manifest.json or SHA256SUMS)",
-                           "give the --out directory of `reprobuild build`")
-        return _with_files(path, label, records)
+            return _with_files(path, label, _read_manifest(manifest), manifest.stat().st_mtime_ns)
+        if sums.is_file():
+            return _with_files(path, label, _read_sums(sums))
+        raise BadInput(f"{label}: {path} is not a reprobuild output directory (no manifest.json or SHA256SUMS)",
+                       "give the --out directory of `reprobuild build`")
     if path.name == "SHA256SUMS":
         return Side(str(path), None, _read_sums(path))
     return Side(str(path), None, _read_manifest(path))
@@ -207,23 +205,36 @@ def _relative(name: str, source: Path, where: str) -> str:
     return Path(name).as_posix()
 
 
-def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord]) -> Side:
-    """The side with each artifact's actual hash, size and mode (the files are the truth)."""
+def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord], manifest_written: int | None = None
+                ) -> Side:
+    """The side with each artifact's actual hash, size and mode (the files are the truth).
+
+    The build hashed every artifact for its manifest: a file that has its recorded size and has not
+    been modified since the manifest was written (`manifest_written`, its mtime in ns) keeps its
+    recorded digest; any other file is hashed again."""
     missing = [rel for rel in records if not (root / rel).is_file()]
     if missing:
         raise BadInput(f"{label}: {root} lists {len(missing)} artifact(s) that are not there, e.g. {missing[0]}",
                        "the output directory is incomplete: rebuild it")
     paths = list(records)
+    stats = {rel: (root / rel).stat() for rel in paths}
+
+    def digest(rel: str) -> str:
+        st, recorded = stats[rel], records[rel]
+        if manifest_written is not None and recorded.size == st.st_size and st.st_mtime_ns < manifest_written:
+            return recorded.sha256
+        return sha256_file(root / rel)
+
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(lambda rel: sha256_file(root / rel), paths))
+        digests = list(pool.map(digest, paths))
     actual: dict[str, ArtifactRecord] = {}
     warnings = []
-    for rel, digest in zip(paths, digests, strict=True):
-        st = (root / rel).stat()
+    for rel, digest_ in zip(paths, digests, strict=True):
+        st = stats[rel]
         recorded = records[rel]
-        if recorded.sha256 != digest:
+        if recorded.sha256 != digest_:
             warnings.append(f"{label}: {rel} does not match its recorded sha256 (the file changed after the build)")
-        actual[rel] = ArtifactRecord(rel, digest, st.st_size,
+        actual[rel] = ArtifactRecord(rel, digest_, st.st_size,
                                      recorded.mode if recorded.mode is not None else st.st_mode & 0o7777)
     return Side(str(root), root, actual, tuple(warnings))
 

@@ -8,7 +8,6 @@ explain the differing artifacts with `compare`.
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +29,6 @@ ALL_VARIATIONS = ("environment", "build_path", "exec_path", "fileordering", "hom
 DEFAULT_VARIATIONS = ("build_path", "time", "timezone", "locales", "umask", "domain_host", "user_group",
                       "environment", "num_cpus", "home", "cache", "exec_path", "fileordering")
 UNEXPLAINED = "unexplained"
-FAKETIME_LIB = f"/usr/lib/{platform.machine()}-linux-gnu/faketime/libfaketime.so.1"
 
 
 def parse_vary(spec: str) -> tuple[str, ...]:
@@ -69,12 +67,11 @@ def perturbation(names: tuple[str, ...], label: str, varied: tuple[str, ...] = (
         if name == "build_path":
             p = replace(p, src="/rb/varied-build-path/with/more/depth/src")
         elif name == "time":
-            env.update({"FAKETIME": "+398d", "LD_PRELOAD": FAKETIME_LIB, "DONT_FAKE_MONOTONIC": "1",
-                        "FAKETIME_DISABLE_SHM": "1"})
+            p = replace(p, faketime="+398d")
         elif name == "timezone":
             env["TZ"] = "RBT-14:45"  # POSIX TZ: UTC+14:45, needs no tzdata
         elif name == "locales":
-            env.update({"LC_ALL": "fr_CH.UTF-8", "LANG": "fr_CH.UTF-8", "LANGUAGE": "fr_CH:fr"})
+            p = replace(p, locale="fr_CH.UTF-8")
         elif name == "umask":
             p = replace(p, umask=0o002)
         elif name == "domain_host":

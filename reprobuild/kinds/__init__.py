@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from reprobuild.backends import Backend, EnvPolicy, Perturbation, RunResult, RunSpec, hermetic_env
+from reprobuild.backends import Backend, EnvPolicy, ImageRef, Perturbation, RunResult, RunSpec, hermetic_env
 from reprobuild.build.parallel import KeyedLocks
 from reprobuild.config.model import Lock, Toolchain
 from reprobuild.config.pipeline import Pipeline
@@ -33,6 +35,26 @@ class BuildContext:
     # verify's `cache` variation: an empty directory the build's caches start from, shared by its units
     # (a fresh CI runner's cold cache is cold once per build, not once per target).
     cold_cache: Path | None = None
+    builders_dir: Path | None = None  # the image descriptions, for a backend that builds images
+    image_specs: dict[str, Any] = field(default_factory=dict)  # name -> ImageSpec, read once (shared by units)
+
+    def image(self, image: ImageRef) -> ImageRef:
+        """The image with its description (`builders/<name>/image.yaml`, read once per build) when the
+        backend makes its images: the backend gets it as an argument and never reads the repository."""
+        if not self.backend.builds_images or image.spec is not None:
+            return image
+        from reprobuild.backends.images.spec import default_builders_dir, load_spec
+
+        if image.name not in self.image_specs:  # two threads may both read it: the first copy is kept
+            where = self.builders_dir or default_builders_dir(Path(self.lock.path))
+            self.image_specs.setdefault(image.name, load_spec(where, image.name))
+        return replace(image, spec=self.image_specs[image.name])
+
+    def ensure_image(self, image: ImageRef) -> str:
+        """Make sure the backend has the image; its ID is recorded for the manifest."""
+        image_id = self.backend.ensure_image(self.image(image))
+        self.images[image.name] = image_id
+        return image_id
 
     def run(self, spec: RunSpec, log: Path | None = None) -> RunResult:
         """Run one step on the backend, its output shown as progress; note what it could not vary.
@@ -41,14 +63,11 @@ class BuildContext:
         the caller shows it when the step fails. Safe to call from several threads: with more than one job,
         each line names its step.
         """
-        import logging
-
         prefix = f"  [{spec.label}] " if self.jobs > 1 else "  "
+        spec = replace(spec, image=self.image(spec.image))
         if log is None or logging.getLogger().isEnabledFor(logging.DEBUG):
             result = self.backend.run(spec, on_line=lambda line: say(prefix + line))
         else:
-            import os
-
             log.parent.mkdir(parents=True, exist_ok=True)
             partial = log.with_name(f".{log.name}.{os.getpid()}.{threading.get_ident()}")
             with partial.open("w", encoding="utf-8", errors="replace") as f:

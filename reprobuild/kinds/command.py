@@ -21,7 +21,7 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
         _, inst = ctx.toolchain_for(pipeline)
         toolchain_root = inst.tree
     image = ImageRef(pipeline.image, toolchain_root)
-    ctx.images[image.name] = ctx.backend.ensure_image(image)
+    ctx.ensure_image(image)
     out = ctx.staging / pipeline.name
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o777)

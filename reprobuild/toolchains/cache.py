@@ -181,7 +181,7 @@ class ToolchainCache:
             for pf, archive in zip(pin.files, archives, strict=True):
                 limit = max(archive.stat().st_size * MAX_UNPACK_RATIO, MIN_UNPACK_ALLOWANCE)
                 say(f"{tc.name}: unpacking {pf.name}")
-                records.update(extract(archive, tree, limit))
+                records.update(extract(archive, tree, limit, rootfs=tc.kind == "base"))
             if not (tree / pin.root).is_dir():
                 raise IntegrityError(f"{tc.name}: the archive has no `{pin.root}` directory (the lock's root)")
             record = {"name": tc.name, "version": tc.version, "platform": pin.platform, "root": pin.root,

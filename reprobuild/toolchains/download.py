@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from reprobuild import proc
@@ -132,9 +134,7 @@ def fetch_wheel(pinned: PinnedFile, platform: str, dest: Path) -> None:
     work.mkdir(exist_ok=True)
     say(f"pip download {pinned.package}=={pinned.version} ({tag})")
     try:
-        proc.run([_python(), "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--platform", tag,
-                  "--disable-pip-version-check", "-d", str(work), f"{pinned.package}=={pinned.version}"],
-                 on_line=lambda line: None)
+        pip_download(str(pinned.package), str(pinned.version), tag, work, on_line=lambda line: None)
     except CommandFailed as exc:
         raise DownloadError(f"pip could not download {pinned.name}:\n{exc.stderr[-2000:]}",
                             "check pip's index configuration, or run `reprobuild toolchain import FILE`") from None
@@ -167,7 +167,9 @@ def fetch_deb(pinned: PinnedFile, platform: str, dest: Path) -> None:
     os.replace(files[0], dest)
 
 
-def _python() -> str:
-    import sys
-
-    return sys.executable
+def pip_download(package: str, version: str, tag: str, dest: Path,
+                 on_line: Callable[[str], None] | None = None) -> None:
+    """`pip download` of one binary wheel for a platform tag into the directory dest, through pip's own
+    configuration (index, mirrors, proxies), with the Python running reprobuild. Raises CommandFailed."""
+    proc.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--platform", tag,
+              "--disable-pip-version-check", "-d", str(dest), f"{package}=={version}"], on_line=on_line)

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import io
 import os
+import posixpath
 import stat
 import tarfile
 import zipfile
@@ -34,8 +35,9 @@ class _Writer:
     cannot be opened over a directory).
     """
 
-    def __init__(self, dest: Path, archive: str, max_bytes: int) -> None:
+    def __init__(self, dest: Path, archive: str, max_bytes: int, rootfs: bool = False) -> None:
         dest.mkdir(parents=True, exist_ok=True)
+        self.rootfs = rootfs  # the tree is a root filesystem (an image base): `/x` means the tree's own /x
         self.dest = dest.resolve()
         self.root = str(self.dest)
         self.archive = archive
@@ -142,7 +144,11 @@ class _Writer:
         if not rel:
             raise self.refuse(name, "a symlink cannot be the archive root")
         if link_target.startswith("/"):
-            raise self.refuse(name, f"symlink to absolute path `{link_target}`")
+            if not self.rootfs:
+                raise self.refuse(name, f"symlink to absolute path `{link_target}`")
+            # In a root filesystem an absolute link (tzdata's zoneinfo/localtime -> /etc/localtime) means the
+            # same as the relative one from the link's directory, which the checks below keep inside the tree.
+            link_target = posixpath.relpath(link_target, "/" + posixpath.dirname(rel))
         path = self._path(rel)
         # Resolve through the links already in the tree (`a -> .`, then `b -> a/../x` leaves the tree,
         # although the text `a/../x` does not); `finish` checks again once every link exists.
@@ -193,10 +199,11 @@ def _open_tar_stream(archive: Path | BinaryIO) -> tarfile.TarFile:
     return tarfile.open(fileobj=archive, mode="r|*")
 
 
-def extract_tar(archive: Path | BinaryIO, dest: Path, max_bytes: int, label: str | None = None) -> dict[str, str]:
+def extract_tar(archive: Path | BinaryIO, dest: Path, max_bytes: int, label: str | None = None,
+                rootfs: bool = False) -> dict[str, str]:
     """Extract a (compressed) tar stream under `dest` with every safety check."""
     name = label or (archive.name if isinstance(archive, Path) else "archive")
-    w = _Writer(dest, name, max_bytes)
+    w = _Writer(dest, name, max_bytes, rootfs)
     try:
         # Closed by the `with tf` below.
         tf = _open_tar_stream(archive)
@@ -274,24 +281,26 @@ def _ar_members(fh: BinaryIO, name: str) -> Iterator[tuple[str, int]]:
         fh.seek(start + size + (size % 2))
 
 
-def extract_deb(archive: Path, dest: Path, max_bytes: int) -> dict[str, str]:
+def extract_deb(archive: Path, dest: Path, max_bytes: int, rootfs: bool = False) -> dict[str, str]:
     """Extract a .deb's data.tar.* (the package's files) under `dest`."""
     with open(archive, "rb") as fh:
         for member, size in _ar_members(fh, archive.name):
             if member.startswith("data.tar"):
                 data = io.BytesIO(fh.read(size))
-                return extract_tar(data, dest, max_bytes, label=f"{archive.name}:{member}")
+                return extract_tar(data, dest, max_bytes, label=f"{archive.name}:{member}", rootfs=rootfs)
     raise UnsafeArchive(f"{archive.name}: no data.tar member")
 
 
-def extract(archive: Path, dest: Path, max_bytes: int) -> dict[str, str]:
-    """Extract by file name (.whl/.zip, .deb, or a tar archive); returns `{path: "kind sha256"}`."""
+def extract(archive: Path, dest: Path, max_bytes: int, rootfs: bool = False) -> dict[str, str]:
+    """Extract by file name (.whl/.zip, .deb, or a tar archive); returns `{path: "kind sha256"}`.
+
+    `rootfs`: the tree is a root filesystem, whose absolute symlinks are made relative (image bases)."""
     lower = archive.name.lower()
     if lower.endswith((".whl", ".zip")):
         return extract_zip(archive, dest, max_bytes)
     if lower.endswith(".deb"):
-        return extract_deb(archive, dest, max_bytes)
-    return extract_tar(archive, dest, max_bytes)
+        return extract_deb(archive, dest, max_bytes, rootfs)
+    return extract_tar(archive, dest, max_bytes, rootfs=rootfs)
 
 
 def tree_records(root: Path) -> dict[str, str]:

@@ -129,8 +129,8 @@ class ImageStore:
     def go_key(self, spec: ImageSpec, toolchain_root: Path) -> str:
         return inputs_digest({"format": FORMAT, "spec": spec.digest(), "toolchain": toolchain_identity(toolchain_root)})
 
-    def ensure_go(self, toolchain_root: Path, name: str = "go") -> Built:
-        spec = load_spec(self.builders_dir, name)
+    def ensure_go(self, toolchain_root: Path, name: str = "go", spec: ImageSpec | None = None) -> Built:
+        spec = spec or load_spec(self.builders_dir, name)
         if spec.base != "scratch":
             raise BadInput(f"builder image `{name}` is not a scratch image")
         key = self.go_key(spec, toolchain_root)
@@ -145,8 +145,8 @@ class ImageStore:
             return write_tar(entries, layer), layer
 
     # --- debian ------------------------------------------------------------------------------
-    def ensure_debian(self, lock: Lock, name: str = "debian") -> Built:
-        spec = load_spec(self.builders_dir, name)
+    def ensure_debian(self, lock: Lock, name: str = "debian", spec: ImageSpec | None = None) -> Built:
+        spec = spec or load_spec(self.builders_dir, name)
         entry = self.locked_entry(spec, lock)
         key = self.debian_key(spec, entry)
         return self._ensure(spec, key, lambda work: self.rootfs_layer(spec, entry, lock.path))

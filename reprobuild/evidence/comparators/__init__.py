@@ -12,12 +12,13 @@ import logging
 import tempfile
 from pathlib import Path
 
-from reprobuild.evidence.comparators import elf, fallback, gzip, pdmodel, tar, text, zip
+from reprobuild.evidence.comparators import elf, fallback, gzip, oci, pdmodel, tar, text, zip
 from reprobuild.evidence.comparators.base import KINDS, Cause, Comparator, Context, read_head, same_bytes
 
 COMPARATORS: tuple[Comparator, ...] = (
     elf,  # ELF executables and libraries; Go build IDs and build info
     pdmodel,  # Paddle ProgramDesc protobuf (recognized by name: protobuf has no magic)
+    oci,  # an OCI image layout's index.json: platforms, config fields, then layer by layer
     zip,  # zip, wheels, jars
     tar,  # tar, and compressed tars tarfile can open itself (.tar.xz, .tar.bz2)
     gzip,  # gzip header, then whatever is inside (a .tar.gz recurses into tar)

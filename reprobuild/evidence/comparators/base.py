@@ -26,7 +26,7 @@ MAX_MEMBER_BYTES = 512 << 20
 HEAD_BYTES = 4096
 
 KINDS = ("go-buildid", "gnu-build-id", "embedded-path", "timestamp", "entry-order", "file-mode", "owner",
-         "vcs-stamp", "buildinfo", "paddle-op-callstack", "content", "missing")
+         "vcs-stamp", "buildinfo", "paddle-op-callstack", "content", "missing", "image-config")
 """The cause vocabulary of CONTRACT.md."""
 
 

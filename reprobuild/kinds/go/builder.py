@@ -84,7 +84,7 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
                               OUT, "/rb/home", str(Path.home()) + "/"}))
     for target in pipeline.targets:
         image = ImageRef("debian" if target.cgo else "go", inst.tree)
-        ctx.images[image.name] = ctx.backend.ensure_image(image)
+        ctx.ensure_image(image)
 
         def build_for(platform: str, target: GoTarget = target, image: ImageRef = image) -> None:
             name = binary_name(target, platform)
@@ -123,6 +123,8 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
         # A target's platforms are independent builds (one output file each, one shared Go build cache,
         # which Go keeps safe for concurrent use): they run at once, up to the job count.
         map_ordered(build_for, target.platforms, ctx.jobs, ctx.backend.cancel)
+        if target.image is not None:
+            _image(pipeline, target, ctx, out, sde)
 
 
 def _package(target: GoTarget, binary: Path, platform: str, sde: int) -> None:
@@ -134,6 +136,23 @@ def _package(target: GoTarget, binary: Path, platform: str, sde: int) -> None:
         write_tar_gz([(inner, binary)], binary.with_name(stem + ".tar.gz"), sde)
     else:
         write_zip([(inner, binary)], binary.with_name(stem + ".zip"), sde)
+
+
+def _image(pipeline: Pipeline, target: GoTarget, ctx: BuildContext, out: Path, sde: int) -> None:
+    """The target's container image from the binaries just checked (no engine involved)."""
+    from reprobuild.build import image
+
+    assert target.image is not None
+    where = Location(pipeline.file, target.line)
+    bases = image.bases_for(target.image, target.platforms, ctx, where)
+    binaries = [(p, out / binary_name(target, p)) for p in target.platforms]
+    job = image.plan_job(target.name, target.image, binaries, pipeline.source, bases, pipeline.version, sde,
+                         image.git_revision(ctx.repo_root) if target.image.revision else None, where)
+    say(f"{pipeline.name}: image {target.name} for {', '.join(target.platforms)}")
+    # Compressed layers are cached like Go's build cache: verify's `cache` variation starts from an empty one.
+    layers = (ctx.cold_cache or ctx.cache.root) / "layers"
+    layout = image.assemble(job, out, layers)
+    say(f"{pipeline.name}: image {target.name} {layout.top.digest}")
 
 
 def _indent(text: str, limit: int = 40) -> str:

@@ -98,8 +98,7 @@ def ensure_env(pipeline: Pipeline, spec: PaddleSpec, ctx: BuildContext) -> Env:
 
     lock_file, lock_sha = locked_env(pipeline, spec, ctx)
     image = ImageRef(IMAGE)
-    image_id = ctx.backend.ensure_image(image)
-    ctx.images[IMAGE] = image_id
+    image_id = ctx.ensure_image(image)
     key = env_key(lock_sha, ctx.backend.name, image_id)
     base = ctx.cache.root / "paddle-env"
     root = base / key
