@@ -7,8 +7,8 @@ environment: exactly the locked wheels, each with a hash the lock allows.
 
 `--check` first checks the committed vendor/ with no network (go.mod, go.sum and vendor/modules.txt
 agree; every vendored file matches the digests `reprobuild vendor` records in vendor/reprobuild.sha256),
-then, when a module proxy is configured (`--goproxy`, GOPROXY, or an existing `--mirror DIR`) and the
-network is allowed (no `--offline`/REPROBUILD_OFFLINE=1, or a file:// proxy), re-vendors and compares.
+then, unless `--offline`/REPROBUILD_OFFLINE=1 (a file:// proxy is still used offline), re-vendors through
+the module proxy (`--goproxy`, GOPROXY, an existing `--mirror DIR`, else Go's default) and compares.
 The report says which checks ran.
 """
 
@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
                    help="pipeline files (default: pipelines/*.yaml); only `builder: go` pipelines are vendored")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the drift when go.mod, "
                    "go.sum and vendor/modules.txt disagree or a vendored file differs from vendor/reprobuild.sha256 "
-                   "(needs no network), or, when a module proxy is configured (--goproxy, GOPROXY, --mirror) and "
-                   "not --offline, when they differ from what go mod tidy and go mod vendor produce")
+                   "(needs no network), or, unless --offline, when they differ from what go mod tidy and go mod "
+                   "vendor produce through the module proxy")
     p.add_argument("--goproxy", metavar="URL", help="module proxy to download through (default: the GOPROXY "
                    "environment variable, else Go's default); e.g. file:///srv/gomods for a mirror on disk")
     p.add_argument("--toolchain", action="append", metavar="NAME=ENTRY",
@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if mirror_is_proxy:
         goproxy = file_url(args.mirror.resolve())
     toolchains = cache(args)
-    # The full re-vendor check needs a proxy that can answer: a configured one, reachable (or on disk).
-    full = goproxy is not None and (not toolchains.offline or goproxy.startswith("file:"))
+    # The full re-vendor check needs the module proxy (--goproxy, GOPROXY, a --mirror DIR, else Go's default):
+    # not with --offline, unless the proxy is on disk. When it cannot answer, the error says how to check offline.
+    full = not toolchains.offline or (goproxy or "").startswith("file:")
     reports: list[VendorReport] = []
     settings: GoSettings | None = None
     for module_dir, entry in modules:

@@ -225,7 +225,7 @@ def check_vendored(module_dir: Path, go: Installed, goproxy: str | None, full: b
     policy.check_go_directives(module_dir, go.name, go.version)
     drift, level = check_offline(module_dir, settings, go_environment(settings))
     if not full:
-        why = ("--offline" if offline else "no module proxy configured: --goproxy URL, --mirror DIR or GOPROXY")
+        why = "--offline; with a module proxy (--goproxy URL, --mirror DIR or GOPROXY) it re-vendors and compares"
         return VendorReport(module_dir, go.version, "not used", True, (), (), (), (), tuple(drift),
                             level=f"{level}; the full re-vendor check did not run ({why})")
     report = vendor_module(module_dir, go, goproxy, True, cache_root=cache_root, offline=offline)
