@@ -38,6 +38,7 @@ from reprobuild.build.manifest import (
 )
 from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.fsutil import remove_tree, sha256_file
+from reprobuild.kinds.go import pluginset
 
 SHARD_KEYS = ("shard", "shard_plan", "shard_units")
 UNION_KEYS = ("toolchains", "images", "oci_images")  # each shard records only what its own units used
@@ -133,8 +134,9 @@ def merge(dirs: list[Path], out: Path) -> MergeResult:
     artifacts = _combine_artifacts(outputs)
     manifest = _combine_manifests(outputs)
     statement = _combine_statements([o.statement for o in outputs if o.statement], list(artifacts.values()),
-                                    manifest.get("oci_images"))
+                                     manifest.get("oci_images"), manifest.get("plugin_sets", []))
     sources = {path: next(o.root for o in outputs if path in o.artifacts) for path in artifacts}
+    pluginset.check(manifest.get("plugin_sets", []), lambda rel: sources[rel] / rel if rel in sources else None)
     _write(out, sorted(artifacts.values(), key=lambda a: a.path), sources, manifest, statement)
     return MergeResult(out.resolve(), tuple(sorted(artifacts.values(), key=lambda a: a.path)), shards)
 
@@ -206,7 +208,8 @@ def _dep_order(dep: dict[str, Any], index: int) -> tuple[int, str, int]:
 
 
 def _combine_statements(statements: list[dict[str, Any]], artifacts: list[Artifact],
-                        images: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
+                        images: dict[str, dict[str, Any]] | None = None,
+                        plugin_sets: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     if not statements:
         return None
     merged = copy.deepcopy(statements[0])
@@ -222,7 +225,7 @@ def _combine_statements(statements: list[dict[str, Any]], artifacts: list[Artifa
             keyed.setdefault(ident, (_dep_order(dep, offset + i), dep))
         offset += len(deps)
     deps = [dep for _, dep in sorted(keyed.values(), key=lambda item: item[0])]
-    merged["subject"] = provenance.subjects(artifacts, images)
+    merged["subject"] = provenance.link_plugins(provenance.subjects(artifacts, images), plugin_sets or [])
     merged["predicate"]["buildDefinition"]["resolvedDependencies"] = deps
     merged["predicate"]["runDetails"]["metadata"]["invocationId"] = provenance.invocation_id(
         sorted(artifacts, key=lambda a: a.path), deps)

@@ -31,6 +31,7 @@ from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.formats.archives import normalize_modes
 from reprobuild.fsutil import remove_tree
 from reprobuild.kinds import BuildContext, kind_for
+from reprobuild.kinds.go import pluginset
 from reprobuild.progress import say
 from reprobuild.toolchains.cache import ToolchainCache
 
@@ -116,6 +117,10 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         normalize_modes(staging)
         artifacts = _artifacts(staging, hashed)
         manifest = _manifest(pipelines, ctx, backend, overrides)
+        sets = pluginset.plan(pipelines)
+        pluginset.check(sets, pluginset.in_dir(staging))  # Go plugin sets: plugin.Open would accept them (exit 1)
+        if sets:
+            manifest["plugin_sets"] = sets
         if shards is not None and opts.shard is not None:
             manifest.update({"shard": f"{opts.shard[0]}/{opts.shard[1]}", "shard_plan": plan_digest(shards),
                              "shard_units": [u.id for u in units]})

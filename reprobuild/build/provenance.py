@@ -34,6 +34,17 @@ def subjects(artifacts: list[Artifact] | tuple[Artifact, ...],
     return sorted(result, key=lambda s: str(s["name"]))
 
 
+def link_plugins(subject: list[dict[str, Any]], plugin_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each Go plugin's subject names the host it was built in lockstep with, and checked against."""
+    digests = {item["name"]: item["digest"] for item in subject}
+    hosts = {plugin: s["host"] for s in plugin_sets for plugin in s["plugins"]}
+    for item in subject:
+        host = hosts.get(item["name"])
+        if host in digests:
+            item.setdefault("annotations", {})["pluginHost"] = {"name": host, "digest": dict(digests[host])}
+    return subject
+
+
 def git_commit(root: Path) -> str | None:
     if not (root / ".git").exists():
         return None
@@ -75,7 +86,7 @@ def build_statement(artifacts: list[Artifact] | tuple[Artifact, ...], manifest: 
         deps.append(extra)  # e.g. a Paddle wheelhouse hash, added by its builder
     return {
         "_type": STATEMENT_TYPE,
-        "subject": subjects(artifacts, manifest.get("oci_images")),
+        "subject": link_plugins(subjects(artifacts, manifest.get("oci_images")), manifest.get("plugin_sets", [])),
         "predicateType": SLSA_PROVENANCE,
         "predicate": {
             "buildDefinition": {

@@ -14,6 +14,7 @@ HELP: dict[str, str] = {
     "build": "build every target of the pipelines into DIR",
     "verify": "rebuild under varied conditions, compare, name the culprits",
     "compare": "compare two output dirs and explain each difference",
+    "plugin-check": "predict whether Go's plugin.Open in HOST accepts each PLUGIN",
     "merge": "combine shard outputs into one output dir, or require rebuilds to agree",
     "image": "load a built image into the engine, or push it to a registry",
     "toolchain": "provision pinned toolchains into the cache",
@@ -29,5 +30,5 @@ class Command(Protocol):
 
 
 def load(name: str) -> Command:
-    module: Command = importlib.import_module(f"reprobuild.commands.{name}")
+    module: Command = importlib.import_module(f"reprobuild.commands.{name.replace('-', '_')}")
     return module

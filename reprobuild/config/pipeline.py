@@ -47,6 +47,8 @@ class GoTarget:
     keep_gnu_build_id: bool = False
     line: int = 0
     image: ImageSpec | None = None  # the container image made from the binaries (config/image.py)
+    buildmode: str = "exe"  # exe | plugin (a Go plugin, loaded by `host` with plugin.Open)
+    host: str | None = None  # for a plugin: the target that loads it, built in lockstep with it
 
 
 @dataclass(frozen=True)
@@ -141,13 +143,15 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
             raise doc.error("a go pipeline needs `toolchain` (an entry of toolchains.lock, e.g. `go`)")
         mv = f.optional("module_version")
         targets_node = f.required("targets")
-        targets = tuple(_parse_go_target(t) for t in targets_node.sequence("targets"))
+        parsed = [_parse_go_target(t) for t in targets_node.sequence("targets")]
+        targets = tuple(t for t, _ in parsed)
         if not targets:
             raise targets_node.error("targets is empty")
         names = [t.name for t in targets]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise targets_node.error(f"target name(s) used twice: {', '.join(sorted(dup))}")
+        targets = _lockstep(targets, [keys for _, keys in parsed], targets_node)
         return Pipeline(**common, toolchain=toolchain, targets=targets,
                         version=mv.string("module_version") if mv else "0.0.0")
     if builder == "command":
@@ -166,9 +170,10 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
     return Pipeline(**common, toolchain=toolchain, extra=extra, paddle=paddle)  # type: ignore[arg-type]
 
 
-def _parse_go_target(node: Node) -> GoTarget:
+def _parse_go_target(node: Node) -> tuple[GoTarget, dict[str, Node]]:
+    """The target, and the nodes of the keys a plugin inherits from its host when it leaves them out."""
     f = Fields(node, "a target", {"name", "package", "cgo", "platforms", "ldflags", "tags", "archive",
-                                  "keep_gnu_build_id", "image"})
+                                  "keep_gnu_build_id", "image", "buildmode", "host"})
     name_node = f.required("name")
     name = name_node.string("target name")
     if not _NAME_RE.match(name):
@@ -216,4 +221,64 @@ def _parse_go_target(node: Node) -> GoTarget:
     if image is not None and any(not p.startswith("linux/") for p in platforms):
         raise image_node.error(f"target `{name}`: images are made for linux platforms only",  # type: ignore[union-attr]
                                "build the other platforms in a target without `image:`")
-    return GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line, image)
+    mode_node, host_node = f.optional("buildmode"), f.optional("host")
+    mode = mode_node.string(f"target `{name}`: buildmode") if mode_node else "exe"
+    if mode_node is not None and mode not in BUILDMODES:
+        raise mode_node.error(f"target `{name}`: buildmode `{mode}` is not one of {', '.join(BUILDMODES)}")
+    host = host_node.string(f"target `{name}`: host") if host_node else None
+    if mode == "plugin" and host is None:
+        raise node.error(f"target `{name}`: a plugin needs `host: <target>`, the target that loads it",
+                         "host and plugins are built in lockstep, and checked against each other")
+    if host is not None and mode != "plugin":
+        raise host_node.error(f"target `{name}`: `host` is only for `buildmode: plugin`")  # type: ignore[union-attr]
+    if mode == "plugin" and archive is not None:
+        raise arch_node.error(f"target `{name}`: a plugin is loaded from its file; no archive")  # type: ignore[union-attr]
+    inherited = {k: n for k, n in (("cgo", cgo_node), ("platforms", plat_node), ("tags", tags_node)) if n is not None}
+    if mode == "plugin" and image is not None:
+        raise image_node.error(f"target `{name}`: a plugin is loaded by its host, not run as an image")  # type: ignore[union-attr]
+    target = GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line, image,
+                      buildmode=mode, host=host)
+    return target, inherited
+
+
+BUILDMODES = ("exe", "plugin")
+
+
+def _lockstep(targets: tuple[GoTarget, ...], given: list[dict[str, Node]], where: Node) -> tuple[GoTarget, ...]:
+    """Plugins take their host's cgo, platforms and tags (Go's loader refuses anything built otherwise); a key
+    a plugin sets must agree with its host's. A host of plugins must be built with cgo (plugin.Open needs it)."""
+    import dataclasses
+
+    by_name = {t.name: t for t in targets}
+    result = []
+    for t, nodes in zip(targets, given, strict=True):
+        if t.buildmode != "plugin":
+            result.append(t)
+            continue
+        at = Location(where.path, t.line)
+        host = by_name.get(t.host or "")
+        if host is None or host.buildmode == "plugin":
+            raise FileError(at, f"target `{t.name}`: host `{t.host}` is not an executable target of this pipeline",
+                            f"targets: {', '.join(n for n, x in by_name.items() if x.buildmode == 'exe')}")
+        if not host.cgo:
+            raise FileError(Location(where.path, host.line), f"target `{host.name}` loads plugins, so it must be "
+                            "built with `cgo: true` (plugin.Open is implemented with cgo)")
+        if any(not p.startswith("linux/") for p in host.platforms):
+            raise FileError(at, f"target `{t.name}`: Go plugins are built here for linux only")
+        for key, mine, theirs in (("cgo", t.cgo, host.cgo), ("platforms", t.platforms, host.platforms),
+                                  ("tags", t.tags, host.tags)):
+            node = nodes.get(key)
+            if node is not None and mine != theirs:
+                raise node.error(f"target `{t.name}`: {key} must be its host `{host.name}`'s "
+                                 f"({_show(theirs)}), not {_show(mine)}",
+                                 "a plugin is built in lockstep with its host: leave the key out to inherit it")
+        result.append(dataclasses.replace(t, cgo=host.cgo, platforms=host.platforms, tags=host.tags))
+    return tuple(result)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)

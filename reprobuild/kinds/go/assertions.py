@@ -29,14 +29,31 @@ class Expectation:
     vendored: dict[str, str]  # module path -> version, from vendor/modules.txt (gomod.vendored_versions)
     forbidden_paths: tuple[str, ...]
     keep_gnu_build_id: bool = False
+    buildmode: str = "exe"
 
 
 def check_binary(binary: Path, go: Path, exp: Expectation) -> None:
     elf = ElfFile.open(binary)
     problems = binary_problems(binary, read_buildinfo(go, binary, elf), exp, elf)
+    if exp.buildmode == "plugin":
+        problems += plugin_problems(binary)
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise CheckFailed(f"target `{exp.target}`: {binary.name} failed its reproducibility assertions:\n{listed}")
+
+
+def plugin_problems(binary: Path) -> list[str]:
+    """What Go's loader needs a plugin to keep: the package hashes in its dynamic symbol table (resolved against
+    the host's at plugin.Open) and a plugin path (the import path: two plugins with one path cannot coexist)."""
+    from reprobuild.formats.goplugin import read_link_info
+
+    info = read_link_info(binary)
+    problems = []
+    if not info.exported or not info.packages:
+        problems.append("a plugin without package hashes in its dynamic symbol table: plugin.Open cannot check it")
+    if not info.pluginpath or info.pluginpath.startswith("plugin/unnamed-"):
+        problems.append(f"plugin path `{info.pluginpath}`: build the plugin from a package path (./dir), not files")
+    return problems
 
 
 def binary_problems(binary: Path, info: BuildInfo, exp: Expectation, elf: ElfFile | None = None) -> list[str]:
@@ -45,6 +62,8 @@ def binary_problems(binary: Path, info: BuildInfo, exp: Expectation, elf: ElfFil
         problems.append(f"built with {info.go_version or 'an unknown Go'}, the lock pins go{exp.go_version}")
     if info.settings.get("-trimpath") != "true":
         problems.append("not built with -trimpath (build paths are embedded)")
+    if info.settings.get("-buildmode", "exe") != exp.buildmode:
+        problems.append(f"-buildmode={info.settings.get('-buildmode')}, the pipeline says buildmode: {exp.buildmode}")
     want_cgo = "1" if exp.cgo else "0"
     if info.settings.get("CGO_ENABLED") != want_cgo:
         problems.append(f"CGO_ENABLED={info.settings.get('CGO_ENABLED')}, the pipeline says cgo: {exp.cgo}")

@@ -23,7 +23,8 @@ ARCH_LEVELS = {"GOAMD64": "v1", "GOARM64": "v8.0", "GOARM": "7", "GO386": "sse2"
 
 def binary_name(target: GoTarget, platform: str) -> str:
     goos, goarch = platform.split("/")
-    return f"{target.name}_{goos}_{goarch}" + (".exe" if goos == "windows" else "")
+    suffix = ".so" if target.buildmode == "plugin" else ".exe" if goos == "windows" else ""
+    return f"{target.name}_{goos}_{goarch}{suffix}"
 
 
 def ldflags(target: GoTarget, pipeline: Pipeline, sde: int) -> str:
@@ -90,6 +91,8 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
             name = binary_name(target, platform)
             say(f"{pipeline.name}: building {target.name} for {platform} ({ctx.backend.name} backend)")
             argv = [f"{goroot}/bin/go", "build", "-trimpath", "-buildvcs=false", "-mod=vendor"]
+            if target.buildmode != "exe":
+                argv.append(f"-buildmode={target.buildmode}")
             if target.tags:
                 argv += ["-tags", ",".join(target.tags)]
             argv += ["-ldflags", ldflags(target, pipeline, sde), "-o", f"{OUT}/{name}", target.package]
@@ -116,7 +119,7 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
             binary = out / name
             goassert.check_binary(binary, inst.go, goassert.Expectation(
                 target=target.name, go_version=tc.version, cgo=target.cgo, vendored=vendored,
-                forbidden_paths=forbidden, keep_gnu_build_id=target.keep_gnu_build_id))
+                forbidden_paths=forbidden, keep_gnu_build_id=target.keep_gnu_build_id, buildmode=target.buildmode))
             os.chmod(binary, 0o755)
             _package(target, binary, platform, sde)
 
