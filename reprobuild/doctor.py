@@ -44,6 +44,7 @@ class EngineFacts:
     info: Mapping[str, Any] = field(default_factory=dict)
     image_states: Mapping[str, str] = field(default_factory=dict)  # image label -> present | missing | stale
     leftovers: tuple[str, ...] = ()
+    configured: bool = True  # DOCKER_HOST, a Docker context or a local socket names one (builds then fail closed)
 
 
 @dataclass(frozen=True)
@@ -145,10 +146,13 @@ def check_engine(facts: Facts) -> Iterable[Finding]:
     if e.reachable:
         yield Finding("engine.reachable", "ok", e.detail, data=dict(e.info))
         return
+    then = ("builds that would use it stop with exit 3 (never a silent local build)" if e.configured
+            else "builds fall back to the local backend (not hermetic)")
     yield Finding("engine.unreachable", "error" if facts.docker_required else "warning",
-                  f"no Docker engine answers ({e.detail}); builds fall back to the local backend (not hermetic)",
+                  f"no container engine answers ({e.detail}); {then}",
                   "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install "
-                  "docker.io`) or point DOCKER_HOST at a running engine")
+                  "docker.io`, or `podman system service --time=0 &`), point DOCKER_HOST at a running engine, "
+                  "or build with `--backend local`")
 
 
 def check_lock(facts: Facts) -> Iterable[Finding]:
@@ -327,13 +331,18 @@ def _policy_facts(lock: Lock | None, root: Path | None, overrides: dict[str, str
 
 def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> EngineFacts:
     from reprobuild.backends import docker as docker_backend
+    from reprobuild.backends import engine
     from reprobuild.backends.images.spec import load_spec, spec_names
     from reprobuild.backends.images.store import ImageStore
     from reprobuild.toolchains.cache import entry_key
 
+    try:
+        configured = engine.configured() is not None
+    except engine.EngineError:
+        configured = True  # a Docker context that does not exist: named, and broken
     reachable, detail = docker_backend.probe()
     if not reachable:
-        return EngineFacts(False, detail)
+        return EngineFacts(False, detail, configured=configured)
     info = docker_backend.engine_info()
     store = ImageStore(docker_backend.engine(), cache.root, builders)
     states: dict[str, str] = {}

@@ -54,31 +54,48 @@ def no_leftovers() -> list[str]:
 
 # --- no engine: fall back or refuse ---------------------------------------------------------------
 
-def test_dead_socket_falls_back_to_local_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from reprobuild.backends import docker as docker_backend
+def test_no_engine_configured_falls_back_to_local_with_a_warning_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from reprobuild.backends import engine
 
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
-    monkeypatch.delenv("REPROBUILD_REQUIRE_DOCKER", raising=False)
-    ok, why = docker_backend.probe()
-    assert not ok and "dead.sock" in why
+    for name in ("DOCKER_HOST", "DOCKER_CONTEXT", "REPROBUILD_REQUIRE_DOCKER", "REPROBUILD_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.setattr(engine, "local_sockets", lambda environ: [str(tmp_path / "no-such.sock")])
+    assert engine.configured() is None
     backend = select_backend(None, lambda msg: print(msg, file=sys.stderr))
     assert backend.name == "local" and backend.hermetic is False
     err = capsys.readouterr().err
-    assert "no Docker engine answers" in err and "local backend" in err
+    assert err.startswith("warning: no container engine is configured") and len(err.splitlines()) >= 4
+    assert '"hermetic": false' in err and "--backend local" in err
 
 
-@pytest.mark.parametrize("how", ["--backend docker", "REPROBUILD_REQUIRE_DOCKER=1"])
-def test_dead_socket_with_docker_required_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    how: str) -> None:
+@pytest.mark.parametrize("how", ["--backend docker", "REPROBUILD_REQUIRE_DOCKER=1", "REPROBUILD_BACKEND=docker",
+                                 "default"])
+def test_a_configured_engine_that_does_not_answer_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            how: str) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
-    requested = "docker" if how.startswith("--") else None
-    if requested is None:
-        monkeypatch.setenv("REPROBUILD_REQUIRE_DOCKER", "1")
+    for name in ("REPROBUILD_REQUIRE_DOCKER", "REPROBUILD_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    if "=" in how:
+        monkeypatch.setenv(*how.split("=", 1))
     with pytest.raises(EnvironmentFailure) as err:
-        select_backend(requested, lambda msg: None)
+        select_backend("docker" if how.startswith("--") else None, lambda msg: None)
     assert err.value.exit_code == 3
-    assert "dockerd" in str(err.value) and "DOCKER_HOST" in str(err.value)
+    text = str(err.value)
+    assert f"unix://{tmp_path}/dead.sock" in text and "DOCKER_HOST" in text and "dockerd" in text
+
+
+def test_reprobuild_backend_local_chooses_local_and_a_bad_value_is_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobuild.errors import BadInput
+
+    monkeypatch.setenv("REPROBUILD_BACKEND", "local")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/dead.sock")  # never asked
+    said: list[str] = []
+    assert select_backend(None, said.append).name == "local" and said == []
+    monkeypatch.setenv("REPROBUILD_BACKEND", "dokcer")
+    with pytest.raises(BadInput, match="REPROBUILD_BACKEND=dokcer"):
+        select_backend(None, said.append)
 
 
 # --- the run contract -----------------------------------------------------------------------------
@@ -255,17 +272,18 @@ def test_an_engine_reached_over_tcp_runs_steps(debian_lock: Path, shared_cache_r
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """DOCKER_HOST=tcp://HOST:PORT (a remote engine) works as the local socket does: probe, run, stream, remove."""
     from reprobuild.backends import docker as docker_backend
-    from reprobuild.backends.dockerapi import engine_address
+    from reprobuild.backends import engine
     from reprobuild.config.lock import load_lock
 
-    local = engine_address()
+    where = engine.configured()
+    local = where.address if where is not None else ""
     if not local.startswith("unix://"):
         pytest.skip(f"the engine is not on a local socket ({local})")  # already remote: the other tests cover it
     bridge = TcpToEngine(local.removeprefix("unix://"))
     try:
         monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{bridge.port}")
         ok, why = docker_backend.probe()
-        assert ok and f"tcp://127.0.0.1:{bridge.port}" in why
+        assert ok and f"tcp://127.0.0.1:{bridge.port}" in why, why
         backend = docker_backend.DockerBackend(lock=load_lock(debian_lock), cache_root=shared_cache_root,
                                                builders_dir=REPO / "builders")
         lines: list[str] = []
@@ -517,3 +535,82 @@ def test_umask_time_and_locale_vary_where_the_image_can_and_are_reported_where_n
     assert r.returncode == 0, r.output
     assert set(r.unapplied) == {"umask", "time", "locales"}
     assert "no shell" in r.unapplied["umask"] and "libfaketime" in r.unapplied["time"]
+
+
+# --- any umask ------------------------------------------------------------------------------------
+
+HELLO_ONLY = """version: 1
+name: go-service
+builder: go
+toolchain: go
+source: examples/go-service
+module_version: 1.0.0
+targets:
+  - name: hello
+    package: ./cmd/hello
+    cgo: false
+    platforms: [linux/amd64]
+    ldflags:
+      main.version: "{version}"
+"""
+
+
+def cli_with_umask(umask: int, *args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reprobuild", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "REPROBUILD_CACHE": str(cache), "PYTHONPATH": str(REPO)}, umask=umask,
+                          timeout=900)
+
+
+@pytest.mark.docker
+@pytest.mark.go
+@pytest.mark.slow
+def test_umask_077_with_a_fresh_cache_gives_the_usual_bytes_on_docker_and_local(
+        docker_engine: str, go_wheel: Path, go_registry: Any, shared_cache_root: Path, tmp_path: Path) -> None:
+    """A user whose umask is 077 (their checkout private too) and whose cache is new: the toolchain is installed
+    with modes the container's build user can use, and both backends give the bytes of a umask-022 build."""
+    import shutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "examples" / "go-service", root / "examples" / "go-service", copy_function=shutil.copyfile)
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "go-service.yaml").write_text(HELLO_ONLY)
+    for dirpath, _, filenames in os.walk(root):  # as a umask-077 checkout is
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o600)
+    lock = ("--lock", str(REPO / "toolchains.lock"))
+    usual = cli_with_umask(0o022, "build", *lock, "--toolchain", "go=go-registry", "--backend", "local", "--no-cache",
+                           "--out", str(tmp_path / "usual"), cwd=root, cache=shared_cache_root)
+    assert usual.returncode == 0, usual.stderr
+    fresh = tmp_path / "fresh-cache"
+    imported = cli_with_umask(0o077, "toolchain", "import", *lock, str(go_wheel), cwd=root, cache=fresh)
+    assert imported.returncode == 0, imported.stderr
+    goroot = next(fresh.glob("**/tree/go/bin/go")).parent.parent
+    assert goroot.stat().st_mode & 0o777 == 0o755 and (goroot / "bin" / "go").stat().st_mode & 0o777 == 0o755
+    for backend in ("docker", "local"):
+        done = cli_with_umask(0o077, "build", *lock, "--toolchain", "go=go-registry", "--backend", backend,
+                              "--no-cache", "--out", str(tmp_path / backend), cwd=root, cache=fresh)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp_path / backend / "SHA256SUMS").read_text() == (tmp_path / "usual" / "SHA256SUMS").read_text()
+        manifest = json.loads((tmp_path / backend / "manifest.json").read_text())
+        assert {a["mode"] for a in manifest["artifacts"]} == {a["mode"] for a in json.loads(
+            (tmp_path / "usual" / "manifest.json").read_text())["artifacts"]}
+
+
+def test_container_config_is_the_same_for_both_engines_but_for_their_quirks(tmp_path: Path) -> None:
+    """The create body is planned without the engine (pure); Docker and Podman bodies differ only where they must."""
+    from reprobuild.backends.containers import DOCKER_QUIRKS, PODMAN_QUIRKS, container_config
+
+    spec = RunSpec(("make",), DEBIAN, env(), (Mount(tmp_path, SRC),), label="step")
+    docker = container_config(spec, "sha256:x", spec.mounts, "n", has_shell=True, hosts_file=tmp_path / "hosts")
+    podman = container_config(spec, "sha256:x", spec.mounts, "n", has_shell=True, hosts_file=tmp_path / "hosts",
+                              quirks=PODMAN_QUIRKS)
+    assert docker == container_config(spec, "sha256:x", spec.mounts, "n", has_shell=True,
+                                      hosts_file=tmp_path / "hosts", quirks=DOCKER_QUIRKS)
+    assert docker["HostConfig"]["Tmpfs"]["/rb/home"] == "rw,nosuid,nodev,size=256m,uid=1000,gid=1000,mode=0755"
+    assert podman["HostConfig"]["Tmpfs"]["/rb/home"] == "rw,nosuid,nodev,size=256m,U,mode=0755"  # no uid=
+    assert "Ulimits" not in docker["HostConfig"]
+    assert {u["Name"] for u in podman["HostConfig"]["Ulimits"]} == {"nofile", "nproc"}
+    assert "unset PWD && exec" in docker["Cmd"][2] and "unset PWD container TERM && exec" in podman["Cmd"][2]
+    differing = {k for k in docker["HostConfig"] if docker["HostConfig"][k] != podman["HostConfig"].get(k)}
+    assert differing == {"Tmpfs"} and {k for k in docker if docker[k] != podman[k]} == {"Cmd", "HostConfig"}

@@ -170,32 +170,76 @@ def hermetic_env(policy: EnvPolicy) -> dict[str, str]:
     return env
 
 
+BACKENDS = ("docker", "local")  # what --backend and REPROBUILD_BACKEND accept
+
+
 def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock | None = None,
                    cache_root: Path | None = None) -> Backend:
-    """`--backend docker|local`; default docker when an engine answers, local otherwise (said on stderr).
+    """`--backend docker|local` (else REPROBUILD_BACKEND); by default the most hermetic backend the host offers.
 
-    `lock` and `cache_root` tell the Docker backend which lock pins its images (`--lock`) and where its
-    image caches live; by default ./toolchains.lock (or REPROBUILD_LOCK) and the reprobuild cache.
+    Fail closed: an engine that is configured (DOCKER_HOST, a Docker context, a socket) must answer and accept
+    the build, or this is an EnvironmentFailure (exit 3) naming it, what it said and the fix. Only a host with
+    no engine configured at all falls back to the local backend, with a warning block (the manifest and
+    provenance then say `hermetic: false`). `lock` and `cache_root` tell the Docker backend which lock pins
+    its images and where its image caches live (default ./toolchains.lock or REPROBUILD_LOCK, the cache).
     """
-    from reprobuild.errors import EnvironmentFailure
+    from reprobuild.errors import BadInput
 
-    require = os.environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0")
-    if requested == "local":
-        from reprobuild.backends.local import LocalBackend
-
-        return LocalBackend()
-    if requested == "docker" or require or requested is None:
-        from reprobuild.backends import docker as docker_backend
-
-        reachable, why = docker_backend.probe()
-        if reachable:
-            return docker_backend.DockerBackend(lock=lock, cache_root=cache_root)
-        if requested == "docker" or require:
-            raise EnvironmentFailure(
-                f"no Docker engine answers ({why})",
-                "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install docker.io`), "
-                "point DOCKER_HOST at a running engine, or use `--backend local`")
-        say(f"no Docker engine answers ({why}); using the local backend (not hermetic)")
+    chosen = requested or os.environ.get("REPROBUILD_BACKEND", "").strip() or None
+    if chosen is not None and chosen not in BACKENDS:
+        raise BadInput(f"REPROBUILD_BACKEND={chosen}: not a backend (choose one of {', '.join(BACKENDS)})")
+    if os.environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0") and chosen is None:
+        chosen = "docker"
+    if chosen in (None, "docker"):
+        backend = _docker_backend(required=chosen == "docker", lock=lock, cache_root=cache_root)
+        if backend is not None:
+            return backend
+        say(NO_ENGINE_WARNING)
     from reprobuild.backends.local import LocalBackend
 
     return LocalBackend()
+
+
+NO_ENGINE_WARNING = """\
+warning: no container engine is configured (no DOCKER_HOST, no Docker context, no Docker or Podman socket)
+  building with the LOCAL backend: NOT hermetic (host tools, host network, host user and paths)
+  manifest.json and the provenance record "hermetic": false
+  for hermetic builds: start Docker (`dockerd`) or Podman (`podman system service`), or set DOCKER_HOST;
+  `--backend local` (or REPROBUILD_BACKEND=local) chooses the local backend without this warning"""
+
+
+def _docker_backend(required: bool, lock: Lock | None, cache_root: Path | None) -> Backend | None:
+    """The Docker backend on the configured engine, connected; None when no engine is configured (and none is
+    required). An engine that is configured but does not answer, or refuses, is exit 3."""
+    from reprobuild.backends import engine
+    from reprobuild.errors import EnvironmentFailure
+
+    where: engine.Endpoint | None = None
+    try:
+        where = engine.configured()
+        if where is None and not required:
+            return None
+        from reprobuild.backends.docker import DockerBackend
+
+        backend = DockerBackend(lock=lock, cache_root=cache_root, client=engine.Engine(where))
+        backend.connect()
+        return backend
+    except engine.EngineError as exc:
+        address = where.address if where is not None else f"unix://{engine.DEFAULT_SOCKET}"
+        named = f" (from {where.origin})" if where is not None else ""
+        if "ermission denied" in str(exc):
+            raise EnvironmentFailure(
+                f"the container engine at {address}{named} refused this user: {exc}",
+                "run as a user the engine's socket admits (the `docker` group, or root), use a rootless engine "
+                "(`podman system service` as this user; DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock), "
+                "or choose `--backend local` (not hermetic)") from None
+        if exc.status:
+            raise EnvironmentFailure(
+                f"the container engine at {address}{named} refused: {exc}",
+                "upgrade or reconfigure the engine or the client as it says (a pinned DOCKER_API_VERSION can be "
+                "unset), check permission on its socket, or choose `--backend local` (not hermetic)") from None
+        raise EnvironmentFailure(
+            f"no container engine answers at {address}{named}: {exc}",
+            "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install docker.io`, or "
+            "`podman system service --time=0 &`), point DOCKER_HOST at a running engine, "
+            "or use `--backend local`") from None

@@ -4,7 +4,7 @@ Both start from a layout checked against the build's proof: every file of the la
 the output dir's SHA256SUMS with its digest, and every blob must hash to its name. A layout changed
 after the build is refused before anything is sent (its digest would no longer be the built one).
 
-    check (SHA256SUMS, blobs) → load: one platform's docker-archive → the engine (Docker SDK)
+    check (SHA256SUMS, blobs) → load: one platform's docker-archive → the engine (backends/engine.py)
                               → push: blobs (HEAD, else POST+PUT) → manifests by digest → the tag
 """
 
@@ -62,47 +62,37 @@ def checked_layout(path: Path) -> oci.Layout:
 
 def load(layout: oci.Layout, platform: str | None = None) -> tuple[str, str]:
     """Load one platform's image (default: the engine's) into the Docker or Podman engine that
-    DOCKER_HOST names; returns (image ID, tag). The ID is the config's digest, checked."""
-    client = _engine()
-    if platform is None:
-        info = client.version()
-        platform = f"{info.get('Os', 'linux')}/{_ARCH.get(info.get('Arch', ''), info.get('Arch', ''))}"
-    image = layout.image_for(platform)
-    if image is None:
-        have = ", ".join(str(i.platform) for i in layout.images)
-        raise BadInput(f"{layout.root}: no image for {platform} (the layout has {have})", "pass --platform")
-    tag = layout.name or f"{layout.root.name.removesuffix('.oci')}:{layout.ref or 'latest'}"
-    with tempfile.TemporaryDirectory(prefix="reprobuild-load-") as tmp:
-        archive = Path(tmp) / "image.tar"
-        oci.write_docker_archive(layout, image, archive, tag)
-        try:
-            with open(archive, "rb") as fh:
-                client.images.load(fh)
-            loaded = client.images.get(tag).id
-        except Exception as exc:
-            raise EnvironmentFailure(f"the engine did not load {layout.root}: {exc}") from None
+    DOCKER_HOST (or the Docker context) names; returns (image ID, tag). The ID is the config's digest, checked."""
+    from reprobuild.backends.engine import Engine, EngineError
+
+    try:
+        client = Engine()
+        facts = client.connect()
+    except EngineError as exc:
+        raise EnvironmentFailure(f"no Docker or Podman engine answers: {exc}",
+                                 "start the engine, or point DOCKER_HOST at it") from None
+    try:
+        platform = platform or facts.platform
+        image = layout.image_for(platform)
+        if image is None:
+            have = ", ".join(str(i.platform) for i in layout.images)
+            raise BadInput(f"{layout.root}: no image for {platform} (the layout has {have})", "pass --platform")
+        tag = layout.name or f"{layout.root.name.removesuffix('.oci')}:{layout.ref or 'latest'}"
+        with tempfile.TemporaryDirectory(prefix="reprobuild-load-") as tmp:
+            archive = Path(tmp) / "image.tar"
+            oci.write_docker_archive(layout, image, archive, tag)
+            try:
+                with open(archive, "rb") as fh:
+                    client.load(fh)
+                loaded = str(client.image(tag)["Id"])
+            except EngineError as exc:
+                raise EnvironmentFailure(f"the {facts.product} engine at {facts.address} did not load "
+                                         f"{layout.root}: {exc}") from None
+    finally:
+        client.close()
     if loaded != image.config.digest:
         raise CheckFailed(f"the engine gave {tag} the ID {loaded}, not the config digest {image.config.digest}")
     return loaded, tag
-
-
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
-
-
-def _engine() -> Any:
-    """The engine, through the Docker SDK (imported only here: the one place `image load` talks to it)."""
-    try:
-        import docker
-    except ImportError:
-        raise EnvironmentFailure("`reprobuild image load` needs the Docker SDK", "pip install docker") from None
-    try:
-        client = docker.from_env(version="auto")
-        client.ping()
-    except Exception as exc:
-        host = os.environ.get("DOCKER_HOST", "")
-        raise EnvironmentFailure(f"no Docker or Podman engine answers (DOCKER_HOST={host!r}): {exc}",
-                                 "start the engine, or point DOCKER_HOST at it") from None
-    return client
 
 
 # --- push ---------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ class GoTarget:
     image: ImageSpec | None = None  # the container image made from the binaries (config/image.py)
     buildmode: str = "exe"  # exe | plugin (a Go plugin, loaded by `host` with plugin.Open)
     host: str | None = None  # for a plugin: the target that loads it, built in lockstep with it
+    forbidden_strings: tuple[str, ...] = ()  # also refused in the binary, wherever they occur
+    allowed_strings: tuple[str, ...] = ()  # a forbidden path inside a string holding one of these is accepted
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,8 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
 def _parse_go_target(node: Node) -> tuple[GoTarget, dict[str, Node]]:
     """The target, and the nodes of the keys a plugin inherits from its host when it leaves them out."""
     f = Fields(node, "a target", {"name", "package", "cgo", "platforms", "ldflags", "tags", "archive",
-                                  "keep_gnu_build_id", "image", "buildmode", "host"})
+                                  "keep_gnu_build_id", "image", "buildmode", "host", "forbidden_strings",
+                                  "allowed_strings"})
     name_node = f.required("name")
     name = name_node.string("target name")
     if not _NAME_RE.match(name):
@@ -237,8 +240,28 @@ def _parse_go_target(node: Node) -> tuple[GoTarget, dict[str, Node]]:
     if mode == "plugin" and image is not None:
         raise image_node.error(f"target `{name}`: a plugin is loaded by its host, not run as an image")  # type: ignore[union-attr]
     target = GoTarget(name, package, cgo, platforms, tuple(ldflags), tags, archive, keep, node.line, image,
-                      buildmode=mode, host=host)
+                      buildmode=mode, host=host,
+                      forbidden_strings=_assertion_strings(f.optional("forbidden_strings"), name, "forbidden_strings"),
+                      allowed_strings=_assertion_strings(f.optional("allowed_strings"), name, "allowed_strings"))
     return target, inherited
+
+
+def _assertion_strings(node: Node | None, target: str, key: str) -> tuple[str, ...]:
+    """A target's extra forbidden or allowed strings: a list of distinct strings of 4 characters or more (a
+    shorter one would match almost any binary by chance)."""
+    if node is None:
+        return ()
+    found: list[str] = []
+    for item in node.sequence(f"target `{target}`: {key}"):
+        text = item.string(f"each item of target `{target}`: {key}")
+        if len(text) < 4:
+            raise item.error(f"target `{target}`: {key} item {text!r} is shorter than 4 characters",
+                             "a string that short matches almost any binary by chance")
+        if text in found:
+            raise item.error(f"target `{target}`: {key} lists {text!r} twice")
+        found.append(text)
+    return tuple(found)
+
 
 
 BUILDMODES = ("exe", "plugin")

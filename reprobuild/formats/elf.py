@@ -6,8 +6,10 @@ comparator need, in pure Python (no pyelftools, no binutils): 32/64-bit, either 
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +46,34 @@ class Note:
     owner: bytes
     type: int
     desc: bytes
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where a string was found: the section (`file` outside any), the offset in it (in the decompressed bytes of
+    a compressed section), and the printable string around it, so a reader can judge what it is."""
+
+    section: str
+    offset: int
+    context: str
+
+    def describe(self) -> str:
+        return f"{self.section} at offset {self.offset:#x}: \"{self.context}\""
+
+
+# Bytes that continue a path: a match must not be glued to them (`/root` in `/proc/%d/root/%s` is not the path).
+_PATH_BYTES = rb"A-Za-z0-9._~+@%-"
+CONTEXT = 60  # printable bytes shown on each side of a hit
+
+
+def _printable_around(data: bytes, start: int, end: int) -> str:
+    lo = start
+    while lo > max(0, start - CONTEXT) and 0x20 <= data[lo - 1] < 0x7F:
+        lo -= 1
+    hi = end
+    while hi < min(len(data), end + CONTEXT) and 0x20 <= data[hi] < 0x7F:
+        hi += 1
+    return data[lo:hi].decode("ascii")
 
 
 class ElfFile:
@@ -182,6 +212,49 @@ class ElfFile:
             places.append("file")
         return places
 
+    def find_path(self, path: str, limit: int = 5) -> list[Hit]:
+        """Where `path` occurs as a whole path prefix: ending where a path component ends, and not continuing
+        a longer path (`/root` matches `/root/.cache/x` and `"/root"`, not `/proc/%d/root/%s` nor `/rootfs`).
+        Go packs string literals without separators, so a match glued to a word that holds no `/` still counts.
+        At most `limit` hits, each with its offset and surrounding printable string."""
+        needle = path.rstrip("/").encode() or b"/"
+        pattern = re.compile(re.escape(needle) + rb"(?![" + _PATH_BYTES + rb"])")
+        return self.find_pattern(pattern, needle, limit, whole=True)
+
+    def find_string(self, text: str, limit: int = 5) -> list[Hit]:
+        """Where `text` occurs anywhere (a pipeline's extra forbidden string)."""
+        needle = text.encode()
+        return self.find_pattern(re.compile(re.escape(needle)), needle, limit)
+
+    def find_pattern(self, pattern: re.Pattern[bytes], needle: bytes, limit: int = 5, whole: bool = False) -> list[Hit]:
+        """Hits of `pattern` (which matches `needle`), section by section; `whole`: not those continuing a path."""
+        hits: list[Hit] = []
+        in_file = needle in self.data  # a stored section holds it only if the file does
+        covered: list[tuple[int, int]] = []
+        for s in self.sections:
+            if not s.size or s.type == SHT_NOBITS or len(hits) >= limit:
+                continue
+            if not s.compressed:
+                covered.append((s.offset, s.offset + s.size))
+                if in_file:
+                    hits += [Hit(s.name or "(unnamed)", m.start() - s.offset,
+                                 _printable_around(self.data, m.start(), m.end()))
+                             for m in _limited(pattern.finditer(self.data, s.offset, s.offset + s.size), limit,
+                                               self.data if whole else None)]
+                continue
+            try:
+                body = self.contents(s)
+            except ElfError:  # a compression this reader lacks: search the stored bytes
+                body = self.raw(s)
+            if needle in body:
+                hits += [Hit(f"{s.name} (decompressed)", m.start(), _printable_around(body, m.start(), m.end()))
+                         for m in _limited(pattern.finditer(body), limit, body if whole else None)]
+        if in_file and not hits:  # outside every section (headers, padding)
+            hits += [Hit("file", m.start(), _printable_around(self.data, m.start(), m.end()))
+                     for m in _limited(pattern.finditer(self.data), limit, self.data if whole else None)
+                     if not any(a <= m.start() < b for a, b in covered)]
+        return hits[:limit]
+
     @cached_property
     def _loaded(self) -> list[Section]:
         return [s for s in self.sections if s.flags & SHF_ALLOC and s.type != SHT_NOBITS and s.addr]
@@ -206,3 +279,26 @@ def _inflate(body: bytes, limit: int, name: str) -> bytes:
     except zlib.error as exc:
         raise ElfError(f"section {name}: {exc}") from None
     return out
+
+
+_PATH_SET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~+@%-")
+
+
+def continues_a_path(data: bytes, start: int) -> bool:
+    """Whether the bytes before `start` are a path that a match at `start` would continue: a `/`, possibly
+    followed by a name (`/proc/%d` before `/root`). A word with no `/` before it is only a neighbour."""
+    i = start
+    while i > 0 and start - i < 255 and data[i - 1] in _PATH_SET:
+        i -= 1
+    return i > 0 and data[i - 1] == 0x2F
+
+
+def _limited(matches: Iterator[re.Match[bytes]], limit: int, whole_in: bytes | None = None) -> list[re.Match[bytes]]:
+    found = []
+    for m in matches:
+        if whole_in is not None and continues_a_path(whole_in, m.start()):
+            continue
+        found.append(m)
+        if len(found) >= limit:
+            break
+    return found

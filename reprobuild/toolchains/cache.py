@@ -177,6 +177,8 @@ class ToolchainCache:
             staged = work / "entry"
             tree = staged / "tree"
             tree.mkdir(parents=True)
+            for made in (staged, tree):  # 0755 whatever the caller's umask: a build user of any uid reads the tree
+                os.chmod(made, 0o755)
             records: dict[str, str] = {}
             for pf, archive in zip(pin.files, archives, strict=True):
                 limit = max(archive.stat().st_size * MAX_UNPACK_RATIO, MIN_UNPACK_ALLOWANCE)

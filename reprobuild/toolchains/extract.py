@@ -26,6 +26,12 @@ from reprobuild.errors import UnsafeArchive
 CHUNK = 1 << 20
 
 
+
+def _mkdir(path: str) -> None:
+    """A directory of the tree, 0755 whatever the caller's umask (a container's build user must enter it)."""
+    os.mkdir(path, 0o755)
+    os.chmod(path, 0o755)
+
 class _Writer:
     """Writes members under `dest`, refusing anything that would land outside it.
 
@@ -37,6 +43,7 @@ class _Writer:
 
     def __init__(self, dest: Path, archive: str, max_bytes: int, rootfs: bool = False) -> None:
         dest.mkdir(parents=True, exist_ok=True)
+        os.chmod(dest, 0o755)
         self.rootfs = rootfs  # the tree is a root filesystem (an image base): `/x` means the tree's own /x
         self.dest = dest.resolve()
         self.root = str(self.dest)
@@ -85,7 +92,7 @@ class _Writer:
             except FileNotFoundError:
                 if not create:
                     raise self.refuse(member, f"`{cur}` does not exist in the tree") from None
-                os.mkdir(self._path(cur), 0o755)
+                _mkdir(self._path(cur))
                 self._dirs.add(cur)
                 continue
             if stat.S_ISLNK(mode):
@@ -101,7 +108,7 @@ class _Writer:
         self._parents(name, rel)
         path = self._path(rel)
         try:
-            os.mkdir(path, 0o755)
+            _mkdir(path)
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 raise self.refuse(name, "directory collides with another member") from None

@@ -1,6 +1,10 @@
 """Assertions after every Go build: what `go version -m` and the ELF file say must match the pins.
 
-A failed assertion is exit 1 (CheckFailed), naming the target and what was found.
+A failed assertion is exit 1 (CheckFailed), naming the target and what was found. Forbidden paths are the
+paths the build could see (source, build root, caches, toolchain, the home it was given), matched as whole
+paths: `/root` is found in `/root/go/x.go` and `"/root"`, never inside `/proc/%d/root/%s`. A pipeline target
+adds its own `forbidden_strings` (found anywhere) and `allowed_strings` (a hit whose surrounding string holds
+one is accepted). Each finding names the section, the offset and the printable string around it.
 """
 
 from __future__ import annotations
@@ -8,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reprobuild.backends import HOME, OUT, SRC
 from reprobuild.errors import CheckFailed
-from reprobuild.formats.elf import ElfFile
+from reprobuild.formats.elf import ElfFile, Hit
 from reprobuild.formats.gobuildinfo import BuildInfo, from_go_version, read_build_info
 
 
@@ -21,6 +26,17 @@ def read_buildinfo(go: Path, binary: Path, elf: ElfFile | None = None) -> BuildI
     return info or from_go_version(go, binary) or BuildInfo("")
 
 
+def visible_paths(source: Path, build_root: Path, toolchain: Path, cache: Path, backend: object) -> tuple[str, ...]:
+    """The paths a build could see, on the host and inside the build: the source, the build root (staging), the
+    toolchain tree, the caches, the fixed /rb paths, and, for a backend that builds on the host, its scratch root
+    (where the home it gives the build is). Not the invoking user's home: no build sees it."""
+    paths = {str(source), str(build_root), str(toolchain), str(cache), SRC, OUT, HOME}
+    scratch = getattr(backend, "scratch_base", None)
+    if isinstance(scratch, Path):
+        paths.add(str(scratch))
+    return tuple(sorted(paths))
+
+
 @dataclass(frozen=True)
 class Expectation:
     target: str
@@ -30,6 +46,8 @@ class Expectation:
     forbidden_paths: tuple[str, ...]
     keep_gnu_build_id: bool = False
     buildmode: str = "exe"
+    forbidden_strings: tuple[str, ...] = ()  # the pipeline target's own, matched anywhere
+    allowed_strings: tuple[str, ...] = ()  # a hit inside a string holding one of these is accepted
 
 
 def check_binary(binary: Path, go: Path, exp: Expectation) -> None:
@@ -82,17 +100,24 @@ def binary_problems(binary: Path, info: BuildInfo, exp: Expectation, elf: ElfFil
         problems.append(f"Go build ID present ({go_id[:24].decode('ascii', 'replace')}...); link with -buildid=")
     if not exp.keep_gnu_build_id and elf.section(".note.gnu.build-id") is not None:
         problems.append("GNU build ID present (.note.gnu.build-id); link with -extldflags=-Wl,--build-id=none")
-    absent: list[str] = []
-    found: dict[str, list[str]] = {}
-    for path in sorted((p for p in exp.forbidden_paths if len(p) >= 5), key=len):  # shorter ones first
-        if any(short in path for short in absent):
-            continue  # a path holding an absent one cannot be in the file either
-        places = elf.find(path.encode())
-        if places:
-            found[path] = places
-        else:
-            absent.append(path)
-    for path in exp.forbidden_paths:
-        if path in found:
-            problems.append(f"embeds the path {path} (in {', '.join(found[path][:5])})")
+    problems += embedded_path_problems(elf, exp)
+    return problems
+
+
+def embedded_path_problems(elf: ElfFile, exp: Expectation) -> list[str]:
+    """The forbidden paths (as whole paths) and strings the binary holds, minus what the target allows."""
+
+    def judged(hits: list[Hit]) -> list[Hit]:
+        return [h for h in hits if not any(ok in h.context for ok in exp.allowed_strings)]
+
+    problems = []
+    for path in sorted({p.rstrip("/") for p in exp.forbidden_paths if len(p.rstrip("/")) >= 4}):
+        hits = judged(elf.find_path(path))
+        if hits:
+            problems.append(f"embeds the path {path} (" + "; ".join(h.describe() for h in hits[:3]) + ")")
+    for text in exp.forbidden_strings:
+        hits = judged(elf.find_string(text))
+        if hits:
+            problems.append(f"embeds the forbidden string {text!r} (" + "; ".join(h.describe() for h in hits[:3])
+                            + ")")
     return problems

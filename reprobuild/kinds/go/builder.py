@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reprobuild.backends import CACHE, OUT, SRC, TOOLCHAIN, UID, ImageRef, Mount, RunSpec
+from reprobuild.backends import CACHE, OUT, TOOLCHAIN, UID, ImageRef, Mount, RunSpec
 from reprobuild.build.parallel import map_ordered
 from reprobuild.config.model import host_platform
 from reprobuild.config.pipeline import GoTarget, Pipeline, source_date_epoch
@@ -81,8 +81,7 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
     pin_root = inst.root.relative_to(inst.tree).as_posix()
     goroot = f"{TOOLCHAIN}/{pin_root}".rstrip("/")
     vendored = vendored_versions(pipeline.source)
-    forbidden = tuple(sorted({str(pipeline.source), str(ctx.staging), str(inst.tree), str(ctx.cache.root), SRC,
-                              OUT, "/rb/home", str(Path.home()) + "/"}))
+    forbidden = goassert.visible_paths(pipeline.source, ctx.staging, inst.tree, ctx.cache.root, ctx.backend)
     for target in pipeline.targets:
         image = ImageRef("debian" if target.cgo else "go", inst.tree)
         ctx.ensure_image(image)
@@ -119,7 +118,8 @@ def build(pipeline: Pipeline, ctx: BuildContext) -> None:
             binary = out / name
             goassert.check_binary(binary, inst.go, goassert.Expectation(
                 target=target.name, go_version=tc.version, cgo=target.cgo, vendored=vendored,
-                forbidden_paths=forbidden, keep_gnu_build_id=target.keep_gnu_build_id, buildmode=target.buildmode))
+                forbidden_paths=forbidden, keep_gnu_build_id=target.keep_gnu_build_id, buildmode=target.buildmode,
+                forbidden_strings=target.forbidden_strings, allowed_strings=target.allowed_strings))
             os.chmod(binary, 0o755)
             _package(target, binary, platform, sde)
 
