@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reprobuild.backends import Availability
 from reprobuild.config.model import Lock, host_platform
 from reprobuild.config.policy import Finding as PolicyFinding
 from reprobuild.toolchains.cache import ToolchainCache
@@ -63,6 +64,7 @@ class Facts:
     # `build` would refuse), or why they could not be judged.
     policy: tuple[PolicyFinding, ...] = ()
     policy_error: str | None = None
+    backends: tuple[Availability, ...] = ()  # every backend, most hermetic first, and whether it runs here
 
 
 @dataclass(frozen=True)
@@ -146,13 +148,29 @@ def check_engine(facts: Facts) -> Iterable[Finding]:
     if e.reachable:
         yield Finding("engine.reachable", "ok", e.detail, data=dict(e.info))
         return
+    chosen = next((b.name for b in facts.backends if b.available), "local")
     then = ("builds that would use it stop with exit 3 (never a silent local build)" if e.configured
-            else "builds fall back to the local backend (not hermetic)")
+            else f"builds use the {chosen} backend" + (" (not hermetic)" if chosen == "local" else ""))
     yield Finding("engine.unreachable", "error" if facts.docker_required else "warning",
                   f"no container engine answers ({e.detail}); {then}",
                   "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install "
                   "docker.io`, or `podman system service --time=0 &`), point DOCKER_HOST at a running engine, "
                   "or build with `--backend local`")
+
+
+def check_backends(facts: Facts) -> Iterable[Finding]:
+    """Which backend builds use by default here, and why each more hermetic one is not available."""
+    for found in facts.backends:
+        if found.available:
+            severity = "warning" if found.name == "local" else "ok"
+            yield Finding("backend.default", severity,
+                          f"builds use the {found.name} backend by default: {found.detail}",
+                          "make a more hermetic backend available (see the findings above)" if found.name == "local"
+                          else None, {"backend": found.name})
+            return
+        yield Finding(f"backend.{found.name}.unavailable", "info" if found.name == "docker" else "warning",
+                      f"the {found.name} backend is not available: {found.detail}", found.fix or None,
+                      {"backend": found.name})
 
 
 def check_lock(facts: Facts) -> Iterable[Finding]:
@@ -219,9 +237,17 @@ def check_images(facts: Facts) -> Iterable[Finding]:
         yield Finding(f"image.{label}.{state}", severity, f"builder image `{label}`: {state}", hint)
 
 
+def masked(value: str) -> str:
+    """A host value as doctor shows it: `0`/`1`/empty as they are, anything else only by its length
+    (GOFLAGS and CGO_* values carry tokens, paths and user names; text and --json go into CI logs)."""
+    if value in ("", "0", "1"):
+        return repr(value)
+    return f"<masked, {len(value)} characters>"
+
+
 def check_environment(facts: Facts) -> Iterable[Finding]:
     for name, leak in leaking_variables(facts.environ):
-        shown = "" if leak.secret else f"={facts.environ[name]!r}"
+        shown = "" if leak.secret else f"={masked(facts.environ[name])}"
         yield Finding(f"env.leak.{name}", "info" if leak.secret else leak.severity,
                       f"{name}{shown} is set on this host: {leak.why}; reprobuild builds never see it "
                       "(the environment is an allowlist), but a plain build here would",
@@ -249,6 +275,7 @@ def check_leftovers(facts: Facts) -> Iterable[Finding]:
 
 RULES: tuple[Rule, ...] = (
     Rule("engine", "Docker engine reachable", check_engine),
+    Rule("backends", "the most hermetic backend this host offers", check_backends),
     Rule("lock", "the lock is valid", check_lock),
     Rule("toolchains", "pinned toolchains in the cache", check_toolchains),
     Rule("images", "builder images pinned and present", check_images),
@@ -303,9 +330,24 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
     builders = builders_dir or default_builders_dir(lock_path)
     rootfs = tuple(sorted((p.name, p.stat().st_size) for p in (cache.root / "images" / "rootfs").glob("*.tar")))
     judged, policy_error = _policy_facts(lock, root, dict(overrides or {}), environ)
-    return Facts(environ, lock, lock_error, cache, builders, _engine_facts(lock, cache, builders),
+    engine = _engine_facts(lock, cache, builders)
+    return Facts(environ, lock, lock_error, cache, builders, engine,
                  docker_required=environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"), rootfs_cache=rootfs,
-                 policy=judged, policy_error=policy_error)
+                 policy=judged, policy_error=policy_error, backends=_backend_facts(cache, engine))
+
+
+def _backend_facts(cache: ToolchainCache, engine: EngineFacts) -> tuple[Availability, ...]:
+    """The backends in select_backend's order; Docker's answer is the one the engine facts already hold."""
+    from reprobuild.backends import PROBES
+
+    found = []
+    for name, check in PROBES:
+        if name == "docker":  # the engine was asked once already
+            detail = engine.detail if engine.reachable else f"no Docker engine answers ({engine.detail})"
+            found.append(Availability(name, engine.reachable, detail, "start one, or point DOCKER_HOST at one"))
+        else:
+            found.append(check(cache.root))
+    return tuple(found)
 
 
 def _policy_facts(lock: Lock | None, root: Path | None, overrides: dict[str, str],

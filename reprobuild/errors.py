@@ -64,6 +64,16 @@ class FileError(BadInput):
         self.problem = problem
 
 
+class UnsafeOutput(BadInput):
+    """A build left in its output a symbolic link leaving the output dir (exit 2, naming the link)."""
+
+    def __init__(self, link: str, problem: str) -> None:
+        super().__init__(f"{link}: a symbolic link in the build output that points outside it ({problem}); "
+                         "reprobuild never follows a link out of $OUT",
+                         "write the file itself into $OUT, or make the link relative and inside $OUT")
+        self.link = link
+
+
 class CheckFailed(ReprobuildError):
     """A `--check`, an assertion or a comparison found a difference (exit 1)."""
 

@@ -60,7 +60,8 @@ def run(
     try:
         if on_line is None:
             proc = subprocess.run(args, env=dict(env) if env is not None else None, cwd=cwd,
-                                  capture_output=True, text=True, timeout=timeout, input=input_text,
+                                  capture_output=True, text=True, encoding="utf-8", errors="replace",
+                                  timeout=timeout, input=input_text,
                                   preexec_fn=preexec, check=False)
             done = Completed(tuple(args), proc.returncode, proc.stdout, proc.stderr)
         else:
@@ -87,6 +88,7 @@ def kill_running() -> None:
 def _run_streaming(args: list[str], env: Mapping[str, str] | None, cwd: Path | None, timeout: float | None,
                    on_line: Callable[[str], None], preexec: Callable[[], object] | None) -> Completed:
     proc = subprocess.Popen(args, env=dict(env) if env is not None else None, cwd=cwd, text=True,
+                            encoding="utf-8", errors="replace",  # a step's bytes are not ours to trust
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec,
                             start_new_session=True)
 

@@ -63,6 +63,8 @@ def test_no_engine_configured_falls_back_to_local_with_a_warning_block(
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
     monkeypatch.setattr(engine, "local_sockets", lambda environ: [str(tmp_path / "no-such.sock")])
     assert engine.configured() is None
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no bwrap either: the sandbox backend is not available
     backend = select_backend(None, lambda msg: print(msg, file=sys.stderr))
     assert backend.name == "local" and backend.hermetic is False
     err = capsys.readouterr().err
@@ -79,6 +81,9 @@ def test_a_configured_engine_that_does_not_answer_is_exit_3(tmp_path: Path, monk
         monkeypatch.delenv(name, raising=False)
     if "=" in how:
         monkeypatch.setenv(*how.split("=", 1))
+    if how == "default":  # a sandbox, where one can be made, is chosen before any engine: hide bwrap
+        (tmp_path / "bin").mkdir()
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     with pytest.raises(EnvironmentFailure) as err:
         select_backend("docker" if how.startswith("--") else None, lambda msg: None)
     assert err.value.exit_code == 3

@@ -19,9 +19,9 @@ MAX_ROOT_MODULES = 8
 MAX_LINES = 400
 # Modules allowed over MAX_LINES for now, and why. Remove an entry as soon as its module is split.
 LONG_MODULES = {
-    # Its run() is being split (a pure container-config function and a mounts context manager), and its engine
-    # client replaced by the Docker SDK on another branch; 408 lines until then.
-    "backends/docker.py",
+    # The one module that talks to the engine: where it is (DOCKER_HOST forms, contexts, Podman sockets), the
+    # negotiated API version and the calls a step makes; 409 lines. Its endpoint resolution can move out.
+    "backends/engine.py",
 }
 
 

@@ -170,31 +170,91 @@ def hermetic_env(policy: EnvPolicy) -> dict[str, str]:
     return env
 
 
-BACKENDS = ("docker", "local")  # what --backend and REPROBUILD_BACKEND accept
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here: what was found, or why not and what to do about it."""
+
+    name: str
+    available: bool
+    detail: str
+    fix: str = ""
+
+
+def probe_sandbox(cache_root: Path | None = None) -> Availability:
+    from reprobuild.backends import sandbox
+
+    found = sandbox.probe(cache_root)
+    return Availability("sandbox", found.ok, found.detail, found.fix)
+
+
+def probe_docker(cache_root: Path | None = None) -> Availability:
+    from reprobuild.backends import docker
+
+    reachable, why = docker.probe()
+    return Availability("docker", reachable, why if reachable else f"no container engine answers ({why})",
+                        "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install "
+                        "docker.io`, or `podman system service --time=0 &`), or point DOCKER_HOST at a running engine")
+
+
+def probe_local(cache_root: Path | None = None) -> Availability:
+    return Availability("local", True, "the host itself (not hermetic)")
+
+
+# The backends, most hermetic first: the default is the first one available (what --backend and
+# REPROBUILD_BACKEND accept, too).
+PROBES: tuple[tuple[str, Callable[[Path | None], Availability]], ...] = (
+    ("sandbox", probe_sandbox), ("docker", probe_docker), ("local", probe_local))
+BACKENDS = tuple(name for name, _ in PROBES)
+
+
+def availability(cache_root: Path | None = None) -> list[Availability]:
+    """Every backend, in order of preference, with whether it can run here (for `doctor`)."""
+    return [check(cache_root) for _, check in PROBES]
 
 
 def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock | None = None,
                    cache_root: Path | None = None) -> Backend:
-    """`--backend docker|local` (else REPROBUILD_BACKEND); by default the most hermetic backend the host offers.
+    """`--backend sandbox|docker|local` (else REPROBUILD_BACKEND); by default the most hermetic backend the host
+    offers: the sandbox where one can be made, else the configured container engine, else local. An engine named
+    in the environment (DOCKER_HOST or DOCKER_CONTEXT) chooses docker, as REPROBUILD_REQUIRE_DOCKER=1 does.
 
-    Fail closed: an engine that is configured (DOCKER_HOST, a Docker context, a socket) must answer and accept
-    the build, or this is an EnvironmentFailure (exit 3) naming it, what it said and the fix. Only a host with
-    no engine configured at all falls back to the local backend, with a warning block (the manifest and
-    provenance then say `hermetic: false`). `lock` and `cache_root` tell the Docker backend which lock pins
-    its images and where its image caches live (default ./toolchains.lock or REPROBUILD_LOCK, the cache).
+    Fail closed: a requested backend that cannot run is exit 3 with the reason and the fix; an engine that is
+    configured (DOCKER_HOST, a Docker context, a socket) must answer and accept the build, or this is exit 3
+    naming it, what it said and the fix. Only a host with neither a sandbox nor any engine configured falls back
+    to the local backend, with a warning block (the manifest and provenance then say `hermetic: false`).
+    `lock` and `cache_root` tell the image-based backends which lock pins their roots and where their caches live
+    (default ./toolchains.lock or REPROBUILD_LOCK, the reprobuild cache).
     """
-    from reprobuild.errors import BadInput
+    from reprobuild.errors import BadInput, EnvironmentFailure
 
     chosen = requested or os.environ.get("REPROBUILD_BACKEND", "").strip() or None
     if chosen is not None and chosen not in BACKENDS:
-        raise BadInput(f"REPROBUILD_BACKEND={chosen}: not a backend (choose one of {', '.join(BACKENDS)})")
-    if os.environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0") and chosen is None:
+        raise BadInput(f"REPROBUILD_BACKEND={chosen}: not a backend", f"choose one of {', '.join(BACKENDS)}")
+    if chosen is None and os.environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"):
         chosen = "docker"
-    if chosen in (None, "docker"):
-        backend = _docker_backend(required=chosen == "docker", lock=lock, cache_root=cache_root)
-        if backend is not None:
-            return backend
-        say(NO_ENGINE_WARNING)
+    if chosen is None and (os.environ.get("DOCKER_HOST") or os.environ.get("DOCKER_CONTEXT")):
+        # An engine named in this environment is a choice: build there (or fail closed), not in a sandbox.
+        chosen = "docker"
+    if chosen == "local":
+        from reprobuild.backends.local import LocalBackend
+
+        return LocalBackend()
+    sandbox: Availability | None = None
+    if chosen in (None, "sandbox"):
+        sandbox = probe_sandbox(cache_root)
+        if sandbox.available:
+            from reprobuild.backends.sandbox import SandboxBackend
+
+            return SandboxBackend(lock=lock, cache_root=cache_root)
+        if chosen == "sandbox":
+            raise EnvironmentFailure(f"the sandbox backend is not available: {sandbox.detail}",
+                                     f"{sandbox.fix}; or use `--backend docker` or `--backend local`")
+    backend = _docker_backend(required=chosen == "docker", lock=lock, cache_root=cache_root)
+    if backend is not None:
+        if sandbox is not None:
+            say(f"sandbox: {sandbox.detail}; using the docker backend")
+        return backend
+    say(NO_ENGINE_WARNING + (f"\n  (no sandbox either: {sandbox.detail})" if sandbox is not None else ""))
     from reprobuild.backends.local import LocalBackend
 
     return LocalBackend()
@@ -202,10 +262,11 @@ def select_backend(requested: str | None, say: Callable[[str], None], lock: Lock
 
 NO_ENGINE_WARNING = """\
 warning: no container engine is configured (no DOCKER_HOST, no Docker context, no Docker or Podman socket)
-  building with the LOCAL backend: NOT hermetic (host tools, host network, host user and paths)
-  manifest.json and the provenance record "hermetic": false
-  for hermetic builds: start Docker (`dockerd`) or Podman (`podman system service`), or set DOCKER_HOST;
-  `--backend local` (or REPROBUILD_BACKEND=local) chooses the local backend without this warning"""
+  and no sandbox can be made: building with the LOCAL backend: NOT hermetic (host tools, host network,
+  host user and paths); manifest.json and the provenance record "hermetic": false
+  for hermetic builds: install bubblewrap (the sandbox backend), start Docker (`dockerd`) or Podman
+  (`podman system service`), or set DOCKER_HOST; `--backend local` (or REPROBUILD_BACKEND=local) chooses the
+  local backend without this warning"""
 
 
 def _docker_backend(required: bool, lock: Lock | None, cache_root: Path | None) -> Backend | None:

@@ -1,11 +1,14 @@
 """The local backend: the same steps on the host, in a scratch build root, with the same environment.
 
 It cannot take the network away or make the root filesystem read-only, so its results are recorded
-as `"hermetic": false`. Container paths in the spec are mapped to host paths by prefix. The scratch
-root sits at a fixed path, taken under a lock, so that a path a build sees (`pwd`, `$HOME`, `$OUT`) is
-the same on every run, as it is in a container. A `PINNED` target (the Python environment, whose path
-ends up in outputs) is not mapped: it is made a symlink to its source at exactly that path for the run,
-so local and container outputs are the same bytes.
+as `"hermetic": false`. Container paths in the spec are mapped to host paths by prefix. Every step gets a
+scratch root of its own, seen at one fixed path (`<tmp>/reprobuild-local/root`) through a private mount
+namespace (bubblewrap binds it there for that step only), so a path a build sees (`pwd`, `$HOME`, `$OUT`) is
+the same on every run, as it is in a container, and any number of steps, builds and users run at once: no
+lock. Where no mount namespace can be made, the step sees its scratch root at its own path instead.
+A `PINNED` target (the Python environment, whose path ends up in outputs) is not mapped: it is made a
+symlink to its source at exactly that path for the step (steps with one take turns, under a lock), so local
+and container outputs are the same bytes.
 """
 
 from __future__ import annotations
@@ -62,9 +65,9 @@ class LocalBackend:
 
     def __init__(self, scratch_base: Path | None = None) -> None:
         self.scratch_base = scratch_base or Path(tempfile.gettempdir()) / "reprobuild-local"
-        # Threads of this process queue here (handed over at once); the file lock is for other processes.
-        self._turn = threading.Lock()
         self._cancelled = False
+        self._binder: list[str] | None = None  # how a step gets the fixed path: bwrap's argv, or [] (none)
+        self._binder_guard = threading.Lock()
 
     def supports(self, variation: str) -> bool:
         if variation not in _NEEDS:
@@ -85,21 +88,37 @@ class LocalBackend:
         proc.kill_running()
 
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
-        # One fixed build root, so every path a build can see is the same on every run; runs take turns.
-        # (The build_path variation moves only the source inside it.)
-        self.scratch_base.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.scratch_base, 0o755)
-        scratch = self.scratch_base / "build"
-        with self._turn, FileLock(str(scratch) + ".lock"):
-            if self._cancelled:
-                raise KeyboardInterrupt  # the build was interrupted while this step waited its turn
-            remove_tree(scratch)
-            try:
-                return self._run_in(scratch, spec, on_line)
-            finally:
-                remove_tree(scratch)
+        # A scratch root of the step's own, seen at one fixed path (the build_path variation moves only the
+        # source inside it) where a private mount namespace can be made.
+        if self._cancelled:
+            raise KeyboardInterrupt  # the build was interrupted
+        fixed = self._fixed()
+        private = Path(tempfile.mkdtemp(prefix="reprobuild-local-"))
+        os.chmod(private, 0o755)
+        try:
+            return self._run_in(private, fixed or private, spec, on_line)
+        finally:
+            remove_tree(private)
 
-    def _run_in(self, scratch: Path, spec: RunSpec, on_line: Callable[[str], None] | None) -> RunResult:
+    def _fixed(self) -> Path | None:
+        """The fixed path steps see their scratch root at, or None where no mount namespace can be made."""
+        # Only a mount point, never written: any user's steps bind over it. (Not `build`, which an older
+        # reprobuild removed and remade under its lock: removing a mount point detaches every bind on it.)
+        fixed = self.scratch_base / "root"
+        with contextlib.suppress(OSError):
+            fixed.mkdir(parents=True, exist_ok=True)
+            if self.scratch_base.stat().st_uid == os.geteuid():
+                os.chmod(self.scratch_base, 0o1777)
+        with self._binder_guard:
+            if self._binder is None:
+                from reprobuild.backends.sandbox import probe
+
+                found = probe()
+                self._binder = [found.bwrap] if found.ok else []
+        return fixed if self._binder and fixed.is_dir() else None
+
+    def _run_in(self, scratch: Path, seen: Path, spec: RunSpec, on_line: Callable[[str], None] | None) -> RunResult:
+        """Lay out the step's scratch root at `scratch`; the step sees it at `seen`."""
         p = spec.perturb
         for sub in ("home", "tmp"):
             (scratch / sub).mkdir(parents=True)
@@ -141,10 +160,13 @@ class LocalBackend:
                 if m.target in PINNED:
                     views.enter_context(_pinned(Path(m.target), m.source))
                     mounts[i] = Mount(Path(m.target), m.target, m.read_only)
-            return self._run_mounted(spec, mounts, hand_back, on_line)
+            if seen != scratch:
+                mounts = [Mount(seen / m.source.relative_to(scratch), m.target, m.read_only)
+                          if m.source.is_relative_to(scratch) else m for m in mounts]
+            return self._run_mounted(spec, mounts, hand_back, on_line, (scratch, seen))
 
     def _run_mounted(self, spec: RunSpec, mounts: list[Mount], hand_back: list[tuple[Path, Path]],
-                     on_line: Callable[[str], None] | None) -> RunResult:
+                     on_line: Callable[[str], None] | None, scratch: tuple[Path, Path]) -> RunResult:
         p = spec.perturb
         mapping = [(m.target, str(m.source)) for m in mounts]
 
@@ -157,8 +179,14 @@ class LocalBackend:
         argv = self._wrap(argv, spec)
         unapplied = {"time": "libfaketime is not installed on this host (Debian package `libfaketime`)"
                      } if p.faketime is not None and faketime_library() is None else {}
+        laid_out, seen = scratch
+        bound = laid_out != seen and bool(self._binder)
+        if bound and self._binder:  # the step's own mount namespace: its scratch root at the fixed path
+            # (bwrap exports PWD: `env -u` takes it out again, so the environment is exactly the spec's)
+            argv = [*self._binder, "--dev-bind", "/", "/", "--bind", str(laid_out), str(seen), "--die-with-parent",
+                    "--chdir", str(cwd), "--", "env", "-u", "PWD", *argv]
         start = time.monotonic()
-        done = proc.run(argv, env=env, cwd=cwd, check=False, timeout=spec.timeout, umask=p.umask,
+        done = proc.run(argv, env=env, cwd=None if bound else cwd, check=False, timeout=spec.timeout, umask=p.umask,
                         on_line=on_line or (lambda line: None))
         for fixed, real in hand_back:
             for entry in sorted(fixed.iterdir()):

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +29,10 @@ from reprobuild.build.treedigest import TreeDigests
 from reprobuild.config.model import Lock
 from reprobuild.config.pipeline import source_date_epoch
 from reprobuild.config.yamlload import Node, strip
-from reprobuild.fsutil import atomic_write_text, remove_tree, sha256_file
+from reprobuild.fsutil import atomic_write_text, copy_under, link_escapes, readlink_under, remove_tree, symlink_under
 from reprobuild.toolchains.cache import default_cache_root
 
-KEY_FORMAT = 1
+KEY_FORMAT = 2  # 2: symbolic links recorded as links (format 1 could hold a link's target bytes)
 ENTRY = "entry.json"
 FILES = "files"
 COSTS = "costs.json"
@@ -126,16 +125,18 @@ class ActionCache:
         files = self.entry_dir(entry.key) / FILES
         written: list[Path] = []
         for a in entry.artifacts:
-            src, target = files / a.path, dest / a.path
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                shutil.copyfile(src, target)
-            except OSError:
+                if a.link is not None:  # recorded as a link: restored as the same link, never as its target
+                    ok = readlink_under(files, a.path) == a.link and link_escapes(dest, a.path, a.link) is None
+                    if ok:
+                        symlink_under(dest, a.path, a.link)
+                else:
+                    ok = copy_under(files, dest, a.path, int(a.mode, 8)) == a.sha256
+                written.append(dest / a.path)
+            except (OSError, ValueError):
+                ok = False
+            if not ok:
                 return self._reject(entry, written)
-            written.append(target)
-            if sha256_file(target) != a.sha256:
-                return self._reject(entry, written)
-            os.chmod(target, int(a.mode, 8))
         return True
 
     def _reject(self, entry: Entry, written: list[Path]) -> bool:
@@ -154,10 +155,12 @@ class ActionCache:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.tmp-", dir=final.parent))
         try:
+            (tmp / FILES).mkdir()
             for a in artifacts:
-                target = tmp / FILES / a.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(root / a.path, target)
+                if a.link is not None:
+                    symlink_under(tmp / FILES, a.path, a.link)
+                elif copy_under(root, tmp / FILES, a.path, int(a.mode, 8)) != a.sha256:
+                    raise OSError(f"{a.path} changed while it was being recorded")
             record = {"unit": unit, "artifacts": [dataclasses.asdict(a) for a in artifacts],
                       "toolchains": toolchains, "images": images, "seconds": round(seconds, 3)}
             (tmp / ENTRY).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -1,19 +1,35 @@
 """Proof of a build: `SHA256SUMS` (sorted, `sha256sum -c` compatible) and `manifest.json`.
 
+Symbolic links: a link in the output that stays inside it is an artifact of its own, recorded with
+its target (`"link"`), the sha256 and size of the target string and mode 0777; it is listed in the
+manifest but not in SHA256SUMS (where `sha256sum -c` would follow it). A link that points outside
+the output is an error naming it. Nothing here ever follows a link: files are opened no-follow.
+
 Hashing uses every core when there are many files (hashlib releases the GIL on large buffers).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reprobuild.fsutil import atomic_write_text, remove_tree, sha256_file
+from reprobuild.errors import UnsafeOutput
+from reprobuild.fsutil import (
+    LinkInPath,
+    atomic_write_text,
+    link_escapes,
+    lstat_under,
+    readlink_under,
+    remove_tree,
+    sha256_under,
+)
 
 SUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
@@ -26,13 +42,31 @@ class Artifact:
     sha256: str
     size: int
     mode: str  # octal, e.g. "0755"
+    link: str | None = None  # a symbolic link's target (sha256 and size are then the target string's)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.link is None:
+            del data["link"]
+        return data
+
+
+LINK_MODE = "0777"
+
+
+def link_artifact(rel: str, target: str) -> Artifact:
+    raw = os.fsencode(target)
+    return Artifact(rel, hashlib.sha256(raw).hexdigest(), len(raw), LINK_MODE, target)
 
 
 def list_files(root: Path) -> list[str]:
+    """Every regular file and symbolic link under root (links to directories too; none is followed)."""
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in filenames:
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = [d for d in dirnames if d not in links]
+        for name in [*filenames, *links]:
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
             if rel not in RESERVED:
                 files.append(rel)
@@ -44,9 +78,19 @@ def hash_artifacts(root: Path, paths: list[str] | None = None) -> list[Artifact]
     workers = min(os.cpu_count() or 1, 8) if len(rels) > 1 else 1
 
     def one(rel: str) -> Artifact:
-        p = root / rel
-        st = p.stat()
-        return Artifact(rel, sha256_file(p), st.st_size, f"{st.st_mode & 0o7777:04o}")
+        try:
+            st = lstat_under(root, rel)
+            if stat.S_ISLNK(st.st_mode):
+                target = readlink_under(root, rel)
+                problem = link_escapes(root, rel, target)
+                if problem is not None:
+                    raise UnsafeOutput(rel, problem)
+                return link_artifact(rel, target)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafeOutput(rel, "not a regular file, directory or symbolic link")
+            return Artifact(rel, sha256_under(root, rel), st.st_size, f"{st.st_mode & 0o7777:04o}")
+        except LinkInPath as exc:
+            raise UnsafeOutput(rel, str(exc)) from None
 
     if workers == 1:
         return [one(r) for r in rels]
@@ -55,7 +99,8 @@ def hash_artifacts(root: Path, paths: list[str] | None = None) -> list[Artifact]
 
 
 def render_sums(artifacts: list[Artifact]) -> str:
-    return "".join(f"{a.sha256}  {a.path}\n" for a in sorted(artifacts, key=lambda a: a.path))
+    """SHA256SUMS: regular files only (`sha256sum -c` would follow a link and hash its target)."""
+    return "".join(f"{a.sha256}  {a.path}\n" for a in sorted(artifacts, key=lambda a: a.path) if a.link is None)
 
 
 def oci_images(root: Path, artifacts: list[Artifact]) -> dict[str, dict[str, Any]]:
@@ -82,7 +127,7 @@ def write_outputs(root: Path, artifacts: list[Artifact], manifest: dict[str, Any
     if images:
         manifest["oci_images"] = images
     data = dict(manifest)
-    data["artifacts"] = [asdict(a) for a in sorted(artifacts, key=lambda a: a.path)]
+    data["artifacts"] = [a.to_json() for a in sorted(artifacts, key=lambda a: a.path)]
     atomic_write_text(root / MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n")
     atomic_write_text(root / SUMS, render_sums(artifacts))
 

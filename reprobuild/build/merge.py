@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -36,8 +35,10 @@ from reprobuild.build.manifest import (
     render_sums,
     write_outputs,
 )
+from reprobuild.build.mergepaths import check_artifact_file, check_artifact_paths, write_artifact
+from reprobuild.build.outlock import OutLock
 from reprobuild.errors import BadInput, CheckFailed
-from reprobuild.fsutil import remove_tree, sha256_file
+from reprobuild.fsutil import remove_tree
 from reprobuild.kinds.go import pluginset
 
 SHARD_KEYS = ("shard", "shard_plan", "shard_units")
@@ -100,20 +101,16 @@ def load_output(root: Path) -> Output:
         raise BadInput(f"{root}: not a directory (expected an output dir of `reprobuild build`)")
     manifest = read_manifest(root / MANIFEST)
     try:
-        artifacts = {a["path"]: Artifact(a["path"], a["sha256"], int(a["size"]), a["mode"])
+        artifacts = {a["path"]: Artifact(a["path"], a["sha256"], int(a["size"]), a["mode"], a.get("link"))
                      for a in manifest["artifacts"]}
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise BadInput(f"{root / MANIFEST}: `artifacts` is not a list of {{path, sha256, size, mode}}") from None
+    check_artifact_paths(root / MANIFEST, list(artifacts.values()))
     sums = root / SUMS
     if sums.exists() and sums.read_text() != render_sums(list(artifacts.values())):
         raise CheckFailed(f"{sums}: does not match {root / MANIFEST}; the output dir was modified after the build")
     for a in artifacts.values():
-        path = root / a.path
-        if not path.is_file():
-            raise CheckFailed(f"{root}: {a.path} is listed in the manifest but missing")
-        if sha256_file(path) != a.sha256:
-            raise CheckFailed(f"{root}: {a.path} does not match its recorded sha256 {a.sha256}; "
-                              "the output dir was modified after the build")
+        check_artifact_file(root, a)
     statement = None
     if (root / provenance.FILE).is_file():
         try:
@@ -237,17 +234,12 @@ def _write(out: Path, artifacts: list[Artifact], sources: dict[str, Path], manif
     out = out.resolve()
     check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    held = OutLock(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         os.chmod(staging, 0o755)
         for a in artifacts:
-            target = staging / a.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(target.parent, 0o755)
-            shutil.copyfile(sources[a.path] / a.path, target)
-            os.chmod(target, int(a.mode, 8))
-            if sha256_file(target) != a.sha256:
-                raise CheckFailed(f"{sources[a.path] / a.path} changed while it was being merged")
+            write_artifact(sources[a.path], staging, a)
         write_outputs(staging, artifacts, manifest)
         if statement is not None:
             provenance.write_statement(staging / provenance.FILE, statement)
@@ -255,6 +247,7 @@ def _write(out: Path, artifacts: list[Artifact], sources: dict[str, Path], manif
     finally:
         if staging.exists():
             remove_tree(staging)
+        held.release()
 
 
 # --- independent rebuilds ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from reprobuild.backends import Backend, Perturbation, select_backend
 from reprobuild.build import provenance
 from reprobuild.build.actioncache import ActionCache, KeyInputs, load_costs, unit_key
 from reprobuild.build.manifest import Artifact, check_out, hash_artifacts, list_files, publish, write_outputs
+from reprobuild.build.outlock import OutLock
 from reprobuild.build.parallel import default_jobs, map_ordered
 from reprobuild.build.shard import Unit, assign, plan_digest, plan_units
 from reprobuild.build.treedigest import TreeDigests
@@ -85,6 +86,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
     out = opts.out.resolve()
     check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    held = OutLock(out)  # one writer per --out: the dirs removed below are a dead build's, never a running one's
     for stale in [*out.parent.glob(f".{out.name}.partial-*"), *out.parent.glob(f".{out.name}.coldcache-*")]:
         remove_tree(stale)  # left by a build that was killed outright
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -135,6 +137,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
             remove_tree(staging)
         for extra in ctx.cleanup:
             remove_tree(extra)
+        held.release()
     say(f"wrote {len(artifacts)} artifacts, SHA256SUMS and manifest.json to {out}")
     return BuildResult(out, tuple(artifacts), manifest, dict(ctx.unapplied))
 
@@ -202,7 +205,7 @@ def _build_unit(unit: Unit, ctx: BuildContext, actions: ActionCache | None, inpu
         with moving:
             for rel in list_files(unit_dir):
                 dest = ctx.staging / rel
-                if dest.exists():
+                if os.path.lexists(dest):
                     raise CheckFailed(f"{unit.id}: writes {rel}, which another unit of the build wrote too")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(unit_dir / rel, dest)

@@ -1,4 +1,4 @@
-"""`reprobuild build [PIPELINE ...] --out DIR [--backend docker|local] [--offline] [--toolchain NAME=ENTRY]
+"""`reprobuild build [PIPELINE ...] --out DIR [--backend sandbox|docker|local] [--offline] [--toolchain NAME=ENTRY]
 [--shard I/N] [--action-cache DIR] [--no-cache] [--jobs N]`, and `--dry-run` to print the shard plan."""
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
     p.add_argument("pipelines", nargs="*", metavar="PIPELINE", type=Path,
                    help="pipeline files (default: pipelines/*.yaml)")
     p.add_argument("--out", metavar="DIR", type=Path, help="the output directory (required unless --dry-run)")
-    p.add_argument("--backend", choices=["docker", "local"],
-                   help="default: docker when an engine answers, else local (not hermetic)")
+    p.add_argument("--backend", choices=["sandbox", "docker", "local"],
+                   help="default: sandbox where bubblewrap can make one, else docker when an engine answers, "
+                        "else local (not hermetic)")
     p.add_argument("--toolchain", action="append", metavar="NAME=ENTRY",
                    help="use lock entry ENTRY wherever a pipeline asks for NAME (repeatable)")
     p.add_argument("--root", type=Path, default=Path("."), help="repository root (pipeline sources are relative "

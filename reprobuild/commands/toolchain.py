@@ -9,6 +9,7 @@ from reprobuild.commands import HELP
 from reprobuild.commands._common import cache, emit, load
 from reprobuild.config.model import Lock, Toolchain, host_platform
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput
+from reprobuild.progress import say
 from reprobuild.toolchains.cache import entry_key
 
 
@@ -46,6 +47,11 @@ def run_fetch(args: argparse.Namespace) -> int:
     for tc in selected:
         if not args.names and tc.pin(platform) is None:
             continue  # fetching "everything" means everything this platform can use
+        pin = c.pin_for(tc, platform)
+        state, detail = c.verify(tc, pin)  # fetch is the repair: a tampered or damaged tree is reinstalled
+        if state == "corrupt":
+            say(f"{tc.name} ({platform}): the cached tree does not match its record ({detail}); reinstalling")
+            c.remove(tc, pin)
         inst = c.ensure(tc, platform)
         results.append({"name": tc.name, "version": tc.version, "platform": platform, "path": str(inst.root)})
     emit(args, {"ok": True, "fetched": results},
@@ -84,11 +90,14 @@ def run_verify(args: argparse.Namespace) -> int:
     c = cache(args)
     rows = []
     for tc in _select(lock, args.names):
+        mine = []
         for pin in tc.platforms:
             state, detail = c.verify(tc, pin)
-            if state == "missing" and not args.names:
-                continue
-            rows.append({"name": tc.name, "platform": pin.platform, "state": state, "detail": detail})
+            if state != "missing":  # a platform never installed here is not a failure of this machine's cache
+                mine.append({"name": tc.name, "platform": pin.platform, "state": state, "detail": detail})
+        if not mine and args.names:
+            mine.append({"name": tc.name, "platform": host_platform(), "state": "missing", "detail": "not installed"})
+        rows += mine
     bad = [r for r in rows if r["state"] != "installed"]
     human = "\n".join(f"{r['name']} ({r['platform']}): {'ok' if r['state'] == 'installed' else r['state']}"
                       + (f" — {r['detail']}" if r["state"] != "installed" and r["detail"] else "") for r in rows)

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
     p.add_argument("--attestation", metavar="FILE", type=Path,
                    help="write an in-toto statement of the verification, naming the same subjects as the build")
     p.add_argument("--keep", metavar="DIR", type=Path, help="keep every run's output dir under DIR")
-    p.add_argument("--backend", choices=["docker", "local"])
+    p.add_argument("--backend", choices=["sandbox", "docker", "local"])
     p.add_argument("--toolchain", action="append", metavar="NAME=ENTRY")
     p.add_argument("--root", type=Path, default=Path("."), help="repository root (default: current directory)")
     p.set_defaults(handler=run)

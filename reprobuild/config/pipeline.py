@@ -87,7 +87,11 @@ def load_pipelines(paths: list[Path] | None, repo_root: Path) -> list[Pipeline]:
     result: list[Pipeline] = []
     seen: dict[str, Pipeline] = {}
     for path in files:
-        for doc in load_documents(path):
+        docs = load_documents(path)
+        if not docs:
+            raise FileError(Location(path, 1), "no pipeline in this file (it is empty)",
+                            "a pipeline has at least version, name, builder and source")
+        for doc in docs:
             p = parse_pipeline(doc, repo_root)
             if p.name in seen:
                 raise FileError(p.where, f"pipeline name `{p.name}` is used twice (also at {seen[p.name].where})",
@@ -101,10 +105,38 @@ def source_date_epoch(pipeline_value: int) -> int:
     env = os.environ.get("SOURCE_DATE_EPOCH")
     if env:
         try:
-            return int(env)
+            value = int(env)
         except ValueError:
             raise BadInput(f"SOURCE_DATE_EPOCH={env!r} is not a whole number of seconds") from None
+        if not 0 <= value <= MAX_SOURCE_DATE_EPOCH:
+            raise BadInput(f"SOURCE_DATE_EPOCH={env!r} is out of range (0 to {MAX_SOURCE_DATE_EPOCH}, "
+                           "1970 to 9999)")
+        return value
     return pipeline_value
+
+
+MAX_SOURCE_DATE_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: what tar, zip and datetime can all write
+_UNSAFE_FLAG_VALUE = re.compile(r"[\s'\"\\]")
+"""Go splits -ldflags on whitespace and quotes: such a value would smuggle in flags of its own."""
+
+
+def _inside(repo_root: Path, node: Node, what: str) -> Path:
+    """repo_root / node's value, resolved; a FileError when it leaves the repository root."""
+    rel = node.string(what)
+    path = (repo_root / rel).resolve()
+    root = repo_root.resolve()
+    if path != root and root not in path.parents:
+        raise node.error(f"{what} `{rel}` is outside the repository root {root}",
+                         "sources are paths inside the repository (symbolic links out are refused too)")
+    return path
+
+
+def check_flag_value(node: Node, what: str, value: str) -> str:
+    """`value` unless it holds whitespace, a quote or a backslash (exit 2 at node's line)."""
+    if _UNSAFE_FLAG_VALUE.search(value):
+        raise node.error(f"{what} {value!r} contains whitespace, a quote or a backslash",
+                         "Go would split it into extra linker flags; use a value without them")
+    return value
 
 
 COMMON_KEYS = {"version", "name", "builder", "source", "source_date_epoch"}
@@ -131,11 +163,13 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
     if not _NAME_RE.match(name):
         raise name_node.error(f"name `{name}` must be letters, digits, `.`, `_` or `-` (it names a folder)")
     source_node = f.required("source")
-    source = (repo_root / source_node.string("source")).resolve()
+    source = _inside(repo_root, source_node, "source")
     if not source.is_dir():
         raise source_node.error(f"source `{source_node.value}` is not a directory (relative to {repo_root})")
     sde_node = f.optional("source_date_epoch")
     sde = sde_node.integer("source_date_epoch") if sde_node else DEFAULT_SOURCE_DATE_EPOCH
+    if sde_node is not None and not 0 <= sde <= MAX_SOURCE_DATE_EPOCH:
+        raise sde_node.error(f"source_date_epoch {sde} is out of range (0 to {MAX_SOURCE_DATE_EPOCH}, 1970 to 9999)")
     common = {"name": name, "builder": builder, "source": source, "file": path, "line": doc.line,
               "source_date_epoch": sde}
     tc_node = f.optional("toolchain")
@@ -155,7 +189,8 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
             raise targets_node.error(f"target name(s) used twice: {', '.join(sorted(dup))}")
         targets = _lockstep(targets, [keys for _, keys in parsed], targets_node)
         return Pipeline(**common, toolchain=toolchain, targets=targets,
-                        version=mv.string("module_version") if mv else "0.0.0")
+                        version=check_flag_value(mv, "module_version", mv.string("module_version")) if mv
+                        else "0.0.0")
     if builder == "command":
         run = f.required("run").string("run")
         arts = f.optional("artifacts")
@@ -183,7 +218,8 @@ def _parse_go_target(node: Node) -> tuple[GoTarget, dict[str, Node]]:
         raise name_node.error(f"target name `{name}` must be letters, digits, `.`, `_` or `-`")
     pkg_node = f.required("package")
     package = pkg_node.string(f"target `{name}`: package")
-    if not (package.startswith("./") or package == "."):
+    if not (package.startswith("./") or package == ".") or ".." in package.split("/") \
+            or _UNSAFE_FLAG_VALUE.search(package):
         raise pkg_node.error(f"target `{name}`: package `{package}` must be a path inside the module, like ./cmd/x")
     cgo_node = f.optional("cgo")
     cgo = cgo_node.boolean(f"target `{name}`: cgo") if cgo_node else False
@@ -209,7 +245,7 @@ def _parse_go_target(node: Node) -> tuple[GoTarget, dict[str, Node]]:
                 if bad not in _PLACEHOLDERS:
                     raise vnode.error(f"target `{name}`: unknown placeholder {bad} in ldflags",
                                       f"allowed: {', '.join(_PLACEHOLDERS)} (never the wall clock)")
-            ldflags.append((sym, value))
+            ldflags.append((sym, check_flag_value(vnode, f"target `{name}`: ldflags value", value)))
     tags_node = f.optional("tags")
     tags = tuple(tags_node.strings(f"target `{name}`: tags")) if tags_node else ()
     arch_node = f.optional("archive")

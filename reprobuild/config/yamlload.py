@@ -130,15 +130,53 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path) -> Node:
     return Node(loader.construct_object(node, deep=True), path, line)
 
 
+MAX_YAML_BYTES = 16 << 20
+"""Pipelines, locks and image descriptions are small; a larger file is refused before it is parsed."""
+
+
+def _read_capped(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_YAML_BYTES + 1)
+    except FileNotFoundError:
+        raise FileError(Location(path), "file not found") from None
+    except OSError as exc:
+        raise FileError(Location(path), f"cannot read file: {exc}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise FileError(Location(path), f"larger than {MAX_YAML_BYTES >> 20} MiB; not a pipeline, lock or "
+                                        "image description reprobuild would write or read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileError(Location(path), f"cannot read file: {exc}") from None
+
+
+def refuse_aliases(path: Path, text: str) -> None:
+    """FileError at the first anchor (`&x`) or alias (`*x`): these files need none, and aliases are how
+    a few hundred bytes expand to gigabytes (or recurse forever). Events only: nothing is expanded."""
+    loader = _Loader(text)
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            is_alias = isinstance(event, yaml.AliasEvent)
+            if is_alias or getattr(event, "anchor", None) is not None:
+                what = f"alias `*{event.anchor}`" if is_alias else f"anchor `&{event.anchor}`"
+                raise FileError(Location(path, event.start_mark.line + 1), f"YAML {what} is not allowed",
+                                "write the value out in full: pipelines and locks take no anchors, aliases or "
+                                "merge keys")
+    except yaml.MarkedYAMLError:
+        return  # the real parse below reports it at its line
+    finally:
+        loader.dispose()
+
+
 def load_documents(path: Path, text: str | None = None) -> list[Node]:
     """Parse every YAML document of `path`; a syntax error becomes a FileError at its line."""
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FileError(Location(path), "file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FileError(Location(path), f"cannot read file: {exc}") from None
+        text = _read_capped(path)
+    elif len(text) > MAX_YAML_BYTES:
+        raise FileError(Location(path), f"larger than {MAX_YAML_BYTES >> 20} MiB")
+    refuse_aliases(path, text)
     loader = _Loader(text)
     docs: list[Node] = []
     try:

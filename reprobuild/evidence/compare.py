@@ -12,19 +12,17 @@ sizes and modes are compared, and the report says the bytes were not available.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reprobuild import proc
-from reprobuild.errors import BadInput, EnvironmentFailure, FileError, Location
+from reprobuild.errors import EnvironmentFailure
 from reprobuild.evidence import comparators
 from reprobuild.evidence.comparators import Cause
-from reprobuild.fsutil import sha256_file
+from reprobuild.evidence.comparators.base import cut
+from reprobuild.evidence.sides import ArtifactRecord, Side, load_side
 
 IDENTICAL = "identical"
 DIFFERS = "differs"
@@ -36,34 +34,6 @@ MAX_CAUSES = 10
 """Causes kept per artifact; the rest are counted in `Difference.omitted`."""
 DIFFOSCOPE_TIMEOUT = 120.0
 DIFFOSCOPE_MAX_BYTES = 64 << 10
-
-
-@dataclass(frozen=True)
-class ArtifactRecord:
-    """One artifact as a side knows it: its path relative to the output dir, hash, size and mode."""
-
-    path: str
-    sha256: str
-    size: int | None
-    mode: int | None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"sha256": self.sha256, "size": self.size}
-        if self.mode is not None:
-            data["mode"] = f"{self.mode:04o}"
-        return data
-
-
-@dataclass(frozen=True)
-class Side:
-    """One side of a comparison. `root` is where the artifact bytes are; None for a bare manifest."""
-
-    label: str
-    root: Path | None
-    artifacts: dict[str, ArtifactRecord]
-    warnings: tuple[str, ...] = ()
-
-
 @dataclass(frozen=True)
 class Difference:
     """One artifact that is not identical: `status` is one of `differs`, `only-in-a`, `only-in-b`."""
@@ -128,117 +98,6 @@ class CompareReport:
                 "warnings": list(self.warnings)}
 
 
-# -- loading a side ----------------------------------------------------------------------------------
-
-def load_side(path: Path, label: str) -> Side:
-    """An output dir or a bare manifest/SHA256SUMS file, as a `Side`. Raises BadInput when it is neither."""
-    if not path.exists():
-        raise BadInput(f"{label}: {path} does not exist", "give an output directory of `reprobuild build` "
-                       "or its manifest.json")
-    if path.is_dir():
-        manifest, sums = path / "manifest.json", path / "SHA256SUMS"
-        if manifest.is_file():
-            return _with_files(path, label, _read_manifest(manifest), manifest.stat().st_mtime_ns)
-        if sums.is_file():
-            return _with_files(path, label, _read_sums(sums))
-        raise BadInput(f"{label}: {path} is not a reprobuild output directory (no manifest.json or SHA256SUMS)",
-                       "give the --out directory of `reprobuild build`")
-    if path.name == "SHA256SUMS":
-        return Side(str(path), None, _read_sums(path))
-    return Side(str(path), None, _read_manifest(path))
-
-
-def _read_manifest(path: Path) -> dict[str, ArtifactRecord]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise FileError(Location(path), "not a manifest.json (not UTF-8 text)") from None
-    except json.JSONDecodeError as exc:
-        raise FileError(Location(path, exc.lineno), f"not valid JSON: {exc.msg}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
-        raise FileError(Location(path), "not a reprobuild manifest: expected an object with an \"artifacts\" list")
-    records: dict[str, ArtifactRecord] = {}
-    for i, item in enumerate(data["artifacts"]):
-        where = f"artifacts[{i}]"
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str) \
-                or not isinstance(item.get("sha256"), str):
-            raise FileError(Location(path), f"{where}: expected an object with \"path\" and \"sha256\" strings")
-        rel = _relative(item["path"], path, where)
-        size, mode = item.get("size"), item.get("mode")
-        if size is not None and not isinstance(size, int):
-            raise FileError(Location(path), f"{where}.size: expected an integer")
-        records[rel] = ArtifactRecord(rel, item["sha256"].lower(), size, _mode(mode, path, where))
-    return records
-
-
-def _mode(value: object, path: Path, where: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value, 8)
-        except ValueError:
-            pass
-    raise FileError(Location(path), f"{where}.mode: expected an octal string like \"0644\" or an integer")
-
-
-def _read_sums(path: Path) -> dict[str, ArtifactRecord]:
-    records: dict[str, ArtifactRecord] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        digest, sep, name = line.partition(" ")
-        name = name[1:] if name.startswith(("*", " ")) else name
-        if not sep or len(digest) != 64 or not name:
-            raise FileError(Location(path, lineno), "expected `<sha256>  <path>`")
-        rel = _relative(name, path, f"line {lineno}")
-        records[rel] = ArtifactRecord(rel, digest.lower(), None, None)
-    return records
-
-
-def _relative(name: str, source: Path, where: str) -> str:
-    parts = Path(name).parts
-    if Path(name).is_absolute() or ".." in parts or not parts:
-        raise FileError(Location(source), f"{where}: artifact path {name!r} must be relative, inside the directory")
-    return Path(name).as_posix()
-
-
-def _with_files(root: Path, label: str, records: dict[str, ArtifactRecord], manifest_written: int | None = None
-                ) -> Side:
-    """The side with each artifact's actual hash, size and mode (the files are the truth).
-
-    The build hashed every artifact for its manifest: a file that has its recorded size and has not
-    been modified since the manifest was written (`manifest_written`, its mtime in ns) keeps its
-    recorded digest; any other file is hashed again."""
-    missing = [rel for rel in records if not (root / rel).is_file()]
-    if missing:
-        raise BadInput(f"{label}: {root} lists {len(missing)} artifact(s) that are not there, e.g. {missing[0]}",
-                       "the output directory is incomplete: rebuild it")
-    paths = list(records)
-    stats = {rel: (root / rel).stat() for rel in paths}
-
-    def digest(rel: str) -> str:
-        st, recorded = stats[rel], records[rel]
-        if manifest_written is not None and recorded.size == st.st_size and st.st_mtime_ns < manifest_written:
-            return recorded.sha256
-        return sha256_file(root / rel)
-
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(digest, paths))
-    actual: dict[str, ArtifactRecord] = {}
-    warnings = []
-    for rel, digest_ in zip(paths, digests, strict=True):
-        st = stats[rel]
-        recorded = records[rel]
-        if recorded.sha256 != digest_:
-            warnings.append(f"{label}: {rel} does not match its recorded sha256 (the file changed after the build)")
-        actual[rel] = ArtifactRecord(rel, digest_, st.st_size,
-                                     recorded.mode if recorded.mode is not None else st.st_mode & 0o7777)
-    return Side(str(root), root, actual, tuple(warnings))
-
-
 # -- comparing ---------------------------------------------------------------------------------------
 
 def compare_outputs(a: Path, b: Path, *, go: Path | None = None, diffoscope: bool = False,
@@ -264,10 +123,21 @@ def compare_sides(side_a: Side, side_b: Side, *, go: Path | None = None, diffosc
             differences.append(Difference(name, ONLY_IN_B, (Cause("missing", "only in B"),), None, rb))
         elif rb is None:
             differences.append(Difference(name, ONLY_IN_A, (Cause("missing", "only in A"),), ra, None))
-        elif ra.sha256 != rb.sha256 or _modes_differ(ra, rb):
-            differences.append(_explain(name, ra, rb, side_a, side_b, go, diffoscope, diffoscope_timeout))
+        elif ra.note is not None or rb.note is not None:
+            differences.append(Difference(name, DIFFERS, tuple(
+                Cause("content", f"{side}: {r.note}") for side, r in (("A", ra), ("B", rb)) if r.note), ra, rb))
+        elif (differ := _may_differ(ra, rb)) or _modes_differ(ra, rb):
+            found = _explain(name, ra, rb, side_a, side_b, go, diffoscope, diffoscope_timeout, differ)
+            if found.causes:  # none: unhashed files that one streaming pass found equal
+                differences.append(found)
     return CompareReport(side_a.label, side_b.label, len(names), tuple(differences), bytes_available,
                          side_a.warnings + side_b.warnings)
+
+
+def _may_differ(ra: ArtifactRecord, rb: ArtifactRecord) -> bool:
+    """Whether the contents may differ: by hash, or for files too large to hash by size (else explaining
+    them, one streaming pass, settles it)."""
+    return ra.sha256 != rb.sha256 if ra.hashed and rb.hashed else True
 
 
 def _modes_differ(ra: ArtifactRecord, rb: ArtifactRecord) -> bool:
@@ -275,13 +145,16 @@ def _modes_differ(ra: ArtifactRecord, rb: ArtifactRecord) -> bool:
 
 
 def _explain(name: str, ra: ArtifactRecord, rb: ArtifactRecord, side_a: Side, side_b: Side, go: Path | None,
-             diffoscope: bool, diffoscope_timeout: float) -> Difference:
+             diffoscope: bool, diffoscope_timeout: float, differ: bool) -> Difference:
     causes: list[Cause] = []
     if _modes_differ(ra, rb):
         assert ra.mode is not None and rb.mode is not None
         causes.append(Cause("file-mode", f"mode {ra.mode:04o} (A) vs {rb.mode:04o} (B)"))
     report_of_diffoscope = None
-    if ra.sha256 != rb.sha256:
+    if ra.link is not None or rb.link is not None:
+        causes.append(Cause("content", "symbolic links (not followed): "
+                                       f"{_as_link(ra)} (A) vs {_as_link(rb)} (B)"))
+    elif differ:
         if side_a.root is None or side_b.root is None:
             sizes = f"{ra.size} vs {rb.size} bytes; " if ra.size != rb.size else ""
             causes.append(Cause("content", f"{sizes}sha256 {ra.sha256[:12]}… (A) vs {rb.sha256[:12]}… (B); the bytes "
@@ -293,6 +166,10 @@ def _explain(name: str, ra: ArtifactRecord, rb: ArtifactRecord, side_a: Side, si
                 report_of_diffoscope = run_diffoscope(pa, pb, timeout=diffoscope_timeout)
     kept = tuple(_dedupe(causes))
     return Difference(name, DIFFERS, kept[:MAX_CAUSES], ra, rb, max(0, len(kept) - MAX_CAUSES), report_of_diffoscope)
+
+
+def _as_link(r: ArtifactRecord) -> str:
+    return f"-> {cut(repr(r.link), 120)}" if r.link is not None else "a regular file"
 
 
 def explain_pair(a: Path, b: Path, *, go: Path | None = None) -> list[Cause]:

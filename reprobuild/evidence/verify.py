@@ -192,7 +192,7 @@ def _verify_in(work: Path, opts: VerifyOptions, backend: Backend, varied: tuple[
 
 
 def _parallel(plans: list[tuple[str, Perturbation]], run: Any, backend: Backend) -> list[BuildResult]:
-    """Build in parallel up to the core count (the local backend serializes runs that share a build path)."""
+    """Build in parallel up to the core count (no backend makes runs wait for each other)."""
     return map_ordered(lambda plan: run(*plan), plans, default_jobs(), backend.cancel)
 
 

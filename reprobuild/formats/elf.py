@@ -160,13 +160,16 @@ class ElfFile:
             else:
                 ch_type, ch_size, _ = struct.unpack_from(self.endian + "III", raw, 0)
                 body = raw[12:]
+            _check_size(section.name, ch_size)
+            if ch_type == ELFCOMPRESS_ZSTD:
+                return _unzstd(body, ch_size, section.name)
             if ch_type != ELFCOMPRESS_ZLIB:
-                name = "zstd" if ch_type == ELFCOMPRESS_ZSTD else f"type {ch_type}"
-                raise ElfError(f"section {section.name} is compressed with {name}")
-            return _inflate(body, min(ch_size, MAX_DECOMPRESSED), section.name)
+                raise ElfError(f"section {section.name} is compressed with type {ch_type}")
+            return _inflate(body, ch_size, section.name)
         if section.name.startswith(".zdebug") and raw[:4] == b"ZLIB":
             size, = struct.unpack_from(">Q", raw, 4)
-            return _inflate(raw[12:], min(size, MAX_DECOMPRESSED), section.name)
+            _check_size(section.name, size)
+            return _inflate(raw[12:], size, section.name)
         return raw
 
     def notes(self, section: Section) -> list[Note]:
@@ -202,10 +205,7 @@ class ElfFile:
                 if in_file and self.data.find(needle, s.offset, s.offset + s.size) >= 0:
                     places.append(s.name or "(unnamed)")
                 continue
-            try:
-                body = self.contents(s)
-            except ElfError:  # a compression this reader lacks: search the stored bytes
-                body = self.raw(s)
+            body = self.contents(s)  # ElfError when it cannot be decompressed: never search unseen bytes
             if needle in body:
                 places.append(s.name or "(unnamed)")
         if not places and in_file:
@@ -242,10 +242,7 @@ class ElfFile:
                              for m in _limited(pattern.finditer(self.data, s.offset, s.offset + s.size), limit,
                                                self.data if whole else None)]
                 continue
-            try:
-                body = self.contents(s)
-            except ElfError:  # a compression this reader lacks: search the stored bytes
-                body = self.raw(s)
+            body = self.contents(s)  # ElfError when it cannot be decompressed: never search unseen bytes
             if needle in body:
                 hits += [Hit(f"{s.name} (decompressed)", m.start(), _printable_around(body, m.start(), m.end()))
                          for m in _limited(pattern.finditer(body), limit, body if whole else None)]
@@ -272,13 +269,40 @@ class ElfFile:
         return int(struct.unpack_from(order + ("Q" if size == 8 else "I"), data, 0)[0])
 
 
-def _inflate(body: bytes, limit: int, name: str) -> bytes:
+def _check_size(name: str, size: int) -> None:
+    if size > MAX_DECOMPRESSED:
+        raise ElfError(f"section {name} decompresses to {size} bytes, more than the {MAX_DECOMPRESSED >> 20} MiB "
+                       "this reader searches")
+
+
+def _inflate(body: bytes, size: int, name: str) -> bytes:
     d = zlib.decompressobj()
     try:
-        out = d.decompress(body, limit)
+        out = d.decompress(body, size)
     except zlib.error as exc:
         raise ElfError(f"section {name}: {exc}") from None
+    if len(out) != size or d.unconsumed_tail:
+        raise ElfError(f"section {name}: decompresses to other than its declared {size} bytes")
     return out
+
+
+def _unzstd(body: bytes, size: int, name: str) -> bytes:
+    """zstd-compressed section bytes, by the `zstd` tool (Debian package zstd); ElfError without it."""
+    import tempfile
+
+    from reprobuild import proc
+    from reprobuild.errors import EnvironmentFailure
+
+    with tempfile.TemporaryDirectory(prefix="reprobuild-zstd-") as tmp:
+        src, dst = Path(tmp) / "in.zst", Path(tmp) / "out"
+        src.write_bytes(body)
+        try:
+            done = proc.run([proc.which("zstd", "zstd"), "-q", "-d", "-f", "-o", str(dst), str(src)], check=False)
+        except EnvironmentFailure as exc:
+            raise ElfError(f"section {name} is compressed with zstd and cannot be read here ({exc})") from None
+        if done.returncode != 0 or not dst.is_file() or dst.stat().st_size != size:
+            raise ElfError(f"section {name}: zstd could not decompress it to its declared {size} bytes")
+        return dst.read_bytes()
 
 
 _PATH_SET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~+@%-")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.config.model import Lock, PinnedFile, PlatformPin, Toolchain, host_platform
-from reprobuild.errors import BadInput, EnvironmentFailure, IntegrityError
+from reprobuild.errors import BadInput, EnvironmentFailure, IntegrityError, UnsafeArchive
 from reprobuild.fsutil import atomic_write_text, remove_tree, sha256_file, temp_dir_in
 from reprobuild.progress import say
 from reprobuild.toolchains import download
@@ -77,6 +77,7 @@ class ToolchainCache:
     def __init__(self, root: Path | None = None, offline: bool = False) -> None:
         self.root = root or default_cache_root()
         self.offline = offline_requested(offline)
+        self._checked: set[str] = set()  # entries whose tree was checked by this process
 
     # --- paths -------------------------------------------------------------------------------
     def entry_dir(self, key: str) -> Path:
@@ -130,8 +131,8 @@ class ToolchainCache:
         """The installed toolchain, fetching and installing it first if needed."""
         pin = self.pin_for(tc, platform)
         inst = self._installed(tc, pin)
-        if self.state(tc, pin) == "installed":
-            return inst  # fast path: entries are immutable once in place; no lock, no archive read
+        if self.state(tc, pin) == "installed" and self._untouched(tc, pin):
+            return inst  # fast path: a stat-only check of the tree; no lock, no archive read
         with self._lock(inst.key):
             state = self.state(tc, pin)
             if state == "installed":
@@ -141,6 +142,30 @@ class ToolchainCache:
                 self._discard(inst.key)
             self._install(tc, pin, inst)
         return inst
+
+    def _untouched(self, tc: Toolchain, pin: PlatformPin) -> bool:
+        """True when the installed tree is the one installed (stat fingerprint, else a full rehash).
+
+        Raises IntegrityError (exit 3) when its content changed: a tampered toolchain is never used.
+        """
+        from reprobuild.toolchains.treecheck import FINGERPRINT_KEY, fingerprint
+
+        key = entry_key(pin)
+        if key in self._checked:
+            return True
+        d = self.entry_dir(key)
+        record = json.loads((d / "entry.json").read_text())
+        now = fingerprint(d / "tree")
+        if record.get(FINGERPRINT_KEY) != now:
+            state, detail = self.verify(tc, pin)
+            if state != "installed":
+                raise IntegrityError(f"toolchain `{tc.name}` ({tc.version}, {pin.platform}): the cached tree at "
+                                     f"{d / 'tree'} was modified after it was installed ({detail}); refusing to "
+                                     "build with it", f"reinstall it with `reprobuild toolchain fetch {tc.name}`")
+            record[FINGERPRINT_KEY] = now  # same content (e.g. touched): remember the tree as it is now
+            atomic_write_text(d / "entry.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        self._checked.add(key)
+        return True
 
     def remove(self, tc: Toolchain, pin: PlatformPin) -> None:
         key = entry_key(pin)
@@ -189,10 +214,14 @@ class ToolchainCache:
             record = {"name": tc.name, "version": tc.version, "platform": pin.platform, "root": pin.root,
                       "files": [{"name": pf.name, "sha256": pf.sha256} for pf in pin.files],
                       "tree_sha256": tree_hash(records), "files_count": len(records)}
+            from reprobuild.toolchains.treecheck import FINGERPRINT_KEY, fingerprint
+
+            record[FINGERPRINT_KEY] = fingerprint(tree)  # inodes and mtimes survive the rename below
             atomic_write_text(staged / "entry.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
             final = self.entry_dir(inst.key)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, final)
+            self._checked.add(inst.key)
         say(f"{tc.name}: installed Go {tc.version} ({pin.platform}) at {inst.root}")
 
     def _obtain(self, tc: Toolchain, pin: PlatformPin, pf: PinnedFile, downloads: Path) -> Path:
@@ -237,12 +266,16 @@ class ToolchainCache:
         shutil.copyfile(archive, tmp)
         os.replace(tmp, store / digest)
         installed: list[Installed] = []
-        for tc, pin, _ in matches:
-            if all((store / f.sha256).exists() or self.state(tc, pin) == "installed" for f in pin.files):
-                installed.append(self.ensure(tc, pin.platform))
-            else:
-                missing = [f.name for f in pin.files if not (store / f.sha256).exists()]
-                say(f"{tc.name} ({pin.platform}): imported {pf.name}; still needs {', '.join(missing)}")
+        try:
+            for tc, pin, _ in matches:
+                if all((store / f.sha256).exists() or self.state(tc, pin) == "installed" for f in pin.files):
+                    installed.append(self.ensure(tc, pin.platform))
+                else:
+                    missing = [f.name for f in pin.files if not (store / f.sha256).exists()]
+                    say(f"{tc.name} ({pin.platform}): imported {pf.name}; still needs {', '.join(missing)}")
+        except UnsafeArchive:
+            (store / digest).unlink(missing_ok=True)  # a refused archive stays nowhere in the cache
+            raise
         if all(self.state(tc, pin) == "installed" for tc, pin, _ in matches):
             (store / digest).unlink()  # installed everywhere it is needed: the tree is what we keep
         return installed

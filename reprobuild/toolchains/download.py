@@ -31,7 +31,11 @@ def _timeouts() -> tuple[float, float]:
 
 
 def _retries() -> int:
-    return int(os.environ.get("REPROBUILD_RETRIES", "3"))
+    """Attempts per URL: REPROBUILD_RETRIES (default 3); 0 or less still makes one attempt."""
+    try:
+        return max(1, int(os.environ.get("REPROBUILD_RETRIES", "3")))
+    except ValueError:
+        return 3
 
 
 def check_file(path: Path, pinned: PinnedFile, origin: str) -> None:

@@ -24,6 +24,39 @@ from typing import IO, BinaryIO
 from reprobuild.errors import UnsafeArchive
 
 CHUNK = 1 << 20
+MAX_HEADER_BYTES = 64 << 10
+"""GNU long-name/long-link and PAX headers larger than this are refused before they are read (a path
+is at most 4 KiB; tarfile would read a header of any declared size whole into memory)."""
+MAX_MEMBERS = 100_000
+"""Members per archive (a Go distribution has about 15,000): empty files pass a byte cap, not this."""
+MAX_LINK_TARGET = 4096
+MAX_SHOWN = 200
+"""Characters of a member name or link target shown in a refusal."""
+
+
+def shown(text: str) -> str:
+    """A name from an archive, quoted and cut for a one-paragraph message."""
+    quoted = repr(text)[1:-1]
+    return quoted if len(quoted) <= MAX_SHOWN else quoted[:MAX_SHOWN // 2] + "…" + quoted[-MAX_SHOWN // 2:]
+
+
+class CappedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses oversized extended headers before tarfile reads them into memory."""
+
+    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in tarfile_header_types and self.size > MAX_HEADER_BYTES:
+            raise HeaderTooLarge(f"a {'PAX' if self.type in PAX_TYPES else 'GNU long-name'} header of "
+                                 f"{self.size} bytes (at most {MAX_HEADER_BYTES}) after member "
+                                 f"`{shown(self.name)}`")
+        return super()._proc_member(tarfile)  # type: ignore[misc,no-any-return]
+
+
+class HeaderTooLarge(tarfile.HeaderError):
+    pass
+
+
+PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+tarfile_header_types = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, *PAX_TYPES)
 
 
 
@@ -56,7 +89,7 @@ class _Writer:
         self._dirs: set[str] = {""}  # relative paths known to be real directories of the tree
 
     def refuse(self, member: str, why: str) -> UnsafeArchive:
-        return UnsafeArchive(f"{self.archive}: refusing member `{member}`: {why}",
+        return UnsafeArchive(f"{self.archive}: refusing member `{shown(member)}`: {why}",
                              "the archive is not what the lock pinned, or was crafted; nothing was installed")
 
     def relative(self, name: str, member: str | None = None) -> str:
@@ -150,9 +183,11 @@ class _Writer:
         rel = self.relative(name)
         if not rel:
             raise self.refuse(name, "a symlink cannot be the archive root")
+        if len(link_target) > MAX_LINK_TARGET:
+            raise self.refuse(name, f"symlink target of {len(link_target)} characters (at most {MAX_LINK_TARGET})")
         if link_target.startswith("/"):
             if not self.rootfs:
-                raise self.refuse(name, f"symlink to absolute path `{link_target}`")
+                raise self.refuse(name, f"symlink to absolute path `{shown(link_target)}`")
             # In a root filesystem an absolute link (tzdata's zoneinfo/localtime -> /etc/localtime) means the
             # same as the relative one from the link's directory, which the checks below keep inside the tree.
             link_target = posixpath.relpath(link_target, "/" + posixpath.dirname(rel))
@@ -161,7 +196,7 @@ class _Writer:
         # although the text `a/../x` does not); `finish` checks again once every link exists.
         resolved = os.path.realpath(os.path.join(os.path.dirname(path), link_target))
         if not _inside(self.dest, resolved):
-            raise self.refuse(name, f"symlink `{link_target}` points outside the tree")
+            raise self.refuse(name, f"symlink `{shown(link_target)}` points outside the tree")
         self._parents(name, rel)
         if rel in self._dirs or os.path.lexists(path):
             raise self.refuse(name, "symlink collides with another member")
@@ -180,7 +215,7 @@ class _Writer:
         except FileNotFoundError:
             source_mode = 0
         if not stat.S_ISREG(source_mode):
-            raise self.refuse(name, f"hardlink to `{link_to}`, which is not a file already in the tree")
+            raise self.refuse(name, f"hardlink to `{shown(link_to)}`, which is not a file already in the tree")
         self._parents(name, rel)
         os.link(self._path(source), self._path(rel), follow_symlinks=False)
         known = self.records.get(source)
@@ -190,7 +225,7 @@ class _Writer:
         """Recheck every symlink now that the whole tree exists: a link created later can redirect an earlier one."""
         for name, path in self.symlinks:
             if not _inside(self.dest, os.path.realpath(path)):
-                raise self.refuse(name, f"symlink `{os.readlink(path)}` points outside the tree "
+                raise self.refuse(name, f"symlink `{shown(os.readlink(path))}` points outside the tree "
                                         "(through another link of the archive)")
         return self.records
 
@@ -202,12 +237,12 @@ def _inside(root: Path, candidate: str) -> bool:
 
 def _open_tar_stream(archive: Path | BinaryIO) -> tarfile.TarFile:
     if isinstance(archive, Path):
-        return tarfile.open(archive, mode="r|*")
-    return tarfile.open(fileobj=archive, mode="r|*")
+        return tarfile.open(archive, mode="r|*", tarinfo=CappedTarInfo)
+    return tarfile.open(fileobj=archive, mode="r|*", tarinfo=CappedTarInfo)
 
 
 def extract_tar(archive: Path | BinaryIO, dest: Path, max_bytes: int, label: str | None = None,
-                rootfs: bool = False) -> dict[str, str]:
+                rootfs: bool = False, max_members: int = MAX_MEMBERS) -> dict[str, str]:
     """Extract a (compressed) tar stream under `dest` with every safety check."""
     name = label or (archive.name if isinstance(archive, Path) else "archive")
     w = _Writer(dest, name, max_bytes, rootfs)
@@ -218,7 +253,10 @@ def extract_tar(archive: Path | BinaryIO, dest: Path, max_bytes: int, label: str
         raise UnsafeArchive(f"{name}: not a readable tar archive: {exc}") from None
     try:
         with tf:
-            for member in tf:
+            for count, member in enumerate(tf, 1):
+                if count > max_members:
+                    raise UnsafeArchive(f"{name}: more than {max_members} members (at `{shown(member.name)}`), "
+                                        "far more than a toolchain holds", "nothing was installed")
                 if member.isdir():
                     w.mkdir(member.name)
                 elif member.isreg():
@@ -234,17 +272,22 @@ def extract_tar(archive: Path | BinaryIO, dest: Path, max_bytes: int, label: str
     except (tarfile.TarError, EOFError, OSError) as exc:
         if isinstance(exc, UnsafeArchive):
             raise
-        raise UnsafeArchive(f"{name}: damaged tar archive: {exc}") from None
+        if isinstance(exc, HeaderTooLarge):
+            raise UnsafeArchive(f"{name}: refusing {exc}", "the archive was crafted; nothing was installed") from None
+        raise UnsafeArchive(f"{name}: damaged tar archive: {shown(str(exc))}") from None
     return w.finish()
 
 
-def extract_zip(archive: Path, dest: Path, max_bytes: int) -> dict[str, str]:
+def extract_zip(archive: Path, dest: Path, max_bytes: int, max_members: int = MAX_MEMBERS) -> dict[str, str]:
     w = _Writer(dest, archive.name, max_bytes)
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
         raise UnsafeArchive(f"{archive.name}: not a readable zip archive: {exc}") from None
     with zf:
+        if len(zf.infolist()) > max_members:
+            raise UnsafeArchive(f"{archive.name}: {len(zf.infolist())} members, more than {max_members}",
+                                "nothing was installed")
         declared = sum(info.file_size for info in zf.infolist())
         if declared > max_bytes:
             raise UnsafeArchive(f"{archive.name}: declares {declared} unpacked bytes, more than the allowed "
@@ -255,7 +298,7 @@ def extract_zip(archive: Path, dest: Path, max_bytes: int) -> dict[str, str]:
             if info.is_dir():
                 w.mkdir(info.filename)
             elif kind == stat.S_IFLNK:
-                w.symlink(info.filename, zf.read(info).decode("utf-8"))
+                w.symlink(info.filename, _zip_link_target(zf, info, w))
             elif kind in (0, stat.S_IFREG):
                 try:
                     with zf.open(info) as src:
@@ -267,6 +310,20 @@ def extract_zip(archive: Path, dest: Path, max_bytes: int) -> dict[str, str]:
             else:
                 raise w.refuse(info.filename, "device file, FIFO or other special file")
     return w.finish()
+
+
+def _zip_link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, w: _Writer) -> str:
+    if info.file_size > MAX_LINK_TARGET:
+        raise w.refuse(info.filename, f"symlink target of {info.file_size} bytes (at most {MAX_LINK_TARGET})")
+    with zf.open(info) as src:
+        raw = src.read(MAX_LINK_TARGET + 1)
+    if len(raw) > MAX_LINK_TARGET:
+        raise w.refuse(info.filename, f"symlink target longer than {MAX_LINK_TARGET} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise w.refuse(info.filename, f"symlink target is not UTF-8 ({shown(raw.decode('utf-8', 'replace'))})") \
+            from None
 
 
 def _ar_members(fh: BinaryIO, name: str) -> Iterator[tuple[str, int]]:
@@ -298,16 +355,17 @@ def extract_deb(archive: Path, dest: Path, max_bytes: int, rootfs: bool = False)
     raise UnsafeArchive(f"{archive.name}: no data.tar member")
 
 
-def extract(archive: Path, dest: Path, max_bytes: int, rootfs: bool = False) -> dict[str, str]:
+def extract(archive: Path, dest: Path, max_bytes: int, rootfs: bool = False,
+            max_members: int = MAX_MEMBERS) -> dict[str, str]:
     """Extract by file name (.whl/.zip, .deb, or a tar archive); returns `{path: "kind sha256"}`.
 
     `rootfs`: the tree is a root filesystem, whose absolute symlinks are made relative (image bases)."""
     lower = archive.name.lower()
     if lower.endswith((".whl", ".zip")):
-        return extract_zip(archive, dest, max_bytes)
+        return extract_zip(archive, dest, max_bytes, max_members)
     if lower.endswith(".deb"):
         return extract_deb(archive, dest, max_bytes, rootfs)
-    return extract_tar(archive, dest, max_bytes, rootfs=rootfs)
+    return extract_tar(archive, dest, max_bytes, rootfs=rootfs, max_members=max_members)
 
 
 def tree_records(root: Path) -> dict[str, str]:

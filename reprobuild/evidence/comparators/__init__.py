@@ -13,7 +13,16 @@ import tempfile
 from pathlib import Path
 
 from reprobuild.evidence.comparators import elf, fallback, gzip, oci, pdmodel, tar, text, zip
-from reprobuild.evidence.comparators.base import KINDS, Cause, Comparator, Context, read_head, same_bytes
+from reprobuild.evidence.comparators.base import (
+    KINDS,
+    MAX_EXPLAIN_BYTES,
+    TOO_LARGE,
+    Cause,
+    Comparator,
+    Context,
+    read_head,
+    same_bytes,
+)
 
 COMPARATORS: tuple[Comparator, ...] = (
     elf,  # ELF executables and libraries; Go build IDs and build info
@@ -42,6 +51,13 @@ def comparator_for(a: Path, b: Path) -> Comparator:
 
 def explain(a: Path, b: Path, ctx: Context) -> list[Cause]:
     """Why `a` and `b` differ (an empty list when they are byte-identical)."""
+    size = max(a.stat().st_size, b.stat().st_size)
+    if size > MAX_EXPLAIN_BYTES:  # one streaming pass, which also finds them equal
+        raw = fallback.explain(a, b, ctx)
+        if fallback.identical(raw):
+            return []
+        return [Cause("content", f"{TOO_LARGE} by format ({size} bytes > {MAX_EXPLAIN_BYTES >> 20} MiB); "
+                                 "raw bytes:"), *raw]
     if same_bytes(a, b):
         return []
     module = comparator_for(a, b)

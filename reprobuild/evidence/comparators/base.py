@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 MAX_DETAIL = 600
 """Characters in one cause's detail (a text diff gets `MAX_DIFF_CHARS`)."""
@@ -24,6 +24,37 @@ MAX_RECURSE_MEMBERS = 5
 MAX_MEMBER_BYTES = 512 << 20
 """Members larger than this are compared by hash only, not extracted for explanation."""
 HEAD_BYTES = 4096
+MAX_EXPLAIN_BYTES = 256 << 20
+"""Files larger than this get no format comparator (they may read a file whole): raw bytes, streamed."""
+MAX_TOTAL_BYTES = 1 << 30
+"""Bytes one compare may decompress, extract or hash inside archives, all nesting levels together."""
+MAX_MEMBERS = 100_000
+"""Archive entries one compare may index, all archives and nesting levels together."""
+TOO_LARGE = "not compared: too large"
+
+
+@dataclass
+class Budget:
+    """The work one compare may still do inside archives; shared by every nesting level."""
+
+    bytes: int = MAX_TOTAL_BYTES
+    members: int = MAX_MEMBERS
+    exhausted: bool = False
+
+    def take_bytes(self, n: int) -> bool:
+        """Reserve n bytes of reading; False (and nothing reserved) when they are not left."""
+        if n > self.bytes:
+            self.exhausted = True
+            return False
+        self.bytes -= n
+        return True
+
+    def take_member(self) -> bool:
+        if self.members <= 0:
+            self.exhausted = True
+            return False
+        self.members -= 1
+        return True
 
 KINDS = ("go-buildid", "gnu-build-id", "embedded-path", "timestamp", "entry-order", "file-mode", "owner",
          "vcs-stamp", "buildinfo", "paddle-op-callstack", "content", "missing", "image-config")
@@ -60,6 +91,7 @@ class Context:
     """A `go` binary for `go version -m` when the built-in build-info reader cannot read a binary."""
     depth: int = 0
     max_depth: int = 4
+    budget: Budget = dataclasses.field(default_factory=Budget, compare=False)
     _counter: Iterator[int] = dataclasses.field(default_factory=itertools.count, compare=False, repr=False)
 
     def recurse(self, a: Path, b: Path, label: str | None) -> list[Cause]:
@@ -128,9 +160,14 @@ def same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
     if a.stat().st_size != b.stat().st_size:
         return False
     with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            ca, cb = fa.read(chunk), fb.read(chunk)
-            if ca != cb:
-                return False
-            if not ca:
-                return True
+        return same_stream(fa, fb, chunk)
+
+
+def same_stream(fa: BinaryIO, fb: BinaryIO, chunk: int = 1 << 20) -> bool:
+    """Byte equality of two open files, `chunk` bytes of memory each."""
+    while True:
+        ca, cb = fa.read(chunk), fb.read(chunk)
+        if ca != cb:
+            return False
+        if not ca:
+            return True

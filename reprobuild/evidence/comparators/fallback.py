@@ -7,6 +7,7 @@ from pathlib import Path
 from reprobuild.evidence.comparators.base import Cause, Context
 
 CHUNK = 1 << 16
+READ = 1 << 20
 MAX_RUNS = 3
 GLIMPSE = 16
 
@@ -33,6 +34,11 @@ def explain(a: Path, b: Path, ctx: Context) -> list[Cause]:
     return [Cause("content", "; ".join(parts))]
 
 
+def identical(causes: list[Cause]) -> bool:
+    """Whether `explain`'s answer says the two files hold the same bytes."""
+    return len(causes) == 1 and "differ" not in causes[0].detail and "extra bytes" not in causes[0].detail
+
+
 def _blocks(size: int) -> int:
     return max(1, -(-size // CHUNK))
 
@@ -43,8 +49,18 @@ def _differing_runs(a: Path, b: Path, common: int) -> tuple[list[tuple[int, str,
     blocks = 0
     offset = 0
     last_end = -1
-    with open(a, "rb") as fa, open(b, "rb") as fb:
+    # Two reused buffers: a fresh 1 MiB bytes object per read costs page faults that double the time.
+    ra, rb = bytearray(READ), bytearray(READ)
+    with open(a, "rb", buffering=0) as fa, open(b, "rb", buffering=0) as fb:
         while offset < common:
+            # Equal stretches are skipped a MiB at a time (reading is the cost); a differing MiB is
+            # looked at in 64 KiB blocks.
+            if offset % READ == 0 and common - offset >= READ:
+                if fa.readinto(ra) == READ and fb.readinto(rb) == READ and ra == rb:
+                    offset += READ
+                    continue
+                fa.seek(offset)
+                fb.seek(offset)
             ca, cb = fa.read(CHUNK), fb.read(CHUNK)
             n = min(len(ca), len(cb), common - offset)
             ca, cb = ca[:n], cb[:n]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from reprobuild.evidence.comparators.base import MAX_MEMBER_BYTES, Cause, Context, same_bytes, short
+from reprobuild.evidence.comparators.base import MAX_MEMBER_BYTES, TOO_LARGE, Cause, Context, same_bytes, short
 
 MAGIC = b"\x1f\x8b"
 FTEXT, FHCRC, FEXTRA, FNAME, FCOMMENT = 1, 2, 4, 8, 16
@@ -98,7 +98,7 @@ def explain(a: Path, b: Path, ctx: Context) -> list[Cause]:
     except (ValueError, struct.error) as exc:
         return [Cause("content", f"gzip: unreadable header ({exc})")]
     out_a, out_b = ctx.scratch_pair(_inner_name(a))
-    errors = [err for src, dst in ((a, out_a), (b, out_b)) if (err := _gunzip(src, dst))]
+    errors = [err for src, dst in ((a, out_a), (b, out_b)) if (err := _gunzip(src, dst, ctx))]
     if errors:
         return [*causes, Cause("content", f"gzip: cannot decompress: {'; '.join(errors)}")]
     if same_bytes(out_a, out_b):
@@ -117,15 +117,13 @@ def _inner_name(path: Path) -> str:
     return name + ".data"
 
 
-def _gunzip(src: Path, dst: Path) -> str | None:
+def _gunzip(src: Path, dst: Path, ctx: Context) -> str | None:
     """Decompress `src` into `dst`; a message when it cannot (corrupt, or larger than the bound)."""
-    written = 0
     try:
         with gzipmod.open(src, "rb") as fin, open(dst, "wb") as fout:
             while chunk := fin.read(1 << 20):
-                written += len(chunk)
-                if written > MAX_MEMBER_BYTES:
-                    return f"{src.name} decompresses to more than {MAX_MEMBER_BYTES >> 20} MiB"
+                if not ctx.budget.take_bytes(len(chunk)) or fout.tell() + len(chunk) > MAX_MEMBER_BYTES:
+                    return f"{TOO_LARGE}: {src.name} decompresses to more than the compare's budget"
                 fout.write(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         return f"{src.name}: {exc}"

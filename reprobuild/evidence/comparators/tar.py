@@ -9,12 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reprobuild.evidence.comparators.base import (
     MAX_MEMBER_BYTES,
     MAX_RECURSE_MEMBERS,
+    TOO_LARGE,
+    Budget,
     Cause,
     Context,
     clip,
@@ -53,13 +56,19 @@ class Entry:
     pax: dict[str, str] = field(default_factory=dict)
 
 
-def _index(path: Path) -> list[Entry]:
-    """Every entry of the archive with a hash of its data, in one pass."""
+def _index(path: Path, budget: Budget) -> list[Entry]:
+    """Every entry of the archive with a hash of its data, in one pass, within the compare's budget.
+
+    A member whose declared size does not fit the budget is not hashed (digest None, `too_large`);
+    past the budget's member count the index stops.
+    """
     entries = []
     with tarfile.open(path, "r:*") as tf:
-        for m in tf:
+        for m in _members(tf, budget):
             digest = None
-            if m.isfile():
+            if m.isfile() and not budget.take_bytes(m.size):
+                digest = TOO_LARGE
+            elif m.isfile():
                 h = hashlib.sha256()
                 fh = tf.extractfile(m)
                 if fh is not None:
@@ -71,11 +80,26 @@ def _index(path: Path) -> list[Entry]:
     return entries
 
 
+def _members(tf: tarfile.TarFile, budget: Budget) -> Iterator[tarfile.TarInfo]:
+    while budget.take_member():
+        m = tf.next()
+        if m is None:
+            return
+        yield m
+
+
 def explain(a: Path, b: Path, ctx: Context) -> list[Cause]:
     try:
-        ea, eb = _index(a), _index(b)
+        ea, eb = _index(a, ctx.budget), _index(b, ctx.budget)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        return [Cause("content", f"tar: unreadable ({exc})")]
+        return [Cause("content", clip(f"tar: unreadable ({exc})"))]
+    large = sorted({e.name for e in (*ea, *eb) if e.digest == TOO_LARGE})
+    if large or ctx.budget.exhausted:
+        note = [Cause("content", clip(f"tar: {TOO_LARGE}: {plural(len(large), 'member')} past the size budget "
+                                      f"({examples([short(n, 60) for n in large])}) or past the member count; "
+                                      "those members were compared by header only"))]
+    else:
+        note = []
     by_a = {e.name: e for e in reversed(ea)}  # first occurrence wins, as in the order check
     by_b = {e.name: e for e in reversed(eb)}
     causes: list[Cause] = []
@@ -93,6 +117,7 @@ def explain(a: Path, b: Path, ctx: Context) -> list[Cause]:
     pairs = [(by_a[n], by_b[n]) for n in common_a if n in by_b]
     causes += _attribute_causes(pairs)
     causes += _member_causes(pairs, a, b, ctx)
+    causes += note
     if not causes:
         causes.append(Cause("content", "same entries, attributes and data; the tar framing differs "
                                        "(format, padding or end-of-archive blocks)"))
@@ -146,11 +171,13 @@ def _attribute_causes(pairs: list[tuple[Entry, Entry]]) -> list[Cause]:
 
 
 def _member_causes(pairs: list[tuple[Entry, Entry]], a: Path, b: Path, ctx: Context) -> list[Cause]:
-    differing = [x.name for x, y in pairs if x.digest is not None and y.digest is not None and x.digest != y.digest]
+    differing = [x.name for x, y in pairs if x.digest not in (None, TOO_LARGE) and y.digest not in (None, TOO_LARGE)
+                 and x.digest != y.digest]
     if not differing:
         return []
     chosen = [n for n in differing
               if _pairs_size(pairs, n) <= MAX_MEMBER_BYTES][:MAX_RECURSE_MEMBERS]
+    chosen = [n for n in chosen if ctx.budget.take_bytes(2 * _pairs_size(pairs, n))]
     causes: list[Cause] = []
     if chosen:
         extracted_a = _extract(a, chosen, ctx, 0)
@@ -176,6 +203,8 @@ def _extract(path: Path, names: list[str], ctx: Context, side: int) -> dict[str,
     out: dict[str, Path] = {}
     with tarfile.open(path, "r:*") as tf:
         for m in tf:
+            if len(out) == len(wanted):
+                break
             if m.name in wanted and m.name not in out and m.isfile():
                 dest = ctx.scratch_pair(m.name)[side]
                 fh = tf.extractfile(m)

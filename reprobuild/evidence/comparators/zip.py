@@ -10,6 +10,7 @@ from pathlib import Path
 from reprobuild.evidence.comparators.base import (
     MAX_MEMBER_BYTES,
     MAX_RECURSE_MEMBERS,
+    TOO_LARGE,
     Cause,
     Context,
     clip,
@@ -36,6 +37,11 @@ def explain(a: Path, b: Path, ctx: Context) -> list[Cause]:
 
 def _explain(za: zipfile.ZipFile, zb: zipfile.ZipFile, ctx: Context) -> list[Cause]:
     ia, ib = za.infolist(), zb.infolist()
+    if len(ia) + len(ib) > ctx.budget.members:
+        ctx.budget.exhausted = True
+        return [Cause("content", f"zip: {TOO_LARGE}: {len(ia)} (A) and {len(ib)} (B) entries, past the "
+                                 "compare's member budget")]
+    ctx.budget.members -= len(ia) + len(ib)
     by_a = {i.filename: i for i in reversed(ia)}
     by_b = {i.filename: i for i in reversed(ib)}
     causes: list[Cause] = []
@@ -92,11 +98,12 @@ def _explain(za: zipfile.ZipFile, zb: zipfile.ZipFile, ctx: Context) -> list[Cau
         causes.append(Cause("content", f"zip archive comment {short(za.comment)} (A) vs {short(zb.comment)} (B)"))
     chosen = [name for name in differing
               if max(by_a[name].file_size, by_b[name].file_size) <= MAX_MEMBER_BYTES][:MAX_RECURSE_MEMBERS]
+    chosen = [n for n in chosen if ctx.budget.take_bytes(by_a[n].file_size + by_b[n].file_size)]
     for name in chosen:
         pa, pb = ctx.scratch_pair(name)
         for archive, dest in ((za, pa), (zb, pb)):
             with archive.open(name) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+                shutil.copyfileobj(src, out, 1 << 20)  # zipfile stops at the declared size (and checks the CRC)
         causes += ctx.recurse(pa, pb, name)
     rest = [name for name in differing if name not in chosen]
     if rest:
