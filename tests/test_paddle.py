@@ -131,7 +131,7 @@ def test_duplicate_step_names(tmp_path: Path) -> None:
 
 def test_build_and_doctor_refuse_a_bad_step_key_before_any_work(tmp_path: Path) -> None:
     """A misspelled step key stops `build` when the pipelines are loaded (exit 2, file:line, nothing built or
-    fetched) and is an error finding of `doctor`."""
+    fetched) and is an error finding of `doctor`, which exits 2 as well."""
     pipeline = paddle_pipeline(tmp_path, [{"name": "m", "kind": "export", "scrpt": "export.py"}])
     lock = REPO / "toolchains.lock"
     env = {"REPROBUILD_CACHE": str(tmp_path / "cache"), "REPROBUILD_OFFLINE": "1"}
@@ -144,7 +144,7 @@ def test_build_and_doctor_refuse_a_bad_step_key_before_any_work(tmp_path: Path) 
     (tmp_path / "pipelines").mkdir()
     pipeline.rename(tmp_path / "pipelines" / "pm.yaml")
     doctor = run_cli("doctor", "--lock", str(lock), "--json", env=env, cwd=tmp_path)
-    assert doctor.returncode == 1
+    assert doctor.returncode == 2  # as `build` refuses it: bad input
     assert "pipelines/pm.yaml:8: unknown key `scrpt`" in doctor.stdout
 
 
