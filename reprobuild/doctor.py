@@ -164,9 +164,9 @@ def check_images(facts: Facts) -> Iterable[Finding]:
                               "run `reprobuild lock`")
     for label, state in sorted(facts.engine.image_states.items()):
         severity = {"present": "ok", "missing": "info", "stale": "warning"}.get(state, "info")
-        hint = {"missing": "built from pinned inputs on first use",
-                "stale": "an older image of this name is present; the expected one is built on first use "
-                         "(remove old ones with `docker image prune`)"}.get(state)
+        hint = {"missing": "built on first use", "stale": "an older image of this name is here (the expected one is "
+                f"built on first use): `docker image ls reprobuild-{label.split('+')[0]}` lists them, `docker image rm "
+                "NAME:TAG` frees one (never `docker image prune`: on a shared engine, everyone's)"}.get(state)
         yield Finding(f"image.{label}.{state}", severity, f"builder image `{label}`: {state}", hint)
 
 

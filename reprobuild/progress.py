@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,3 +72,42 @@ def transfer(label: str, total: int | None) -> Iterator[Ticker]:
                   TransferSpeedColumn(), console=_console(), transient=True) as progress:
         task = progress.add_task(label, total=total)
         yield _RichTicker(progress, task)
+
+
+class Activity:
+    """Long work with no byte count, as `activity` reports it: `note` the last thing the work said."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.last = label, ""
+
+    def note(self, line: str) -> None:
+        if line.strip():
+            self.last = line.strip()
+
+
+def clock(seconds: float) -> str:
+    """`2m05s`, `41s`."""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+@contextmanager
+def activity(label: str, every: float = 15.0) -> Iterator[Activity]:
+    """Elapsed time for long work with no byte count (debootstrap, writing an image layer): every `every`
+    seconds a line with the time so far and the last thing the work said, then one with the total."""
+    act = Activity(label)
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def tick() -> None:
+        while not stop.wait(every):
+            say(f"{label}: {clock(time.monotonic() - start)} so far" + (f" ({act.last[:100]})" if act.last else ""))
+
+    ticker = threading.Thread(target=tick, name=f"progress: {label}", daemon=True)
+    ticker.start()
+    try:
+        yield act
+    finally:
+        stop.set()
+        ticker.join()
+    say(f"{label}: done in {clock(time.monotonic() - start)}")

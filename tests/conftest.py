@@ -339,3 +339,24 @@ def paddle_python(paddle_build: PaddleBuild, shared_cache_root: Path) -> Path:
     python = shared_cache_root / "paddle-env" / key / "venv" / "bin" / "python"
     assert python.exists(), python
     return python
+
+
+# --- the host against the `debian` image's lock (local backend == Docker backend) ----------------------
+
+# What a C/C++ compile reads besides the sources: compilers, binutils and the headers (a header that
+# differs between the host and the image changes the code or its debug info, e.g. Python.h).
+COMPILE_PACKAGES = ("binutils", "cpp-12", "gcc-12", "g++-12", "libc6-dev", "libgcc-12-dev", "libstdc++-12-dev",
+                    "linux-libc-dev", "zlib1g-dev", "libpython3.11-dev", "python3.11-dev")
+
+
+def host_package_drift(lock_path: Path, packages: tuple[str, ...] = COMPILE_PACKAGES) -> list[str]:
+    """The packages of `packages` the lock pins for the `debian` image that this host has at another
+    version (or not at all): where the local backend cannot give the Docker backend's bytes."""
+    import yaml
+
+    pinned: dict[str, str] = yaml.safe_load(lock_path.read_text())["images"]["debian"]["packages"]
+    done = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *packages],
+                          capture_output=True, text=True)
+    host = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    return [f"{p} {host.get(p, '(absent)')} (the image has {pinned[p]})"
+            for p in packages if p in pinned and host.get(p) != str(pinned[p])]

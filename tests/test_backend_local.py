@@ -147,3 +147,43 @@ def test_local_backend_warns_when_the_host_lacks_pinned_packages(tmp_path: Path)
     assert warnings == ["reprobuild: local backend: this host lacks 1 package(s) the lock pins for the `debian` "
                         "image: reprobuild-no-such-package (`apt-get install reprobuild-no-such-package`, or use "
                         "the Docker backend)"]
+
+
+def test_a_pinned_target_is_seen_at_exactly_its_path_and_removed_afterwards(tmp_path: Path) -> None:
+    """The Python environment's path ends up in outputs (RUNPATH): the local backend gives it to the step at
+    the same absolute path a container does (bound in the step's mount namespace, or a symlink for the run where
+    none can be made), not at a mapped host path; nothing of it is left on the host."""
+    from reprobuild.backends import PYENV
+
+    tree = tmp_path / "env"
+    (tree / "venv").mkdir(parents=True)
+    (tree / "venv" / "marker").write_text("mine\n")
+    spec = RunSpec(("sh", "-c", f'cat {PYENV}/venv/marker; echo "$VENV"; cd {PYENV}/venv && pwd'), HOST,
+                   {**env(), "VENV": f"{PYENV}/venv"}, (Mount(tree, PYENV),), workdir=HOME)
+    r = LocalBackend(tmp_path / "scratch").run(spec)
+    assert r.returncode == 0, r.output
+    assert r.output.splitlines() == ["mine", f"{PYENV}/venv", f"{PYENV}/venv"]
+    assert not os.path.islink(PYENV) and not (os.path.isdir(PYENV) and os.listdir(PYENV))
+
+
+def test_a_pinned_path_that_is_not_a_link_is_refused_not_replaced(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobuild.backends import local
+
+    pinned = tmp_path / "pinned"  # not the real PYENV: other builds on this machine use that
+    monkeypatch.setattr(local, "PINNED", (str(pinned),))
+    pinned.mkdir()
+    spec = RunSpec(("true",), HOST, env(), (Mount(tmp_path / "scratch", str(pinned)),), workdir=HOME)
+    (pinned / "theirs").write_text("another user's\n")
+    unbound = LocalBackend(tmp_path / "scratch")
+    unbound._binder = []  # where no mount namespace can be made: the symlink for the run
+    with pytest.raises(EnvironmentFailure, match="exists and is not a link reprobuild may replace"):
+        unbound.run(spec)
+    assert (pinned / "theirs").read_text() == "another user's\n"
+    (pinned / "theirs").unlink()
+    pinned.rmdir()
+    (tmp_path / "env").mkdir()
+    pinned.symlink_to(tmp_path / "elsewhere")  # a link a dead run left: replaced, then removed
+    spec = RunSpec(("test", "-d", str(pinned)), HOST, env(), (Mount(tmp_path / "env", str(pinned)),), workdir=HOME)
+    assert unbound.run(spec).returncode == 0
+    assert not os.path.lexists(pinned)

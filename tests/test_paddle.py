@@ -26,6 +26,7 @@ from tests.conftest import (
     PADDLE_LOCK,
     REPO,
     PaddleBuild,
+    host_package_drift,
     make_paddle_checkout,
     run_cli,
     run_paddle_build,
@@ -130,7 +131,7 @@ def test_duplicate_step_names(tmp_path: Path) -> None:
 
 def test_build_and_doctor_refuse_a_bad_step_key_before_any_work(tmp_path: Path) -> None:
     """A misspelled step key stops `build` when the pipelines are loaded (exit 2, file:line, nothing built or
-    fetched) and is an error finding of `doctor`."""
+    fetched) and is an error finding of `doctor`, which exits 2 as well."""
     pipeline = paddle_pipeline(tmp_path, [{"name": "m", "kind": "export", "scrpt": "export.py"}])
     lock = REPO / "toolchains.lock"
     env = {"REPROBUILD_CACHE": str(tmp_path / "cache"), "REPROBUILD_OFFLINE": "1"}
@@ -143,7 +144,7 @@ def test_build_and_doctor_refuse_a_bad_step_key_before_any_work(tmp_path: Path) 
     (tmp_path / "pipelines").mkdir()
     pipeline.rename(tmp_path / "pipelines" / "pm.yaml")
     doctor = run_cli("doctor", "--lock", str(lock), "--json", env=env, cwd=tmp_path)
-    assert doctor.returncode == 1
+    assert doctor.returncode == 2  # as `build` refuses it: bad input
     assert "pipelines/pm.yaml:8: unknown key `scrpt`" in doctor.stdout
 
 
@@ -253,6 +254,16 @@ def test_two_checkouts_tz_umask_time_give_identical_bytes(paddle_build: PaddleBu
 
 @pytest.mark.paddle
 @pytest.mark.slow
+def test_build_tool_chatter_goes_to_a_log_file(paddle_build: PaddleBuild, shared_cache_root: Path) -> None:
+    """setup.py and pip say ~130 lines per build: a progress line names the log file instead."""
+    log = shared_cache_root / "logs" / "paddle-model-custom-relu.log"
+    assert f"line(s) of build output in {log} (shown with -v)" in paddle_build.stderr
+    assert "custom_op: built" in log.read_text() and "custom_op: built" not in paddle_build.stderr
+    assert len(paddle_build.stderr.splitlines()) < 40, paddle_build.stderr
+
+
+@pytest.mark.paddle
+@pytest.mark.slow
 def test_custom_op_library_is_path_independent(paddle_build: PaddleBuild, paddle_python: Path) -> None:
     from reprobuild.formats.elf import ElfFile
 
@@ -262,7 +273,8 @@ def test_custom_op_library_is_path_independent(paddle_build: PaddleBuild, paddle
     assert str(paddle_build.checkout).encode() not in data
     assert b"reprobuild-local" not in data and b"reprobuild-paddle" not in data
     venv = paddle_python.parent.parent
-    assert str(venv).encode() in data  # RUNPATH: the fixed venv path, the same for every checkout
+    assert str(venv).encode() not in data and str(Path.home()).encode() not in data  # not the user's cache
+    assert b"/tmp/reprobuild-pyenv/venv/" in data  # RUNPATH: the fixed venv path, the same for every user
 
 
 @pytest.mark.paddle
@@ -372,74 +384,46 @@ def test_python_version_of_the_interpreter_matches_the_lock() -> None:
     assert pylock.python_version() == f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-# --- the Docker backend: the environment installs with the network off, and exports match the local ones -----
+# --- the Docker backend: the same bytes as the local backend, every artifact -------------------------------
 
 @pytest.mark.docker
 @pytest.mark.paddle
 @pytest.mark.slow
-def test_docker_backend_installs_the_env_offline_and_exports_match_local(
+def test_docker_and_local_backends_give_the_same_sha256sums(
         docker_backend: object, debian_lock: Path, paddle_build: PaddleBuild, paddle_wheelhouse: Path,
-        shared_cache_root: Path, tmp_path: Path) -> None:
-    """The environment is installed inside the `debian` image with `--network none` from the wheelhouse, at the
-    fixed path /rb/toolchain/venv; the model and the pure-Python wheel are byte-identical to the local backend's
-    (the custom operator's RUNPATH names the venv path, which differs between backends by design)."""
-    from reprobuild.build.orchestrate import BuildOptions, build
-
-    doc = yaml.safe_load((REPO / "pipelines" / "paddle-model.yaml").read_text())
-    doc["steps"] = [s for s in doc["steps"] if s["kind"] != "custom_op"]
-    pipeline = tmp_path / "paddle-model.yaml"
-    pipeline.write_text(yaml.safe_dump(doc))
-    saved = os.environ.get("REPROBUILD_CACHE")
-    os.environ["REPROBUILD_CACHE"] = str(shared_cache_root)
-    try:
-        result = build(BuildOptions(out=tmp_path / "out", lock_path=debian_lock, repo_root=REPO,
-                                    pipelines=(pipeline,), offline=True), backend=docker_backend)  # type: ignore[arg-type]
-    finally:
-        if saved is None:
-            os.environ.pop("REPROBUILD_CACHE", None)
-        else:
-            os.environ["REPROBUILD_CACHE"] = saved
-    assert result.manifest["backend"] == "docker" and result.manifest["hermetic"] is True
-    for rel in OUTPUTS:
-        if rel.startswith("custom-relu/"):
-            continue
-        assert (tmp_path / "out" / "paddle-model" / rel).read_bytes() == \
-            (paddle_build.out / "paddle-model" / rel).read_bytes(), rel
-
-
-def debian_image_has_python_headers() -> bool:
-    spec = yaml.safe_load((REPO / "builders" / "debian" / "image.yaml").read_text())
-    return any(p in spec.get("packages", []) for p in ("python3-dev", "libpython3-dev", "python3.11-dev"))
-
-
-@pytest.mark.docker
-@pytest.mark.paddle
-@pytest.mark.slow
-@pytest.mark.xfail(not debian_image_has_python_headers(), strict=True,
-                   reason="Paddle's extension.h includes Python.h: the debian builder image needs python3-dev")
-def test_docker_backend_builds_the_custom_op_from_the_fixed_venv_path(
-        docker_backend: object, debian_lock: Path, paddle_wheelhouse: Path, shared_cache_root: Path,
-        tmp_path: Path) -> None:
+        shared_cache_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment is installed inside the `debian` image with `--network none` from the wheelhouse, and
+    every step sees it at the one fixed path /tmp/reprobuild-pyenv/venv, in a container as on the host: the
+    whole SHA256SUMS (the model, the custom operator's .so and its wheel, the package) is the local backend's.
+    Neither names the user's cache, home or checkout."""
     from reprobuild.build.orchestrate import BuildOptions, build
     from reprobuild.formats.elf import ElfFile
 
-    doc = yaml.safe_load((REPO / "pipelines" / "paddle-model.yaml").read_text())
-    doc["steps"] = [s for s in doc["steps"] if s["kind"] == "custom_op"]
-    pipeline = tmp_path / "paddle-model.yaml"
-    pipeline.write_text(yaml.safe_dump(doc))
-    saved = os.environ.get("REPROBUILD_CACHE")
-    os.environ["REPROBUILD_CACHE"] = str(shared_cache_root)
-    try:
-        build(BuildOptions(out=tmp_path / "out", lock_path=debian_lock, repo_root=REPO, pipelines=(pipeline,),
-                           offline=True), backend=docker_backend)  # type: ignore[arg-type]
-    finally:
-        if saved is None:
-            os.environ.pop("REPROBUILD_CACHE", None)
-        else:
-            os.environ["REPROBUILD_CACHE"] = saved
+    monkeypatch.setenv("REPROBUILD_CACHE", str(shared_cache_root))
+    result = build(BuildOptions(out=tmp_path / "out", lock_path=debian_lock, repo_root=REPO,
+                                pipelines=(REPO / "pipelines" / "paddle-model.yaml",), offline=True),
+                   backend=docker_backend)  # type: ignore[arg-type]
+    assert result.manifest["backend"] == "docker" and result.manifest["hermetic"] is True
     lib = tmp_path / "out" / "paddle-model" / "custom-relu" / "custom_relu.so"
+    data = lib.read_bytes()
     assert ElfFile.open(lib).section(".note.gnu.build-id") is None
-    assert b"/rb/toolchain/venv/lib/python3.11/site-packages/paddle/libs" in lib.read_bytes()
+    assert b"/tmp/reprobuild-pyenv/venv/lib/python3.11/site-packages/paddle/libs" in data  # RUNPATH
+    for private in (shared_cache_root, Path.home(), paddle_build.checkout):
+        assert str(private).encode() not in data, private
+    docker_sums = (tmp_path / "out" / "SHA256SUMS").read_text().splitlines()
+    local_sums = (paddle_build.out / "SHA256SUMS").read_text().splitlines()
+    assert sorted(line.split("  ", 1)[1] for line in docker_sums) == sorted(f"paddle-model/{rel}" for rel in OUTPUTS)
+    drift = host_package_drift(debian_lock)
+    if not drift:
+        assert docker_sums == local_sums
+        return
+    # The custom operator is compiled by the host's gcc against the host's headers: with other versions
+    # than the image's, its bytes differ (seen: Python.h of another Debian point release changes its
+    # location lists). Everything else must still be the same bytes.
+    compiled = "paddle-model/custom-relu/"
+    assert [x for x in docker_sums if compiled not in x] == [x for x in local_sums if compiled not in x]
+    pytest.xfail(f"the custom operator matches only on a host with the image's compilers and headers; this host "
+                 f"has {'; '.join(drift)}")
 
 
 @pytest.mark.paddle

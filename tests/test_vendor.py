@@ -6,6 +6,7 @@ few small modules made here); nothing touches a network.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from reprobuild.commands.vendor import resolve_goproxy
 from reprobuild.config.policy import PolicyRefused
-from reprobuild.errors import CheckFailed
+from reprobuild.errors import CheckFailed, EnvironmentFailure
 from reprobuild.kinds.go import goproxy
 from reprobuild.kinds.go.goenv import GoSettings, go_environment
 from reprobuild.kinds.go.gomod import read_modules_txt, vendored_versions
@@ -258,15 +259,93 @@ def test_check_json(repo: Path, proxy_url: str, shared_cache_root: Path, go_regi
     assert mod["modules_kept"] == 3 and mod["files_dropped"] > 0
 
 
-def test_check_works_offline_from_the_module_cache(repo: Path, proxy_url: str, shared_cache_root: Path,
-                                                   go_registry: Any) -> None:
-    assert cli_vendor(repo, proxy_url, shared_cache_root, "--check").returncode == 0  # warms the cache
-    done = run_cli("vendor", "--check", "--root", str(repo), "--lock", str(REPO / "toolchains.lock"),
-                   "--toolchain", "go=go-registry",
-                   env={"REPROBUILD_CACHE": str(shared_cache_root), "REPROBUILD_OFFLINE": "1",
-                        "GOPROXY": "http://127.0.0.1:9/unreachable"})
+def cli_check_offline(repo: Path, shared_cache_root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`vendor --check --offline` with no proxy that could answer (GOPROXY points at a closed port)."""
+    return run_cli("vendor", "--check", "--offline", "--root", str(repo), "--lock", str(REPO / "toolchains.lock"),
+                   "--toolchain", "go=go-registry", *extra,
+                   env={"REPROBUILD_CACHE": str(shared_cache_root), "GOPROXY": "http://127.0.0.1:9/unreachable"})
+
+
+def test_offline_check_passes_on_the_committed_vendor_tree_and_says_which_checks_ran(
+        repo: Path, shared_cache_root: Path, go_registry: Any) -> None:
+    done = cli_check_offline(repo, shared_cache_root)
     assert done.returncode == 0, done.stderr
-    assert "GOPROXY off" in done.stdout
+    assert "checked: offline (go.mod, go.sum and vendor/modules.txt against each other" in done.stdout
+    assert "every vendored file against vendor/reprobuild.sha256)" in done.stdout
+    assert "the full re-vendor check did not run (--offline;" in done.stdout
+    assert "up to date" in done.stdout
+    # REPROBUILD_OFFLINE=1 is --offline
+    env = {"REPROBUILD_CACHE": str(shared_cache_root), "REPROBUILD_OFFLINE": "1"}
+    done = run_cli("vendor", "--check", "--root", str(repo), "--lock", str(REPO / "toolchains.lock"),
+                   "--toolchain", "go=go-registry", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["modules"][0]["level"].startswith("offline (")
+
+
+def test_committed_digests_are_what_vendoring_records() -> None:
+    from reprobuild.kinds.go.vendorcheck import DIGESTS
+
+    done = subprocess.run(["sha256sum", "--quiet", "--strict", "-c", DIGESTS], cwd=EXAMPLE / "vendor",
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = {line.split("  ", 1)[1] for line in (EXAMPLE / "vendor" / DIGESTS).read_text().splitlines()}
+    on_disk = {p.relative_to(EXAMPLE / "vendor").as_posix() for p in (EXAMPLE / "vendor").rglob("*") if p.is_file()}
+    assert listed == on_disk - {DIGESTS}
+
+
+def test_offline_check_names_an_edited_vendored_file(repo: Path, shared_cache_root: Path,
+                                                     go_registry: Any) -> None:
+    edited = module_of(repo) / "vendor" / "github.com" / "google" / "uuid" / "uuid.go"
+    edited.write_text(edited.read_text() + "\n// a local patch\n")  # still compiles: only the digest sees it
+    done = cli_check_offline(repo, shared_cache_root)
+    assert done.returncode == 1, done.stderr
+    assert "vendor/github.com/google/uuid/uuid.go: differs from the digest `reprobuild vendor` recorded" in done.stdout
+    assert "vendor/github.com/google/uuid/uuid.go" in done.stderr and "checked: offline" in done.stderr
+    assert "run `reprobuild vendor`" in done.stderr
+
+
+def test_offline_check_names_a_changed_go_mod_requirement(repo: Path, shared_cache_root: Path,
+                                                          go_registry: Any) -> None:
+    gomod = module_of(repo) / "go.mod"
+    gomod.write_text(gomod.read_text().replace("github.com/pkg/errors v0.9.1", "github.com/pkg/errors v0.9.0"))
+    done = cli_check_offline(repo, shared_cache_root)
+    assert done.returncode == 1, done.stderr
+    assert ("go.mod requires github.com/pkg/errors v0.9.0, but vendor/ holds github.com/pkg/errors v0.9.1"
+            in done.stdout)
+    assert "Go's vendor check" in done.stdout  # Go's own consistency check agrees
+
+
+def test_offline_check_names_a_missing_package_and_go_sum_line(repo: Path, shared_cache_root: Path,
+                                                               go_registry: Any) -> None:
+    module = module_of(repo)
+    shutil.rmtree(module / "vendor" / "github.com" / "pkg" / "errors")
+    gosum = module / "go.sum"
+    gosum.write_text("".join(line + "\n" for line in gosum.read_text().splitlines()
+                             if not line.startswith("github.com/google/uuid v1.3.0 ")))
+    done = cli_check_offline(repo, shared_cache_root)
+    assert done.returncode == 1, done.stderr
+    assert "vendor/github.com/pkg/errors: missing from the tree" in done.stdout
+    assert "go.sum has no `github.com/google/uuid v1.3.0 h1:` line" in done.stdout
+
+
+def test_full_check_runs_with_a_proxy_and_says_so(repo: Path, proxy_url: str, shared_cache_root: Path,
+                                                  go_registry: Any) -> None:
+    done = cli_vendor(repo, proxy_url, shared_cache_root, "--check")
+    assert done.returncode == 0, done.stderr
+    assert f"full (re-vendored through GOPROXY {proxy_url} and compared)" in done.stdout
+
+
+def test_unreachable_proxy_error_is_whole_and_names_the_ways_out(tmp_path: Path, go_registry: Any) -> None:
+    """A cold module cache and a proxy that does not answer: Go's whole error (the module it wanted comes
+    first) with the --goproxy/--mirror/--offline hint, exit 3."""
+    shutil.copytree(EXAMPLE, tmp_path / "m")
+    with pytest.raises(EnvironmentFailure) as err:
+        vendor_module(tmp_path / "m", go_registry, "http://127.0.0.1:9/unreachable", True,
+                      cache_root=tmp_path / "cache")
+    text = str(err.value)
+    assert "go mod tidy" in text and "github.com/" in text and "127.0.0.1:9" in text
+    assert "--goproxy" in text and "--mirror" in text and "--check --offline" in text
+    assert err.value.exit_code == 3
 
 
 # --- applying ----------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 A `RunSpec` is written in container paths (the fixed paths below). The Docker backend mounts each
 `Mount` at its target; the local backend runs on the host and maps each target prefix to its source,
 which is why the fixed paths are distinctive (`/rb/...`). With `-trimpath` and the other flags
-reprobuild sets, the output bytes do not depend on where those paths really are.
+reprobuild sets, the output bytes do not depend on where those paths really are. The targets in
+`PINNED` are the exception: every backend gives them to a step at exactly that path.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ HOME = "/rb/home"  # an empty, writable HOME
 # backend's path mapping never rewrites a real host path (checkouts and venvs often live under /tmp);
 # containers also get a private tmpfs at /tmp for tools that ignore TMPDIR.
 TMP = "/rb/tmp"
+# A locked Python environment (the Paddle venv). Its own path ends up in outputs (Paddle writes it into
+# custom operators' RUNPATH, and it is in their debug info), so it cannot be mapped like the /rb paths:
+# it is the same absolute path in every backend. Containers mount it there; the local backend, which
+# cannot create /rb on a host, puts a symlink to the environment there for the duration of a run (under
+# a lock). Under /tmp because that is the one directory every host lets every user create in.
+PYENV = "/tmp/reprobuild-pyenv"
+PINNED = (PYENV,)  # targets every backend gives a step at exactly that path, never mapped
 
 HOSTNAME = "reprobuild"
 UID = 1000

@@ -6,6 +6,10 @@ scratch root of its own, seen at one fixed path (`<tmp>/reprobuild-local/root`) 
 namespace (bubblewrap binds it there for that step only), so a path a build sees (`pwd`, `$HOME`, `$OUT`) is
 the same on every run, as it is in a container, and any number of steps, builds and users run at once: no
 lock. Where no mount namespace can be made, the step sees its scratch root at its own path instead.
+A `PINNED` target (the Python environment, whose path ends up in outputs) is not mapped: it is bound at exactly
+that path in the step's mount namespace (where none can be made, it is made a symlink to its source for the
+step, and such steps take turns under a lock), so local
+and container outputs are the same bytes.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from filelock import FileLock
 
 from reprobuild import proc
 from reprobuild.backends import (
     GID,
     OUT,
+    PINNED,
     TMP,
     TOOLCHAIN,
     UID,
@@ -36,6 +43,7 @@ from reprobuild.backends import (
     RunSpec,
     disorder,
 )
+from reprobuild.errors import EnvironmentFailure
 from reprobuild.fsutil import link_tree, others_can_reach, remove_tree
 from reprobuild.progress import say
 
@@ -164,13 +172,22 @@ class LocalBackend:
             if p.fileordering:  # a read-only source: a view of it (of the user's reachable copy, if any)
                 mounts = [Mount(views.enter_context(disorder.reversed_view(m.source)), m.target)
                           if m.target == p.src and not m.copy and m.read_only else m for m in mounts]
+            pinned: list[Mount] = []
+            for i, m in enumerate(mounts):
+                if m.target in PINNED:
+                    if seen != scratch:  # the step's own mount namespace: bound there, no lock, nothing on the host
+                        pinned.append(m)
+                    else:
+                        views.enter_context(_pinned(Path(m.target), m.source))
+                    mounts[i] = Mount(Path(m.target), m.target, m.read_only)
             if seen != scratch:
                 mounts = [Mount(seen / m.source.relative_to(scratch), m.target, m.read_only)
                           if m.source.is_relative_to(scratch) else m for m in mounts]
-            return self._run_mounted(spec, mounts, hand_back, on_line, (scratch, seen))
+            return self._run_mounted(spec, mounts, hand_back, on_line, (scratch, seen), pinned)
 
     def _run_mounted(self, spec: RunSpec, mounts: list[Mount], hand_back: list[tuple[Path, Path]],
-                     on_line: Callable[[str], None] | None, scratch: tuple[Path, Path]) -> RunResult:
+                     on_line: Callable[[str], None] | None, scratch: tuple[Path, Path],
+                     pinned: list[Mount]) -> RunResult:
         p = spec.perturb
         mapping = [(m.target, str(m.source)) for m in mounts]
 
@@ -187,8 +204,9 @@ class LocalBackend:
         bound = laid_out != seen and bool(self._binder)
         if bound and self._binder:  # the step's own mount namespace: its scratch root at the fixed path
             # (bwrap exports PWD: `env -u` takes it out again, so the environment is exactly the spec's)
-            argv = [*self._binder, "--dev-bind", "/", "/", "--bind", str(laid_out), str(seen), "--die-with-parent",
-                    "--chdir", str(cwd), "--", "env", "-u", "PWD", *argv]
+            binds = [a for m in pinned for a in ("--ro-bind" if m.read_only else "--bind", str(m.source), m.target)]
+            argv = [*self._binder, "--dev-bind", "/", "/", "--bind", str(laid_out), str(seen), *binds,
+                    "--die-with-parent", "--chdir", str(cwd), "--", "env", "-u", "PWD", *argv]
         start = time.monotonic()
         done = proc.run(argv, env=env, cwd=None if bound else cwd, check=False, timeout=spec.timeout, umask=p.umask,
                         on_line=on_line or (lambda line: None))
@@ -254,6 +272,34 @@ def _reachable(m: Mount, view: Path) -> Mount:
     if not m.read_only:
         _open_up(view)
     return Mount(view, m.target, read_only=m.read_only)
+
+
+@contextlib.contextmanager
+def _pinned(path: Path, source: Path) -> Iterator[None]:
+    """`path` (a PINNED target) is a symlink to `source` for one run; runs of all processes take turns."""
+    with FileLock(f"{path}.lock", mode=0o666):
+        _unpin(path)
+        path.symlink_to(source, target_is_directory=True)
+        try:
+            yield
+        finally:
+            _unpin(path)
+
+
+def _unpin(path: Path) -> None:
+    try:
+        if path.is_symlink():
+            path.unlink()
+            return
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()  # the empty mount point a step bound in its own namespace left
+            return
+    except PermissionError:
+        pass
+    if os.path.lexists(path):
+        raise EnvironmentFailure(f"{path} exists and is not a link reprobuild may replace (the local backend puts "
+                                 "the locked Python environment there for each run, so outputs name that path)",
+                                 f"remove {path} (another user's build may have left it), or use `--backend docker`")
 
 
 def _open_up(root: Path) -> None:

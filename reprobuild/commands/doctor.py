@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     warnings = sum(f.severity == "warning" for f in report.findings)
     lines.append(f"doctor: {errors} error(s), {warnings} warning(s)")
     emit(args, report.to_json(), "\n".join(lines))
-    if any(f.severity == "error" for f in facts.policy):
-        return EXIT_BAD_INPUT  # what `build` refuses before building: bad input, with its ways out
+    if facts.policy_error is not None or any(f.severity == "error" for f in facts.policy):
+        # What `build` refuses before building (a pipeline or substitution it cannot read, or the gate's
+        # refusal): bad input, with its ways out.
+        return EXIT_BAD_INPUT
     return EXIT_OK if report.ok else EXIT_DIFFERENT

@@ -4,6 +4,12 @@ Vendors (or, with `--check`, checks) the Go module of every `builder: go` pipeli
 locked Go, through one GOPROXY: `--goproxy`, else the GOPROXY environment variable, else Go's default.
 With a `builder: paddle` pipeline it also downloads (or checks) the wheelhouse of every locked Python
 environment: exactly the locked wheels, each with a hash the lock allows.
+
+`--check` first checks the committed vendor/ with no network (go.mod, go.sum and vendor/modules.txt
+agree; every vendored file matches the digests `reprobuild vendor` records in vendor/reprobuild.sha256),
+then, unless `--offline`/REPROBUILD_OFFLINE=1 (a file:// proxy is still used offline), re-vendors through
+the module proxy (`--goproxy`, GOPROXY, an existing `--mirror DIR`, else Go's default) and compares.
+The report says which checks ran.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from reprobuild.config.model import Lock
 from reprobuild.config.pipeline import Pipeline, load_pipelines
 from reprobuild.errors import EXIT_DIFFERENT, EXIT_OK, BadInput, CheckFailed
 from reprobuild.kinds.go.goenv import GoSettings
+from reprobuild.kinds.go.goproxy import file_url
 from reprobuild.kinds.go.mirror import write_module_mirror
 from reprobuild.kinds.go.report import VendorReport
-from reprobuild.kinds.go.vendor import vendor_module
+from reprobuild.kinds.go.vendor import check_vendored, vendor_module
 from reprobuild.toolchains.wheelhouse import vendor_wheelhouses
 
 
@@ -33,14 +40,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
     p.add_argument("pipelines", nargs="*", metavar="PIPELINE", type=Path,
                    help="pipeline files or names (default: pipelines/*.yaml); only `builder: go` pipelines "
                         "are vendored")
-    p.add_argument("--check", action="store_true", help="change nothing; exit 1 with a diff when go.mod, go.sum "
-                   "or vendor/ differ from what go mod tidy and go mod vendor produce")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the drift when go.mod, "
+                   "go.sum and vendor/modules.txt disagree or a vendored file differs from vendor/reprobuild.sha256 "
+                   "(needs no network), or, unless --offline, when they differ from what go mod tidy and go mod "
+                   "vendor produce through the module proxy")
     p.add_argument("--goproxy", metavar="URL", help="module proxy to download through (default: the GOPROXY "
                    "environment variable, else Go's default); e.g. file:///srv/gomods for a mirror on disk")
     p.add_argument("--toolchain", action="append", metavar="NAME=ENTRY",
                    help="use lock entry ENTRY wherever a pipeline asks for NAME (repeatable)")
     p.add_argument("--mirror", metavar="DIR", type=Path, help="also write every module the pipelines need, from "
-                   "the module cache, into DIR as a file-based module proxy (GOPROXY=file://DIR) for offline runners")
+                   "the module cache, into DIR as a file-based module proxy (GOPROXY=file://DIR) for offline runners; "
+                   "with --check and no --goproxy/GOPROXY, an existing DIR is the proxy the full check uses")
     p.add_argument("--root", type=Path, default=Path("."), help="repository root (pipeline sources are relative "
                    "to it; default: the current directory)")
     p.set_defaults(handler=run)
@@ -76,14 +86,24 @@ def run(args: argparse.Namespace) -> int:
     if not modules and not wheels:
         raise BadInput("none of the pipelines is a `builder: go` or `builder: paddle` pipeline: nothing to vendor")
     goproxy = resolve_goproxy(args.goproxy)
+    mirror_is_proxy = args.check and goproxy is None and args.mirror is not None and args.mirror.is_dir()
+    if mirror_is_proxy:
+        goproxy = file_url(args.mirror.resolve())
     toolchains = cache(args)
+    # The full re-vendor check needs the module proxy (--goproxy, GOPROXY, a --mirror DIR, else Go's default):
+    # not with --offline, unless the proxy is on disk. When it cannot answer, the error says how to check offline.
+    full = not toolchains.offline or (goproxy or "").startswith("file:")
     reports: list[VendorReport] = []
     settings: GoSettings | None = None
     for module_dir, entry in modules:
         go = toolchains.ensure(lock.toolchain(entry))
         settings = GoSettings(go, toolchains.root, goproxy, toolchains.offline)
-        reports.append(vendor_module(module_dir, go, goproxy, args.check, cache_root=toolchains.root,
-                                     offline=toolchains.offline))
+        if args.check:
+            reports.append(check_vendored(module_dir, go, goproxy, full, cache_root=toolchains.root,
+                                          offline=toolchains.offline))
+        else:
+            reports.append(vendor_module(module_dir, go, goproxy, False, cache_root=toolchains.root,
+                                         offline=toolchains.offline))
     # The wheelhouses of the locked Python environments the Paddle pipelines install from.
     wheel_problems = vendor_wheelhouses(lock, args.root.resolve(), toolchains.root, args.check) if wheels else {}
     bad_wheels = [line for lines in wheel_problems.values() for line in lines]
@@ -93,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     human = "\n\n".join([*(r.summary() for r in reports),
                           *(f"wheelhouse {name}: " + ("; ".join(lines) if lines else "exactly the locked wheels")
                             for name, lines in sorted(wheel_problems.items()))])
-    if args.mirror and settings is not None:
+    if args.mirror and settings is not None and not mirror_is_proxy:
         mirror = write_module_mirror([m for m, _ in modules], args.mirror, settings)
         data["mirror"] = {"dir": str(mirror.dest), "url": mirror.url, "zips": list(mirror.zips),
                           "go_mods": mirror.go_mods, "bytes": mirror.bytes}
@@ -104,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if args.check and (drifted or bad_wheels):
         if drifted:
             names = "; ".join(f"{r.module_dir}: {', '.join(sorted({d.path for d in r.drift}))}" for r in drifted)
-            message = (f"vendor --check: go.mod, go.sum or vendor/ drifted from what go mod tidy and go mod vendor "
-                       f"produce ({names})")
+            message = (f"vendor --check: go.mod, go.sum or vendor/ drifted ({names}); checked: "
+                       + "; ".join(sorted({r.level for r in drifted})))
             hint = "run `reprobuild vendor` and commit go.mod, go.sum and vendor/"
         else:
             message = "vendor --check: the wheelhouse differs from the lock:\n  " + "\n  ".join(bad_wheels)

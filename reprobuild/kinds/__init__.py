@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,7 +17,7 @@ from reprobuild.config.pipeline import Pipeline
 from reprobuild.progress import say
 from reprobuild.toolchains.cache import Installed, ToolchainCache
 
-log = logging.getLogger("reprobuild.step")
+step_log = logging.getLogger("reprobuild.step")
 
 
 @dataclass
@@ -58,18 +60,35 @@ class BuildContext:
         self.images[image.name] = image_id
         return image_id
 
-    def run(self, spec: RunSpec) -> RunResult:
+    def run(self, spec: RunSpec, log: Path | None = None) -> RunResult:
         """Run one step on the backend, its output shown as progress; note what it could not vary.
 
-        Safe to call from several threads: with more than one job, each line names its step.
+        With `log`, the output (build-tool chatter) goes to that file instead, and is shown only with -v;
+        the caller shows it when the step fails. Safe to call from several threads: with more than one job,
+        each line names its step.
         """
         prefix = f"  [{spec.label}] " if self.jobs > 1 else "  "
         spec = replace(spec, image=self.image(spec.image))
-        if log.isEnabledFor(logging.DEBUG):  # -v: what the step runs and sees, to reproduce it by hand
-            log.debug("step %s (%s backend, image %s): in %s: %s\n%s", spec.label, self.backend.name, spec.image.name,
-                      spec.workdir, shlex.join(spec.argv),
-                      "\n".join(f"    {k}={shlex.quote(v)}" for k, v in sorted(spec.env.items())))
-        result = self.backend.run(spec, on_line=lambda line: say(prefix + line))
+        if step_log.isEnabledFor(logging.DEBUG):  # -v: what the step runs and sees, to reproduce it by hand
+            step_log.debug("step %s (%s backend, image %s): in %s: %s\n%s", spec.label, self.backend.name,
+                           spec.image.name, spec.workdir, shlex.join(spec.argv),
+                           "\n".join(f"    {k}={shlex.quote(v)}" for k, v in sorted(spec.env.items())))
+        if log is None or logging.getLogger().isEnabledFor(logging.DEBUG):
+            result = self.backend.run(spec, on_line=lambda line: say(prefix + line))
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            partial = log.with_name(f".{log.name}.{os.getpid()}.{threading.get_ident()}")
+            with partial.open("w", encoding="utf-8", errors="replace") as f:
+                def write(line: str) -> None:
+                    f.write(line + "\n")
+
+                try:
+                    result = self.backend.run(spec, on_line=write)
+                finally:
+                    f.close()
+                    os.replace(partial, log)  # the step's latest run, never two runs interleaved
+            lines = len(result.output.splitlines())
+            say(f"  [{spec.label}] {lines} line(s) of build output in {log} (shown with -v)")
         for name, why in result.unapplied.items():
             self.unapplied.setdefault(name, {})[spec.label] = why
         return result

@@ -19,7 +19,7 @@ from reprobuild import proc
 from reprobuild.backends.images.spec import ImageSpec
 from reprobuild.errors import EnvironmentFailure
 from reprobuild.fsutil import remove_tree
-from reprobuild.progress import say
+from reprobuild.progress import activity, say
 
 # Files that record "today" while debootstrap runs (pwconv's password-change dates) get this
 # date instead: bookworm's release day. Only used inside the image, never for output bytes.
@@ -97,7 +97,7 @@ def debootstrap(spec: ImageSpec, target: Path) -> None:
                                  "run `reprobuild lock`/the build as root once; the image is reused afterwards")
     mirror = mirror_url(spec)
     say(f"image {spec.name}: debootstrap {spec.suite} ({spec.variant}, {len(spec.packages)} packages); "
-        "about a minute")
+        "one to several minutes, depending on the mirror")
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "http_proxy", "https_proxy", "no_proxy",
                                                          "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")}
     env.update({"LC_ALL": "C", "SOURCE_DATE_EPOCH": str(DEBIAN_EPOCH), "DEBIAN_FRONTEND": "noninteractive"})
@@ -106,11 +106,13 @@ def debootstrap(spec: ImageSpec, target: Path) -> None:
             f"--include={','.join(spec.packages)}", spec.suite, str(target), mirror]
     tail: list[str] = []
 
-    def keep(line: str) -> None:
-        tail.append(line)
-        del tail[:-40]
+    with activity(f"image {spec.name}: debootstrap") as progress:
+        def keep(line: str) -> None:
+            tail.append(line)
+            del tail[:-40]
+            progress.note(line)
 
-    done = proc.run(argv, env=env, check=False, umask=0o022, on_line=keep)
+        done = proc.run(argv, env=env, check=False, umask=0o022, on_line=keep)
     if done.returncode != 0:
         log = target / "debootstrap" / "debootstrap.log"
         detail = log.read_text(errors="replace")[-3000:] if log.exists() else "\n".join(tail)

@@ -48,7 +48,7 @@ from reprobuild.config.model import Lock
 from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure
 from reprobuild.formats.archives import TarEntry, tree_entries, write_tar
 from reprobuild.fsutil import atomic_write_text, remove_tree, temp_dir_in
-from reprobuild.progress import say
+from reprobuild.progress import activity, say
 
 CREATED = "1970-01-01T00:00:00Z"
 # Mount points every image carries, so a read-only root filesystem still has them.
@@ -141,8 +141,8 @@ class ImageStore:
         entries: list[TarEntry] = [*_skeleton()]
         if spec.toolchain == "layered":
             entries.extend(tree_entries(toolchain_root, TOOLCHAIN.lstrip("/")))
-        say(f"image {spec.name}: writing the layer ({toolchain_root})")
-        return write_tar(entries, layer), layer
+        with activity(f"image {spec.name}: writing the layer ({toolchain_root})"):
+            return write_tar(entries, layer), layer
 
     # --- debian ------------------------------------------------------------------------------
     def ensure_debian(self, lock: Lock, name: str = "debian", spec: ImageSpec | None = None) -> Built:
@@ -213,10 +213,11 @@ class ImageStore:
             finally:
                 unmount_under(root)  # an interrupted debootstrap leaves /proc and /sys mounted in it
             versions = installed_versions(root)
-            say(f"image {spec.name}: {len(versions)} packages installed; writing the layer")
+            say(f"image {spec.name}: {len(versions)} packages installed")
             layer = self.dir / "tmp" / f"{work.name}.tar"
             try:
-                diff_id = write_tar([*tree_entries(root, ""), *_skeleton(with_tmp=False)], layer)
+                with activity(f"image {spec.name}: writing the layer"):
+                    diff_id = write_tar([*tree_entries(root, ""), *_skeleton(with_tmp=False)], layer)
             except BaseException:
                 layer.unlink(missing_ok=True)
                 raise
@@ -285,8 +286,9 @@ class ImageStore:
             image_id = hashlib.sha256(config).hexdigest()
             if not self.engine.has_image(image_id):
                 archive = work / "image.tar"
-                write_archive(archive, config, [(diff_id, layer)], f"{repo}:{tag}")
-                loaded = self.engine.load_archive(archive)
+                with activity(f"image {spec.name}: writing and loading the image"):
+                    write_archive(archive, config, [(diff_id, layer)], f"{repo}:{tag}")
+                    loaded = self.engine.load_archive(archive)
                 if f"sha256:{image_id}" not in loaded and image_id not in loaded:
                     raise EnvironmentFailure(
                         f"image {spec.name}: the engine loaded {loaded}, expected sha256:{image_id}")

@@ -15,14 +15,21 @@ class Drift:
     """One file where the tree differs from what `go mod tidy && go mod vendor` produce."""
 
     path: str  # relative to the module directory: go.mod, go.sum, vendor/...
-    kind: str  # missing (the tree lacks it) | extra (go would not write it) | changed | checksum
+    # missing (the tree lacks it) | extra (go would not write it) | changed | checksum; and from the offline
+    # check: inconsistent (go.mod, go.sum and modules.txt disagree) | modified | unrecorded (vs the digests)
+    kind: str
     detail: str  # a unified diff or a sentence
 
     def describe(self) -> str:
         what = {"missing": "missing from the tree (go mod vendor writes it)",
                 "extra": "in the tree but not written by go mod tidy/vendor (stale or added by hand)",
                 "changed": "differs from what go mod tidy/vendor write",
-                "checksum": "records a checksum the module does not have"}[self.kind]
+                "checksum": "records a checksum the module does not have",
+                "inconsistent": "inconsistent",
+                "modified": "differs from the digest `reprobuild vendor` recorded",
+                "unrecorded": "is not among the files `reprobuild vendor` recorded"}[self.kind]
+        if self.detail and "\n" not in self.detail and self.kind not in ("changed", "checksum"):
+            return f"{self.path}: {what}: {self.detail}"  # a sentence; diffs are shown after the list
         return f"{self.path}: {what}"
 
 
@@ -38,6 +45,8 @@ class VendorReport:
     warnings: tuple[str, ...]
     drift: tuple[Drift, ...]
     applied: tuple[str, ...] = ()  # files written into the tree (not in check mode)
+    # Which checks ran (check mode): the offline consistency check, and/or the full re-vendor check.
+    level: str = ""
 
     @property
     def clean(self) -> bool:
@@ -66,18 +75,21 @@ class VendorReport:
             "requirements_removed": list(self.requirements_removed),
             "requirements_added": list(self.requirements_added),
             "warnings": list(self.warnings), "applied": list(self.applied),
-            "drift": [asdict(d) for d in self.drift],
+            "drift": [asdict(d) for d in self.drift], "level": self.level,
         }
 
     def summary(self) -> str:
         """The human report: pruning table, warnings, then the drift with its diffs."""
         lines = [f"{self.module_dir}: go {self.go_version}, GOPROXY {self.goproxy}"]
+        if self.level:
+            lines.append(f"  checked: {self.level}")
         for m in self.modules:
             lines.append(f"  {m.path} {m.version}: {len(m.packages)} package(s) kept, "
                          f"{m.files_kept}/{m.files_in_zip} files, {m.files_dropped} dropped "
                          f"({_reasons(m.dropped)}), {_size(m.bytes_saved)} saved")
-        lines.append(f"  total: {len(self.modules)} module(s), {self.packages_kept} package(s) kept, "
-                     f"{self.files_dropped} file(s) dropped, {_size(self.bytes_saved)} saved")
+        if self.modules or not self.level.startswith("offline"):
+            lines.append(f"  total: {len(self.modules)} module(s), {self.packages_kept} package(s) kept, "
+                         f"{self.files_dropped} file(s) dropped, {_size(self.bytes_saved)} saved")
         for req in self.requirements_removed:
             lines.append(f"  go mod tidy removes the unused requirement {req}")
         for req in self.requirements_added:
@@ -90,7 +102,7 @@ class VendorReport:
                 lines.append(f"  {len(self.drift)} file(s) drifted:")
                 lines.extend(f"    {d.describe()}" for d in self.drift)
                 for d in self.drift:
-                    if d.detail:
+                    if "\n" in d.detail or d.kind in ("changed", "checksum"):
                         lines.append("")
                         lines.append(d.detail.rstrip("\n"))
         elif self.applied:

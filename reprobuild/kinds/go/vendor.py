@@ -13,7 +13,10 @@ files are moved into the tree. Either way the report (report.py) says what pruni
 modules and packages kept, files dropped, bytes saved, compared with the module zips) and warns when
 vendoring dropped C sources or other non-Go files a kept package seems to need.
 
-A file-based module mirror for runners with no network is mirror.py's.
+`check_vendored` is `vendor --check`: first the offline consistency check of the committed vendor/
+(vendorcheck.py: go.mod, go.sum, modules.txt and the digests `reprobuild vendor` records in
+vendor/reprobuild.sha256), then, when a module proxy is configured and the network is allowed, this
+full re-vendor check. A file-based module mirror for runners with no network is mirror.py's.
 """
 
 from __future__ import annotations
@@ -23,19 +26,37 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from reprobuild.config import policy
-from reprobuild.errors import BadInput, CheckFailed, CommandFailed
+from reprobuild.errors import BadInput, CheckFailed, CommandFailed, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_bytes, remove_tree
 from reprobuild.kinds.go.goenv import GoSettings, go_environment, run_go, scratch_dir
 from reprobuild.kinds.go.gomod import bad_go_sum_line, canonical_go_sum, read_go_mod
 from reprobuild.kinds.go.prune import prune_report
 from reprobuild.kinds.go.report import Drift, VendorReport
+from reprobuild.kinds.go.vendorcheck import check_offline, write_digests
 from reprobuild.toolchains.cache import Installed
 
 # How many lines of one file's diff a report shows.
 DIFF_LINES = 60
+
+
+class GoModuleFailure(EnvironmentFailure):
+    """`go mod tidy/vendor/verify` failed, most often because the proxy cannot serve a module: the whole
+    error (Go names the module and the URL first, so a tail would lose them), and the ways out."""
+
+    def __init__(self, module_dir: Path, proxy: str, exc: CommandFailed) -> None:
+        output = exc.stderr.strip().splitlines()
+        shown = "\n".join("    " + line for line in output[:200])
+        more = f"\n    ... {len(output) - 200} more lines" if len(output) > 200 else ""
+        super().__init__(f"{module_dir}: `go {' '.join(exc.argv[1:])}` failed (exit {exc.returncode}, "
+                         f"GOPROXY {proxy}):\n{shown}{more}",
+                         "give a module proxy that has every module: `--goproxy URL` (or GOPROXY), or "
+                         "`--goproxy file:///DIR` for a mirror written by `reprobuild vendor --mirror DIR` on a "
+                         "machine with network; `reprobuild vendor --check --offline` checks a committed vendor/ "
+                         "with no network")
 
 
 # --- the scratch copy ----------------------------------------------------------------------
@@ -175,10 +196,15 @@ def vendor_module(module_dir: Path, go: Installed, goproxy: str | None, check: b
     env = go_environment(settings)
     with scratch_dir("reprobuild-vendor-") as work:
         copy_module_sources(module_dir, work)
-        drift = _tidy(settings, env, work, check)
-        canonical_go_sum(work / "go.sum")
-        run_go(settings, env, work, "mod", "vendor")
-        run_go(settings, env, work, "mod", "verify")
+        try:
+            drift = _tidy(settings, env, work, check)
+            canonical_go_sum(work / "go.sum")
+            run_go(settings, env, work, "mod", "vendor")
+            run_go(settings, env, work, "mod", "verify")
+        except CommandFailed as exc:
+            raise GoModuleFailure(module_dir, settings.proxy_label, exc) from None
+        if (work / "vendor").is_dir():
+            write_digests(work / "vendor")
         drift += compare_with_tree(module_dir, work)
         before, after = (_requirements(settings, env, module_dir), _requirements(settings, env, work))
         pruning, warnings = prune_report(settings.modcache, work / "vendor")
@@ -186,6 +212,26 @@ def vendor_module(module_dir: Path, go: Installed, goproxy: str | None, check: b
     return VendorReport(module_dir, go.version, settings.proxy_label, check, tuple(pruning),
                         tuple(sorted(before - after)), tuple(sorted(after - before)), tuple(warnings),
                         tuple(drift), applied)
+
+
+def check_vendored(module_dir: Path, go: Installed, goproxy: str | None, full: bool, *,
+                   cache_root: Path, offline: bool = False) -> VendorReport:
+    """`vendor --check`: the offline consistency check of the committed vendor/, then (`full`) the re-vendor
+    check through `goproxy`; the report's `level` says which ran."""
+    settings = GoSettings(go, cache_root, goproxy, offline)
+    module_dir = module_dir.resolve()
+    if not (module_dir / "go.mod").is_file():
+        raise BadInput(f"{module_dir}: no go.mod (vendoring needs a Go module)")
+    policy.check_go_directives(module_dir, go.name, go.version)
+    drift, level = check_offline(module_dir, settings, go_environment(settings))
+    if not full:
+        why = "--offline; with a module proxy (--goproxy URL, --mirror DIR or GOPROXY) it re-vendors and compares"
+        return VendorReport(module_dir, go.version, "not used", True, (), (), (), (), tuple(drift),
+                            level=f"{level}; the full re-vendor check did not run ({why})")
+    report = vendor_module(module_dir, go, goproxy, True, cache_root=cache_root, offline=offline)
+    seen = {d.path for d in report.drift}
+    return replace(report, drift=(*report.drift, *(d for d in drift if d.path not in seen)),
+                   level=f"{level}; full (re-vendored through GOPROXY {settings.proxy_label} and compared)")
 
 
 def apply_vendoring(module_dir: Path, work: Path, drift: Sequence[Drift]) -> tuple[str, ...]:

@@ -4,11 +4,11 @@ The pipeline's Paddle keys (`requirements`, `python`, `steps`) are parsed and va
 is loaded (reprobuild.config.paddle); this module runs the parsed steps.
 
 The environment is installed once per lock content (and backend/image) into the reprobuild cache,
-`<cache>/paddle-env/<key>/venv`, from the wheelhouse with the network off, and mounted read-only
-at the fixed path /rb/toolchain/venv for every step of every build: never reinstalled per step.
-With the Docker backend that path is the same everywhere; the local backend runs it at the cache
-path instead, which is the same for every checkout on one machine (Paddle writes the venv path
-into custom-op RUNPATHs, so builds compare equal only with the same venv path).
+`<cache>/paddle-env/<key>/venv`, from the wheelhouse with the network off, and given to every step
+of every build read-only at the one fixed path /tmp/reprobuild-pyenv/venv (backends.PYENV, the same
+in every backend, never mapped): never reinstalled per step. Paddle writes the venv path into custom
+operators' RUNPATH and their debug info names its headers, so outputs are the same bytes for every
+user, checkout and backend only because the path is.
 
 Each step writes under `<out>/<pipeline>/<step>/`; everything then goes through the shared
 manifest / SHA256SUMS path.
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reprobuild.backends import CACHE, OUT, TOOLCHAIN, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+from reprobuild.backends import CACHE, OUT, PYENV, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
 from reprobuild.config.paddle import PaddleSpec, Step, parse_paddle
 from reprobuild.config.pipeline import Pipeline, source_date_epoch
 from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure, FileError, ReprobuildError
@@ -33,12 +33,12 @@ from reprobuild.fsutil import atomic_write_bytes, remove_tree, sha256_file
 from reprobuild.kinds import BuildContext
 from reprobuild.progress import say
 
-ENV_ROOT = TOOLCHAIN  # the environment directory, read-only in every step
+ENV_ROOT = PYENV  # the environment directory, read-only in every step, at the same path in every backend
 VENV = f"{ENV_ROOT}/venv"
 PYTHON = f"{VENV}/bin/python"
 WHEELHOUSE = CACHE  # mounted only while installing
 IMAGE = "debian"  # python3, python3-venv, gcc, g++
-ENV_FORMAT = 2  # bump to rebuild every cached environment
+ENV_FORMAT = 3  # bump to rebuild every cached environment
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ print("custom_op: built", ", ".join(libraries) or "no library")
 
 def _custom_op(pipeline: Pipeline, step: Step, env: Env, ctx: BuildContext, sde: int, out: Path) -> None:
     # Source and build paths are mapped to `.` (-ffile-prefix-map covers __FILE__ and debug info; setuptools
-    # passes CFLAGS to C++ too), and no GNU build ID. The venv path stays in RUNPATH: it is fixed.
+    # passes CFLAGS to C++ too), and no GNU build ID. The venv path stays in RUNPATH: it is fixed (PYENV).
     src = ctx.perturb.src
     extra = {"CFLAGS": f"-ffile-prefix-map={src}=.", "LDFLAGS": "-Wl,--build-id=none"}
     say(f"{pipeline.name}: building custom operator `{step.name}` ({step.path})")
@@ -297,9 +297,17 @@ _IMAGE_HINTS = (
 )
 
 
+def step_log(ctx: BuildContext, label: str) -> Path:
+    """Where a step's build-tool output goes (setup.py and pip say ~130 lines per build): one file per step
+    in the cache (its latest run), named in the progress line and in the error when the step fails."""
+    return ctx.cache.root / "logs" / f"{label.replace('/', '-').replace(' ', '-')}.log"
+
+
 def _run(ctx: BuildContext, spec: RunSpec, what: str, error: type[ReprobuildError] = CheckFailed) -> None:
-    result = ctx.run(spec)
+    log = step_log(ctx, spec.label)
+    result = ctx.run(spec, log=log)
     if result.returncode != 0:
         tail = "\n".join("    " + line for line in result.output.strip().splitlines()[-40:])
         hint = next((h for needle, h in _IMAGE_HINTS if needle in result.output), None)
-        raise error(f"{spec.label}: {what} failed (exit {result.returncode}):\n{tail}", hint)
+        shown = f" (the whole output: {log})" if log.exists() else ""
+        raise error(f"{spec.label}: {what} failed (exit {result.returncode}){shown}:\n{tail}", hint)
