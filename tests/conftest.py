@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,12 @@ import pytest
 import yaml
 
 from tests import httpserver
+
+# A suite started as a background job (`nox -s tests &`, a CI step run with `&`) inherits SIGINT ignored, and
+# every process it starts would ignore it too: the tests that press Ctrl-C (SIGINT to a build) could not work.
+# Ctrl-C is what they test, so the suite takes it back: Python's own handler here, the default in children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 GO_VERSION = "1.21.13"

@@ -56,9 +56,13 @@ def test_links_recorded_in_both_manifests_compare_by_target(tmp_path: Path) -> N
 
 
 def _measure(a: Path, b: Path) -> tuple[subprocess.CompletedProcess[str], float, float]:
-    """Run the real CLI on A and B: its result, wall seconds and peak memory in MB (this child only)."""
-    code = ("import resource, sys\nfrom reprobuild.cli import main\nrc = main(sys.argv[1:])\n"
-            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)\n")
+    """Run the real CLI on A and B: its result, wall seconds and peak memory in MB (this child only).
+
+    The peak is VmHWM, the high-water mark of the child's own address space: getrusage's ru_maxrss would keep
+    the peak of the (large) test process it was forked from across exec."""
+    code = ("import re, sys\nfrom pathlib import Path\nfrom reprobuild.cli import main\nrc = main(sys.argv[1:])\n"
+            "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text())\n"
+            "print('MAXRSS', hwm.group(1), file=sys.stderr)\nsys.exit(rc)\n")
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code, "compare", str(a), str(b)], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
