@@ -171,3 +171,27 @@ def same_stream(fa: BinaryIO, fb: BinaryIO, chunk: int = 1 << 20) -> bool:
             return False
         if not ca:
             return True
+
+
+def membership_causes(kind: str, names_a: list[str], names_b: list[str], sort_hint: str) -> list[Cause]:
+    """An archive's entries found on one side only, and the first place where the order of the common entries
+    differs (tar, zip); each list holds the entry names in archive order."""
+    in_a, in_b = set(names_a), set(names_b)
+    causes: list[Cause] = []
+    only_a = [n for n in names_a if n not in in_b]
+    only_b = [n for n in names_b if n not in in_a]
+    if only_a or only_b:
+        causes.append(Cause("missing", clip(
+            f"{kind} entries only in A: {_listed(only_a)}; only in B: {_listed(only_b)}")))
+    common_a = [n for n in names_a if n in in_b]
+    common_b = [n for n in names_b if n in in_a]
+    if common_a != common_b:
+        i = next(i for i, (x, y) in enumerate(zip(common_a, common_b, strict=False)) if x != y)
+        causes.append(Cause("entry-order", clip(
+            f"{kind} entry order differs from position {i}: {short(common_a[i])} (A) vs {short(common_b[i])} (B) "
+            f"({sort_hint})")))
+    return causes
+
+
+def _listed(names: list[str]) -> str:
+    return examples([short(n, 60) for n in names]) or "none"

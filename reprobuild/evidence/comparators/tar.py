@@ -22,6 +22,7 @@ from reprobuild.evidence.comparators.base import (
     Context,
     clip,
     examples,
+    membership_causes,
     plural,
     short,
 )
@@ -102,19 +103,9 @@ def explain(a: Path, b: Path, ctx: Context) -> list[Cause]:
         note = []
     by_a = {e.name: e for e in reversed(ea)}  # first occurrence wins, as in the order check
     by_b = {e.name: e for e in reversed(eb)}
-    causes: list[Cause] = []
-    only_a = [e.name for e in ea if e.name not in by_b]
-    only_b = [e.name for e in eb if e.name not in by_a]
-    if only_a or only_b:
-        causes.append(Cause("missing", clip(f"tar entries only in A: {_names(only_a)}; only in B: {_names(only_b)}")))
-    common_a = [e.name for e in ea if e.name in by_b]
-    common_b = [e.name for e in eb if e.name in by_a]
-    if common_a != common_b:
-        i = next(i for i, (x, y) in enumerate(zip(common_a, common_b, strict=False)) if x != y)
-        causes.append(Cause("entry-order", clip(
-            f"tar entry order differs from position {i}: {short(common_a[i])} (A) vs {short(common_b[i])} (B) "
-            "(sort the entries, e.g. tar --sort=name)")))
-    pairs = [(by_a[n], by_b[n]) for n in common_a if n in by_b]
+    causes = membership_causes("tar", [e.name for e in ea], [e.name for e in eb],
+                               "sort the entries, e.g. tar --sort=name")
+    pairs = [(by_a[e.name], by_b[e.name]) for e in ea if e.name in by_b]
     causes += _attribute_causes(pairs)
     causes += _member_causes(pairs, a, b, ctx)
     causes += note
@@ -122,10 +113,6 @@ def explain(a: Path, b: Path, ctx: Context) -> list[Cause]:
         causes.append(Cause("content", "same entries, attributes and data; the tar framing differs "
                                        "(format, padding or end-of-archive blocks)"))
     return causes
-
-
-def _names(names: list[str]) -> str:
-    return examples([short(n, 60) for n in names]) or "none"
 
 
 def _attribute_causes(pairs: list[tuple[Entry, Entry]]) -> list[Cause]:

@@ -15,6 +15,7 @@ from reprobuild.evidence.comparators.base import (
     Context,
     clip,
     examples,
+    membership_causes,
     plural,
     short,
 )
@@ -44,19 +45,9 @@ def _explain(za: zipfile.ZipFile, zb: zipfile.ZipFile, ctx: Context) -> list[Cau
     ctx.budget.members -= len(ia) + len(ib)
     by_a = {i.filename: i for i in reversed(ia)}
     by_b = {i.filename: i for i in reversed(ib)}
-    causes: list[Cause] = []
-    only_a = [i.filename for i in ia if i.filename not in by_b]
-    only_b = [i.filename for i in ib if i.filename not in by_a]
-    if only_a or only_b:
-        causes.append(Cause("missing", clip(f"zip entries only in A: {_names(only_a)}; only in B: {_names(only_b)}")))
-    common_a = [i.filename for i in ia if i.filename in by_b]
-    common_b = [i.filename for i in ib if i.filename in by_a]
-    if common_a != common_b:
-        i = next(i for i, (x, y) in enumerate(zip(common_a, common_b, strict=False)) if x != y)
-        causes.append(Cause("entry-order", clip(
-            f"zip entry order differs from position {i}: {short(common_a[i])} (A) vs {short(common_b[i])} (B) "
-            "(write entries in sorted order)")))
-    pairs = [(by_a[n], by_b[n]) for n in common_a]
+    causes = membership_causes("zip", [i.filename for i in ia], [i.filename for i in ib],
+                               "write entries in sorted order")
+    pairs = [(by_a[i.filename], by_b[i.filename]) for i in ia if i.filename in by_b]
     times: list[str] = []
     modes: list[str] = []
     owners: list[str] = []
@@ -113,10 +104,6 @@ def _explain(za: zipfile.ZipFile, zb: zipfile.ZipFile, ctx: Context) -> list[Cau
         causes.append(Cause("content", "same entries, attributes and data; the zip framing differs "
                                        "(local headers, data descriptors or central directory)"))
     return causes
-
-
-def _names(names: list[str]) -> str:
-    return examples([short(n, 60) for n in names]) or "none"
 
 
 def _dos(date_time: tuple[int, int, int, int, int, int]) -> str:
