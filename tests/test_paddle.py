@@ -341,9 +341,18 @@ def test_smoke_test_runs_the_model_and_the_custom_op(paddle_build: PaddleBuild, 
 
 @pytest.mark.paddle
 @pytest.mark.slow
-def test_harness_imports_zlib_before_paddle_and_works_with_the_locked_numpy(paddle_python: Path) -> None:
+def test_harness_imports_zlib_before_paddle_and_works_with_the_locked_numpy(paddle_python: Path,
+                                                                          tmp_path: Path) -> None:
     """The libz clash: zlib must be loaded before libpaddle.so. Importing the harness loads zlib and not
-    Paddle; after Paddle, zlib and gzip work, and numpy is the locked 1.x."""
+    Paddle; after Paddle, zlib and gzip work, and numpy is the locked 1.x. The harness is laid out as the
+    builder mounts it: `paddle_harness.py` with `pdmodel.py` beside it."""
+    from reprobuild.formats import pdmodel
+    from reprobuild.kinds.paddle import harness
+
+    staged = tmp_path / "harness"
+    staged.mkdir()
+    shutil.copyfile(harness.__file__, staged / "paddle_harness.py")
+    shutil.copyfile(pdmodel.__file__, staged / "pdmodel.py")
     code = """
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -355,7 +364,7 @@ assert gzip.decompress(gzip.compress(b"x" * 10000)) == b"x" * 10000
 assert numpy.random.default_rng(0).integers(0, 10, 5).shape == (5,)
 print(numpy.__version__, paddle.__version__)
 """
-    numpy_version, paddle_version = run_in_env(paddle_python, code, str(REPO / "reprobuild")).split()[-2:]
+    numpy_version, paddle_version = run_in_env(paddle_python, code, str(staged)).split()[-2:]
     assert int(numpy_version.split(".")[0]) < 2 and paddle_version == "2.6.2"
 
 
