@@ -542,6 +542,7 @@ def test_changing_the_base_package_changes_only_the_base_layer(tmp_path: Path, g
     for i, version in enumerate(versions[:2]):
         root = checkout(tmp_path / f"c{i}", base="cabase")
         _with_base(root, version, tzdata[-1])
+        shutil.copytree(REPO / "builders", root / "builders")  # `lock` keeps the images/python sections from it
         env = {"REPROBUILD_CACHE": str(shared_cache_root)}
         res = run_cli("lock", cwd=root, env=env)  # resolves only the new entry: `apt-get download`, pinned by sha256
         assert res.returncode == 0, res.stderr
