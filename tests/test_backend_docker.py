@@ -6,7 +6,6 @@ Network tests send traffic to 127.0.0.1 only (a server this test starts), never 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ from reprobuild.backends import OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, h
 from reprobuild.errors import EnvironmentFailure
 from tests import httpserver
 from tests.conftest import HELLO_GO, HELLO_GO_BUILD, REPO, hello_go_env, host_package_drift
+from tests.relay import pump
 
 DEBIAN = ImageRef("debian")
 SECRETS = {"GITHUB_TOKEN": "ghp_leak_me", "AWS_SECRET_ACCESS_KEY": "aws-leak-me", "GOFLAGS": "-mod=mod"}
@@ -252,21 +252,7 @@ class TcpToEngine:
             engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             engine.connect(self.socket_path)
             for a, b in ((client, engine), (engine, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: Any, dst: Any) -> None:
-        import socket
-
-        try:
-            while chunk := src.recv(1 << 16):
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
     def close(self) -> None:
         self.listener.close()

@@ -8,7 +8,6 @@ version in its path rewritten to one the real engine serves, so a build through 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ import pytest
 from reprobuild.backends import engine
 from reprobuild.errors import EnvironmentFailure
 from tests.conftest import REPO, command_projects, run_cli
+from tests.relay import pump
 
 DOCKER29 = {"Version": "29.0.0", "ApiVersion": "1.52", "MinAPIVersion": "1.44", "Os": "linux", "Arch": "amd64",
             "Components": [{"Name": "Engine", "Version": "29.0.0", "Details": {"ApiVersion": "1.52"}}]}
@@ -97,8 +97,8 @@ class Docker29:
         real = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         real.connect(self.real)
         real.sendall(forwarded.encode("latin-1") + rest)
-        threading.Thread(target=_pump, args=(client, real), daemon=True).start()
-        _pump(real, client)
+        threading.Thread(target=pump, args=(client, real), daemon=True).start()
+        pump(real, client)
 
     @staticmethod
     def _answer(client: socket.socket, status: int, body: Any) -> None:
@@ -109,18 +109,6 @@ class Docker29:
                        f"Content-Type: {kind}\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
                        .encode() + payload)
         client.close()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while chunk := src.recv(1 << 16):
-            dst.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.fixture
