@@ -11,13 +11,17 @@ captured. The container is removed in every case: success, failure, timeout, Ctr
 A step is planned by `container_config` (pure: the Engine API create body) over the mounts `step_mounts`
 prepares (private copies, disorderfs views, ownership) and removes afterwards.
 
-Outputs written by uid 1000 are handed back to the invoking user (when reprobuild runs as root,
-which a rootful engine usually means; otherwise the invoking user should be uid 1000).
+Outputs written by uid 1000 are handed back to the invoking user when reprobuild runs as root. Only root can
+change owners, so a non-root caller (a member of the engine's group) has its steps run as its own uid/gid
+instead: the files a step writes are then the caller's (`for_this_user`). The output bytes do not depend on
+it (verify's user_group variation checks that, as root).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import platform
 import threading
 import time
@@ -26,7 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprobuild.backends import ImageRef, RunResult, RunSpec, disorder
+from reprobuild.backends import GID, UID, ImageRef, RunResult, RunSpec, disorder
 from reprobuild.backends.containers import (
     DOCKER_QUIRKS,
     HOSTS,
@@ -237,9 +241,12 @@ class DockerBackend:
         can make a disorderfs view to mount."""
         if variation == "fileordering":
             return disorder.unavailable() is None
+        if variation == "user_group" and os.geteuid() != 0:
+            return False  # only root can hand another user's files back (see for_this_user)
         return variation in SUPPORTED_VARIATIONS
 
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
+        spec = for_this_user(spec)
         image_id = self.ensure_image(spec.image)
         timed_out = threading.Event()
         timer: threading.Timer | None = None
@@ -313,6 +320,16 @@ class DockerBackend:
                 time.sleep(0.2)
             except KeyboardInterrupt:
                 continue  # a second Ctrl-C must not leave the container behind
+
+
+def for_this_user(spec: RunSpec) -> RunSpec:
+    """The step as it runs for this caller: unchanged for root; for anyone else, as the caller's own uid/gid
+    instead of the fixed build user, since only root can give the files a container's user writes back (and the
+    caller must be able to write into, rename and remove what the step made)."""
+    p = spec.perturb
+    if os.geteuid() == 0 or (p.uid, p.gid) != (UID, GID):
+        return spec
+    return dataclasses.replace(spec, perturb=dataclasses.replace(p, uid=os.getuid(), gid=os.getgid()))
 
 
 def _stream(frames: Iterable[tuple[int, bytes]], on_line: Callable[[str], None]) -> str:

@@ -1,0 +1,253 @@
+"""reprobuild run by a user who is not root, for real: a test user (made here when absent) runs the CLI with a
+fresh HOME and cache under umask 077 against the engine socket the suite uses.
+
+- Not admitted by the socket (not in its group): the engine refuses the connection (EACCES), and a build that
+  asked for the engine, or had one named or required, is exit 3 naming the socket, what it said and the fixes,
+  never a local build.
+- In the socket's group (given to the process with `setpriv --groups`, as a login would from /etc/group; the
+  host's groups are not changed): the Docker backend builds go-service's `hello` with the bytes of root's build,
+  and so does the default backend (sandbox, else local) as that user.
+
+Root is needed to switch users; the suite runs as root in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, command_projects, docker_required
+
+pytestmark = pytest.mark.docker
+
+TEST_USER = "rbengine"
+HELLO_ONLY = """version: 1
+name: go-service
+builder: go
+toolchain: go
+source: examples/go-service
+module_version: 1.0.0
+targets:
+  - name: hello
+    package: ./cmd/hello
+    cgo: false
+    platforms: [linux/amd64]
+    ldflags:
+      main.version: "{version}"
+"""
+
+
+@dataclass(frozen=True)
+class Done:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    python: tuple[str, ...]  # an interpreter this user can run, with this checkout and its packages importable
+    pythonpath: str
+    base: Path  # a directory of the user's own (their HOME is base/home)
+
+    def run(self, *args: str, groups: tuple[int, ...] = (), env: dict[str, str] | None = None, cwd: Path,
+            umask: int = 0o077, timeout: float = 900) -> Done:
+        """`reprobuild ARGS` as this user (only its own group, plus `groups`), with nothing of root's environment;
+        the pid is the reprobuild process's (setpriv execs it: the labels on its containers carry it)."""
+        switch = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}",
+                  f"--groups={','.join(str(g) for g in groups)}" if groups else "--clear-groups"]
+        environ = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+                   "HOME": str(self.base / "home"), "PYTHONPATH": self.pythonpath, **(env or {})}
+        child = subprocess.Popen([*switch, *self.python, "-m", "reprobuild", *args], env=environ, cwd=cwd,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, umask=umask)
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        return Done(child.pid, child.returncode, stdout, stderr)
+
+
+def engine_socket() -> Path:
+    """The engine socket this suite uses (a unix socket on this host), which the test user is to be refused by."""
+    from reprobuild.backends import engine
+
+    where = engine.configured()
+    if where is None or not where.address.startswith("unix://"):
+        if docker_required():
+            pytest.fail(f"REPROBUILD_REQUIRE_DOCKER=1 but no engine socket on this host ({where})")
+        pytest.skip(f"needs an engine on a local unix socket ({where})")
+    return Path(where.address.removeprefix("unix://"))
+
+
+def interpreter_for_others() -> tuple[tuple[str, ...], str]:
+    """How another user runs this checkout: this interpreter when others can run it, else the system's Python of the
+    same version with this environment's packages on PYTHONPATH (a pyenv interpreter under /root is root's alone)."""
+    packages = sysconfig.get_paths()["purelib"]
+    path = os.pathsep.join([str(REPO), packages])
+    if _others_can_run(Path(sys.executable)):
+        return (sys.executable,), path
+    same = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    return (str(same),), path
+
+
+def _others_can_run(exe: Path) -> bool:
+    real = exe.resolve()
+    for parent in [*real.parents]:
+        if parent.stat().st_mode & stat.S_IXOTH == 0:
+            return False
+    return bool(real.stat().st_mode & stat.S_IXOTH)
+
+
+@pytest.fixture
+def user() -> Iterator[User]:
+    if os.geteuid() != 0:
+        pytest.skip("switching to a test user needs root (this run is unprivileged already)")
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+                       check=True, capture_output=True)
+        entry = pwd.getpwnam(TEST_USER)
+    base = Path(tempfile.mkdtemp(prefix="rb-nonroot-"))
+    os.chmod(base, 0o755)
+    (base / "home").mkdir(mode=0o700)
+    os.chown(base / "home", entry.pw_uid, entry.pw_gid)
+    python, pythonpath = interpreter_for_others()
+    found = User(TEST_USER, entry.pw_uid, entry.pw_gid, python, pythonpath, base)
+    can = subprocess.run(["setpriv", f"--reuid={found.uid}", f"--regid={found.gid}", "--clear-groups", *python,
+                          "-c", "import reprobuild.cli, docker, yaml"], env={"PYTHONPATH": pythonpath,
+                                                                           "HOME": str(base / "home")},
+                         capture_output=True, text=True)
+    if can.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"the test user cannot run this checkout with {python}: {can.stderr.strip()[-500:]}")
+    yield found
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def owned_copy(src_root: Path, user: User) -> Path:
+    """A repository of the user's own, as a umask-077 checkout is (0700 directories, 0600 files)."""
+    for dirpath, _, filenames in os.walk(src_root):
+        os.chown(dirpath, user.uid, user.gid)
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chown(path, user.uid, user.gid)
+            os.chmod(path, 0o600)
+    return src_root
+
+
+# --- refused by the engine's socket ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "env"), [
+    (("--backend", "docker"), {}),
+    ((), {"REPROBUILD_BACKEND": "docker"}),
+    ((), {"DOCKER_HOST": "SOCKET"}),
+    ((), {"REPROBUILD_REQUIRE_DOCKER": "1"}),
+], ids=["--backend-docker", "REPROBUILD_BACKEND", "DOCKER_HOST", "REPROBUILD_REQUIRE_DOCKER"])
+def test_a_user_the_socket_refuses_gets_exit_3_naming_it_never_a_local_build(
+        user: User, args: tuple[str, ...], env: dict[str, str]) -> None:
+    sock = engine_socket()
+    st = sock.stat()
+    if st.st_mode & 0o006:
+        pytest.skip(f"{sock} admits every user (mode {stat.S_IMODE(st.st_mode):04o}): nothing to refuse")
+    assert user.gid != st.st_gid
+    root = owned_copy(command_projects(user.base / "repo", 1, "cmd"), user)
+    env = {k: (f"unix://{sock}" if v == "SOCKET" else v) for k, v in env.items()}
+    out = user.base / "home" / "out"
+    done = user.run("build", *args, "--lock", str(REPO / "toolchains.lock"), "--out", str(out), env=env, cwd=root,
+                    timeout=120)
+    assert done.returncode == 3, done.stderr
+    error = done.stderr[done.stderr.index("reprobuild: error:"):]
+    assert f"unix://{sock}" in error and "refused this user" in error
+    assert "Permission denied" in error  # what the engine's socket said
+    group = _group_name(st.st_gid)
+    assert f"`{group}` group" in error and f"usermod -aG {group} {user.name}" in error  # the fixes
+    assert "rootless" in error and "DOCKER_HOST=" in error
+    assert "local backend" not in done.stderr.lower().replace("`--backend local`", "")
+    assert not out.exists()
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    return grp.getgrgid(gid).gr_name
+
+
+# --- a member of the engine's group --------------------------------------------------------------------
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_a_member_of_the_engines_group_builds_roots_bytes_under_umask_077(
+        user: User, docker_engine: str, go_wheel: Path, go_registry: Any, shared_cache_root: Path,
+        tmp_path: Path) -> None:
+    """Docker backend and the default backend, as a non-root user with umask 077, a fresh HOME and a fresh cache:
+    the SHA256SUMS of root's Docker build, the files the user's own, no container left behind."""
+    from reprobuild.backends import engine
+    from tests.conftest import run_cli
+
+    sock = engine_socket()
+    root_repo = tmp_path / "repo"
+    shutil.copytree(REPO / "examples" / "go-service", root_repo / "examples" / "go-service")
+    (root_repo / "pipelines").mkdir()
+    (root_repo / "pipelines" / "go-service.yaml").write_text(HELLO_ONLY)
+    lock = ("--lock", str(REPO / "toolchains.lock"))
+    as_root = run_cli("build", *lock, "--toolchain", "go=go-registry", "--backend", "docker", "--no-cache", "--out",
+                      str(tmp_path / "root-out"), cwd=root_repo, env={"REPROBUILD_CACHE": str(shared_cache_root)})
+    assert as_root.returncode == 0, as_root.stderr[-3000:]
+    expected = (tmp_path / "root-out" / "SHA256SUMS").read_text()
+
+    repo = user.base / "repo"
+    shutil.copytree(root_repo / "examples", repo / "examples")
+    shutil.copytree(root_repo / "pipelines", repo / "pipelines")
+    owned_copy(repo, user)
+    wheel = user.base / go_wheel.name  # the wheel where the user can read it (the test data cache is root's)
+    shutil.copyfile(go_wheel, wheel)
+    os.chmod(wheel, 0o644)
+    imported = user.run("toolchain", "import", *lock, str(wheel), cwd=repo)
+    assert imported.returncode == 0, imported.stderr
+    home = user.base / "home"
+    assert str(home / ".cache" / "reprobuild") in imported.stderr + imported.stdout  # a fresh cache of their own
+
+    group = sock.stat().st_gid
+    for backend, args, env in (("docker", ("--backend", "docker"), {"DOCKER_HOST": f"unix://{sock}"}),
+                               ("default", (), {})):
+        out = home / f"out-{backend}"
+        done = user.run("build", *lock, "--toolchain", "go=go-registry", *args, "--no-cache", "--out", str(out),
+                        groups=(group,), env=env, cwd=repo)
+        assert done.returncode == 0, f"{backend}: {done.stderr[-3000:]}"
+        assert (out / "SHA256SUMS").read_text() == expected, backend
+        manifest = json.loads((out / "manifest.json").read_text())
+        if backend == "docker":
+            assert (manifest["backend"], manifest["hermetic"]) == ("docker", True)
+        else:
+            assert manifest["backend"] in ("sandbox", "local"), manifest["backend"]
+            assert manifest["hermetic"] == (manifest["backend"] == "sandbox")
+        for dirpath, dirnames, filenames in os.walk(out):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                assert os.lstat(name).st_uid == user.uid, name  # the user can move and delete all of it
+        assert (out / "go-service" / "hello_linux_amd64").stat().st_mode & 0o777 == 0o755
+        client = engine.Engine(engine.Endpoint(f"unix://{sock}", "test"))
+        try:
+            assert client.containers(f"org.reprobuild.pid={done.pid}") == []
+        finally:
+            client.close()
