@@ -13,6 +13,7 @@ Root is needed to switch users; the suite runs as root in CI.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -251,3 +252,152 @@ def test_a_member_of_the_engines_group_builds_roots_bytes_under_umask_077(
             assert client.containers(f"org.reprobuild.pid={done.pid}") == []
         finally:
             client.close()
+
+
+# --- rootless Podman ----------------------------------------------------------------------------------
+
+SUBIDS = (1_000_000, 65536)  # subordinate ids given to the test user when it has none
+
+
+def _subids_of(name: str, path: str) -> bool:
+    try:
+        return any(line.split(":", 1)[0] == name for line in Path(path).read_text().splitlines())
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def rootless_podman(user: User) -> Iterator[str]:
+    """`podman system service` run by the test user (rootless: its containers' ids are the user's and its
+    subordinate ids), on a socket in the user's own XDG_RUNTIME_DIR; stopped, with its pause process, at the end."""
+    if shutil.which("podman") is None or shutil.which("newuidmap") is None:
+        pytest.fail("rootless Podman needs Debian's podman and uidmap: apt-get install podman uidmap")
+    if not (_subids_of(user.name, "/etc/subuid") and _subids_of(user.name, "/etc/subgid")):
+        first, count = SUBIDS
+        subprocess.run(["usermod", "--add-subuids", f"{first}-{first + count - 1}", "--add-subgids",
+                        f"{first}-{first + count - 1}", user.name], check=True, capture_output=True)
+    run_dir = user.base / "run"
+    run_dir.mkdir(mode=0o700)
+    os.chown(run_dir, user.uid, user.gid)
+    sock = run_dir / "podman.sock"
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(user.base / "home"), "XDG_RUNTIME_DIR": str(run_dir)}
+    log = open(user.base / "podman.log", "wb")  # noqa: SIM115 (closed at teardown)
+    service = subprocess.Popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "podman",
+                                "system", "service", "--time=0", f"unix://{sock}"], env=env, cwd=user.base,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            if time.monotonic() > deadline or service.poll() is not None:
+                pytest.fail(f"rootless podman system service did not come up: {(user.base / 'podman.log').read_text()}")
+            time.sleep(0.2)
+        yield f"unix://{sock}"
+    finally:
+        _end_group(service, pause=run_dir / "libpod" / "tmp" / "pause.pid")
+        log.close()
+
+
+def _end_group(service: subprocess.Popen[bytes], pause: Path) -> None:
+    """Stop the service: it re-executes itself inside its user namespace (a child in its process group) and keeps
+    a pause process holding that namespace (its pid in `pause`); all of them are ended, by their ids."""
+    import signal
+    import time
+
+    keeper = None
+    with contextlib.suppress(OSError, ValueError):
+        keeper = int(pause.read_text().strip())
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(service.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _group_alive(service.pid):
+        service.poll()
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(service.pid, signal.SIGKILL)
+    service.wait()
+    if keeper is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(keeper, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat_fields[2]) == pgid and stat_fields[0] != "Z":
+                    return True
+    return False
+
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_rootless_podman_builds_dockers_bytes_for_a_command_pipeline_and_go_service(
+        user: User, rootless_podman: str, debian_lock: Path, go_wheel: Path, go_registry: Any,
+        shared_cache_root: Path, tmp_path: Path) -> None:
+    """A user's own Podman (no root, no group): a command pipeline (the debian image) and go-service's `hello` give
+    the SHA256SUMS of root's Docker build; the files are the user's, no container is left behind.
+
+    Making the debian image's rootfs takes debootstrap, which needs root: the user's cache gets the layer root made
+    for the same lock entry (what a shared or restored cache would hold); the image itself is built and loaded
+    through the rootless socket."""
+    from reprobuild.backends.images.spec import load_spec
+    from reprobuild.backends.images.store import ImageStore
+    from reprobuild.config.lock import load_lock
+    from tests.conftest import run_cli
+
+    root_repo = command_projects(tmp_path / "repo", 1, "cmd")
+    shutil.copytree(REPO / "examples" / "go-service", root_repo / "examples" / "go-service")
+    (root_repo / "pipelines" / "go-service.yaml").write_text(HELLO_ONLY)
+    for name in ("toolchains.lock", "toolchains.yaml"):
+        shutil.copy(debian_lock.parent / name, root_repo / name)
+    shutil.copytree(debian_lock.parent / "builders", root_repo / "builders")
+    args = ("--lock", "toolchains.lock", "--toolchain", "go=go-registry", "--no-cache")
+    as_root = run_cli("build", *args, "--backend", "docker", "--out", str(tmp_path / "root-out"), cwd=root_repo,
+                      env={"REPROBUILD_CACHE": str(shared_cache_root)})
+    assert as_root.returncode == 0, as_root.stderr[-3000:]
+    expected = (tmp_path / "root-out" / "SHA256SUMS").read_text()
+    assert "cmd01/out.txt" in expected and "go-service/hello_linux_amd64" in expected
+
+    repo = user.base / "repo"
+    shutil.copytree(root_repo, repo)
+    owned_copy(repo, user)
+    home = user.base / "home"
+    lock = load_lock(debian_lock)
+    spec = load_spec(debian_lock.parent / "builders", "debian")
+    entry = ImageStore.locked_entry(spec, lock)
+    theirs = ImageStore(None, home / ".cache" / "reprobuild")  # type: ignore[arg-type]  # paths only
+    for made, seeded in zip(ImageStore(None, shared_cache_root).rootfs_cache(entry),  # type: ignore[arg-type]
+                            theirs.rootfs_cache(entry), strict=True):
+        seeded.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(made, seeded)
+    for dirpath, _, filenames in os.walk(home):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in filenames)]:
+            os.chown(name, user.uid, user.gid)
+    wheel = user.base / go_wheel.name
+    shutil.copyfile(go_wheel, wheel)
+    os.chmod(wheel, 0o644)
+    imported = user.run("toolchain", "import", "--lock", "toolchains.lock", str(wheel), cwd=repo)
+    assert imported.returncode == 0, imported.stderr
+
+    out = home / "out"
+    done = user.run("build", *args, "--out", str(out), cwd=repo,
+                    env={"DOCKER_HOST": rootless_podman, "XDG_RUNTIME_DIR": str(user.base / "run")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "SHA256SUMS").read_text() == expected
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["backend"], manifest["hermetic"]) == ("docker", True)
+    for dirpath, dirnames, filenames in os.walk(out):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            assert os.lstat(name).st_uid == user.uid, name
+    probe = user.run("doctor", "--json", "--lock", "toolchains.lock", cwd=repo,
+                     env={"DOCKER_HOST": rootless_podman, "XDG_RUNTIME_DIR": str(user.base / "run")})
+    found = {f["id"]: f for f in json.loads(probe.stdout)["findings"]}["engine.reachable"]
+    assert found["message"].startswith("Podman engine ") and rootless_podman in found["message"]
+    left = subprocess.run(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "podman",
+                           "ps", "-a", "--filter", f"label=org.reprobuild.pid={done.pid}", "--format", "{{.Names}}"],
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home),
+                               "XDG_RUNTIME_DIR": str(user.base / "run")}, capture_output=True, text=True, cwd=repo)
+    assert left.returncode == 0 and left.stdout.strip() == "", left.stdout + left.stderr

@@ -12,9 +12,11 @@ A step is planned by `container_config` (pure: the Engine API create body) over 
 prepares (private copies, disorderfs views, ownership) and removes afterwards.
 
 Outputs written by uid 1000 are handed back to the invoking user when reprobuild runs as root. Only root can
-change owners, so a non-root caller (a member of the engine's group) has its steps run as its own uid/gid
-instead: the files a step writes are then the caller's (`for_this_user`). The output bytes do not depend on
-it (verify's user_group variation checks that, as root).
+change owners, so a non-root caller has its steps run as whoever the engine maps to the caller (`for_this_user`):
+on a rootful engine (the caller in its group) the caller's own uid/gid; on rootless Podman the same, with the
+caller's uid kept in the container's user namespace (`keep-id`); on rootless Docker the container's root, which
+is the caller. The files a step writes are then the caller's. The output bytes do not depend on it (verify's
+user_group variation checks that, as root).
 """
 
 from __future__ import annotations
@@ -246,7 +248,7 @@ class DockerBackend:
         return variation in SUPPORTED_VARIATIONS
 
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
-        spec = for_this_user(spec)
+        spec, userns = for_this_user(spec, self.client.facts)
         image_id = self.ensure_image(spec.image)
         timed_out = threading.Event()
         timer: threading.Timer | None = None
@@ -262,6 +264,8 @@ class DockerBackend:
                     config = container_config(spec, image_id, mounts, name, has_shell=self._has_shell(spec.image),
                                               hosts_file=None if spec.network else self._hosts_file(),
                                               quirks=self._quirks, env=variables)
+                    if userns:
+                        config["HostConfig"]["UsernsMode"] = userns
                     with self._running_guard:
                         if self._cancelled:
                             raise KeyboardInterrupt  # interrupted while this step was being set up
@@ -322,14 +326,23 @@ class DockerBackend:
                 continue  # a second Ctrl-C must not leave the container behind
 
 
-def for_this_user(spec: RunSpec) -> RunSpec:
-    """The step as it runs for this caller: unchanged for root; for anyone else, as the caller's own uid/gid
-    instead of the fixed build user, since only root can give the files a container's user writes back (and the
-    caller must be able to write into, rename and remove what the step made)."""
+def for_this_user(spec: RunSpec, engine: EngineFacts) -> tuple[RunSpec, str]:
+    """The step as it runs for this caller, and the user namespace mode its container needs ("": the engine's).
+
+    Root: unchanged (the fixed build user; its files are handed back). Anyone else cannot give back the files a
+    container's user writes, so the step runs as the engine maps the caller: its own uid/gid on a rootful engine;
+    the same on rootless Podman with `keep-id` (that uid is the caller's in the container too); root on rootless
+    Docker (the container's root is the caller)."""
     p = spec.perturb
     if os.geteuid() == 0 or (p.uid, p.gid) != (UID, GID):
-        return spec
-    return dataclasses.replace(spec, perturb=dataclasses.replace(p, uid=os.getuid(), gid=os.getgid()))
+        return spec, ""
+    uid, gid, userns = os.getuid(), os.getgid(), ""
+    if engine.rootless:
+        if engine.product == "Podman":
+            userns = "keep-id"
+        else:
+            uid, gid = 0, 0
+    return dataclasses.replace(spec, perturb=dataclasses.replace(p, uid=uid, gid=gid)), userns
 
 
 def _stream(frames: Iterable[tuple[int, bytes]], on_line: Callable[[str], None]) -> str:
