@@ -228,7 +228,9 @@ def main(runs: int = 5, baseline: str = BASELINE) -> dict[str, Any]:
     result["figures"] = [
         {"figure": "CLI start to first container, `build --backend docker` of one Go target: Docker SDK (lazy import) "
                    f"vs the hand-written Engine API client at {baseline} (target: no slower)",
-         "ours": f"{start_new:.3f} s", "baseline": f"{start_old:.3f} s", "ratio": f"{start_new / start_old:.2f}x",
+         "ours": f"{start_new:.3f} s (best {min(starts['sdk']):.3f} s)",
+         "baseline": f"{start_old:.3f} s (best {min(starts['baseline']):.3f} s)",
+         "ratio": f"{start_new / start_old:.2f}x",
          "ok": result["start_ok"]},
         {"figure": f"one step's container (`go version` in the go image): Docker SDK vs the client at {baseline} "
                    f"(target <= {STEP_TARGET_RATIO:.2f}x)",
@@ -241,7 +243,8 @@ def main(runs: int = 5, baseline: str = BASELINE) -> dict[str, Any]:
         {"figure": "experiment, not shipped: CLI start to first container with the SDK imported on a background "
                    "thread from the CLI's first line, vs as shipped (imported when the backend connects); the work "
                    "it would overlap is CPU-bound Python under the GIL (information)",
-         "ours": f"{start_bg:.3f} s", "baseline": f"{start_new:.3f} s (as shipped)",
+         "ours": f"{start_bg:.3f} s (best {min(starts['background']):.3f} s)",
+         "baseline": f"{start_new:.3f} s (as shipped; best {min(starts['sdk']):.3f} s)",
          "ratio": f"{start_bg / start_new:.2f}x", "ok": None},
     ]
     print(f"| measure (median of {runs}) | Docker SDK | baseline ({baseline}) | ratio |\n|---|---|---|---|\n"
