@@ -46,3 +46,23 @@ def test_a_pin_apt_cannot_give_stops_with_the_way_out(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", str(lock)], capture_output=True, text=True)
     assert done.returncode == 1, done.stderr
     assert "zlib1g-dev 0.0-not-a-version" in done.stderr and "run `reprobuild lock`" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs dpkg (a Debian host)")
+def test_drift_is_an_expected_failure_on_a_developers_host_and_a_failure_in_ci(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local == Docker bytes tests xfail on drift; where CI aligned the host, drift fails them instead and says
+    whether the committed lock is the stale side."""
+    from tests.conftest import host_package_drift
+
+    data = yaml.safe_load((REPO / "toolchains.lock").read_text())
+    data["images"]["debian"]["packages"]["zlib1g-dev"] = "0.0-newer"
+    lock = tmp_path / "toolchains.lock"
+    lock.write_text(yaml.safe_dump(data, sort_keys=True))
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("REPROBUILD_REQUIRE_DOCKER", "0")
+    (drift,) = host_package_drift(lock, ("zlib1g-dev",))
+    assert drift.startswith("zlib1g-dev ") and drift.endswith("(the image has 0.0-newer)")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"align-host-packages.*zlib1g-dev.*run `reprobuild lock`"):
+        host_package_drift(lock, ("zlib1g-dev",))
