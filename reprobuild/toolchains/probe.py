@@ -93,7 +93,7 @@ def check_toolchain(tc: Toolchain, pin: PlatformPin, offline: bool, have: frozen
     if offline:
         return SourceCheck(UNCHECKED, why="offline (--offline / REPROBUILD_OFFLINE): no source was asked")
     with ThreadPoolExecutor(max_workers=min(4, len(wanted))) as pool:
-        found = list(pool.map(lambda f: check_file(tc.source, f, pin.platform), wanted))
+        found = list(pool.map(lambda f: _check_file(tc.source, f, pin.platform), wanted))
     bad = [f"{f.name}: {c.where}" for f, c in zip(wanted, found, strict=True) if not c.ok]
     if bad:
         return SourceCheck(UNFETCHABLE, why="; ".join(bad))
@@ -101,7 +101,7 @@ def check_toolchain(tc: Toolchain, pin: PlatformPin, offline: bool, have: frozen
     return SourceCheck(FETCHABLE, where=where, urls=tuple(c.url for c in found))
 
 
-def check_file(source: str, pinned: PinnedFile, platform: str) -> _FileCheck:
+def _check_file(source: str, pinned: PinnedFile, platform: str) -> _FileCheck:
     """One pinned file from one kind of source; never raises for what the source answers."""
     try:
         if source == "url":
