@@ -216,7 +216,7 @@ def test_same_image_digests_from_two_checkouts(two_builds: tuple[Path, Path]) ->
     images = json.loads((a / "manifest.json").read_text())["oci_images"]
     assert images == json.loads((b / "manifest.json").read_text())["oci_images"]
     assert sorted(images) == ["greet/hi-files.oci", "greet/hi.oci"]
-    sums = dict(reversed(line.split("  ")) for line in (a / "SHA256SUMS").read_text().splitlines())
+    sums = {path: digest for digest, path in (line.split("  ") for line in (a / "SHA256SUMS").read_text().splitlines())}
     subjects = json.loads((a / "provenance.json").read_text())["subject"]
     for path, image in images.items():
         digest = image["digest"].removeprefix("sha256:")
