@@ -9,8 +9,9 @@ other differing layer recurses through the gzip and tar comparators down to the 
 Under the compare's shared budget, like tar and zip: the reader refuses hostile layouts (links, digests that
 leave the layout, huge or deeply nested documents, index cycles, too many images or layers) with a note
 instead of causes; every layer counts against the member budget; a layer is recursed into only when its blob
-holds the size its descriptor declares, that size is within MAX_MEMBER_BYTES and the byte budget, and it is
-among the first MAX_RECURSE_MEMBERS differing ones. Anything left out is named "not compared: too large".
+holds the size its descriptor declares and that size is within MAX_MEMBER_BYTES and the byte budget; the first
+MAX_RECURSE_MEMBERS differing layers are explained one by one, the rest counted. Anything left out is named
+"not compared: too large".
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def _layers(la: oci.Layout, lb: oci.Layout, ia: oci.Image, ib: oci.Image, ctx: C
     for i, (xa, xb) in enumerate(zip(ia.layers, ib.layers, strict=False)):
         if xa.digest == xb.digest:
             continue
+        if recursed >= MAX_RECURSE_MEMBERS:  # explained one by one up to here; the rest are counted
+            skipped.append(f"layer {i + 1}")
+            continue
+        recursed += 1
         name = f"layer {i + 1} of {n} ({_role(ia, i)})"
         if i < len(diff_a) and i < len(diff_b) and diff_a[i] == diff_b[i]:
             causes.append(Cause("content", f"{name}: the same files ({diff_a[i]}), compressed differently: "
@@ -114,11 +119,9 @@ def _layers(la: oci.Layout, lb: oci.Layout, ia: oci.Image, ib: oci.Image, ctx: C
                  for side, p, x in (("A", pa, xa), ("B", pb, xb)) if p.lstat().st_size != x.size]
         if wrong:
             causes.append(Cause("content", f"{name}: not compared: {'; '.join(wrong)}"))
-        elif max(xa.size, xb.size) > MAX_MEMBER_BYTES or recursed >= MAX_RECURSE_MEMBERS or \
-                not ctx.budget.take_bytes(xa.size + xb.size):
+        elif max(xa.size, xb.size) > MAX_MEMBER_BYTES or not ctx.budget.take_bytes(xa.size + xb.size):
             skipped.append(f"layer {i + 1}")
         else:
-            recursed += 1
             causes += ctx.recurse(pa, pb, name)
     if skipped:
         causes.append(Cause("content", clip(f"{TOO_LARGE}: {plural(len(skipped), 'differing layer')} past the "
