@@ -106,3 +106,14 @@ def test_nesting_within_the_limit_is_read(tmp_path: Path) -> None:
     assert [str(i.platform) for i in oci.read_layout(b, check=False).images] == ["linux/amd64"]
     text, _ = shown(a, b)
     assert "layer 1 of 1" in text, text
+
+
+def test_a_blob_directory_linked_out_of_the_layout_is_not_followed(tmp_path: Path) -> None:
+    a = oci_layout(tmp_path / "a")
+    b = oci_layout(tmp_path / "b", (SECRET.encode(),))
+    outside = tmp_path / "host" / "blobs"
+    outside.parent.mkdir()
+    (b / "blobs" / "sha256").rename(outside)
+    (b / "blobs" / "sha256").symlink_to(outside)
+    text, _ = shown(a, b)
+    assert "OCI layout not compared" in text and "symbolic link" in text and SECRET not in text, text
