@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprobuild.backends import Availability
+from reprobuild.backends import Availability, leftovers
 from reprobuild.config.hostenv import leaking_variables
 from reprobuild.config.model import Lock, host_platform
 from reprobuild.config.policy import Finding as PolicyFinding
@@ -45,7 +45,7 @@ class EngineFacts:
     detail: str  # the version line, or why it does not answer
     info: Mapping[str, Any] = field(default_factory=dict)
     image_states: Mapping[str, str] = field(default_factory=dict)  # image label -> present | missing | stale
-    leftovers: tuple[str, ...] = ()
+    leftovers: tuple[leftovers.Leftover, ...] = ()  # containers carrying reprobuild's label, their owners judged
     configured: bool = True  # DOCKER_HOST, a Docker context or a local socket names one (builds then fail closed)
 
 
@@ -66,6 +66,7 @@ class Facts:
     policy: tuple[PolicyFinding, ...] = ()
     policy_error: str | None = None
     backends: tuple[Availability, ...] = ()  # every backend, most hermetic first, and whether it runs here
+    leftover_dirs: tuple[leftovers.Leftover, ...] = ()  # private directories under the temp dir, owners judged
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ def check_images(facts: Facts) -> Iterable[Finding]:
     for label, state in sorted(facts.engine.image_states.items()):
         severity = {"present": "ok", "missing": "info", "stale": "warning"}.get(state, "info")
         hint = {"missing": "built on first use", "stale": "an older image of this name is here (the expected one is "
-                f"built on first use): `docker image ls reprobuild-{label.split('+')[0]}` lists them, `docker image rm "
-                "NAME:TAG` frees one (never `docker image prune`: on a shared engine, everyone's)"}.get(state)
+                "built on first use): `reprobuild doctor --fix` removes reprobuild's images that the lock and "
+                "builders/ no longer expect and no container uses (no other image)"}.get(state)
         yield Finding(f"image.{label}.{state}", severity, f"builder image `{label}`: {state}", hint)
 
 
@@ -198,12 +199,20 @@ def check_policy(facts: Facts) -> Iterable[Finding]:
 
 
 def check_leftovers(facts: Facts) -> Iterable[Finding]:
-    if facts.engine.leftovers:
-        yield Finding("engine.containers", "info",
-                      f"{len(facts.engine.leftovers)} reprobuild container(s) exist now: "
-                      + ", ".join(facts.engine.leftovers[:10]),
-                      "running builds own them; a finished build never leaves one behind",
-                      {"containers": list(facts.engine.leftovers)})
+    """Containers and private directories of builds: of dead ones (removable), running ones, and others (another
+    host's or PID namespace's on a shared engine, or with no owner record: never touched)."""
+    found = [*facts.engine.leftovers, *facts.leftover_dirs]
+    groups = (("dead", (leftovers.DEAD,), "warning", "left behind by build(s) killed outright (owner dead on this "
+               "host)", "`reprobuild doctor --fix` removes them; so does the next build"),
+              ("running", (leftovers.ALIVE,), "info", "of build(s) running now", None),
+              ("other", (leftovers.FOREIGN, leftovers.UNKNOWN), "info", "of other hosts or PID namespaces, or with "
+               "no owner record (an older reprobuild's)", "reprobuild never removes these; their owners do"))
+    for key, states, severity, what, hint in groups:
+        items = [f for f in found if f.state in states]
+        if items:
+            yield Finding(f"leftovers.{key}", severity, f"{len(items)} container(s)/director(ies) {what}: "
+                          + ", ".join(f"{f.kind} {f.name}" for f in items[:10]), hint,
+                          {"leftovers": [f.to_json() for f in items]})
 
 
 RULES: tuple[Rule, ...] = (
@@ -266,7 +275,8 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
     engine = _engine_facts(lock, cache, builders)
     return Facts(environ, lock, lock_error, cache, builders, engine,
                  docker_required=environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"), rootfs_cache=rootfs,
-                 policy=judged, policy_error=policy_error, backends=_backend_facts(cache, engine))
+                 policy=judged, policy_error=policy_error, backends=_backend_facts(cache, engine),
+                 leftover_dirs=tuple(leftovers.find_dirs()))
 
 
 def _backend_facts(cache: ToolchainCache, engine: EngineFacts) -> tuple[Availability, ...]:
@@ -319,7 +329,8 @@ def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> E
     if not reachable:
         return EngineFacts(False, detail, configured=configured)
     info = docker_backend.engine_info()
-    store = ImageStore(docker_backend.engine(), cache.root, builders)
+    images = docker_backend.engine()
+    store = ImageStore(images, cache.root, builders)
     states: dict[str, str] = {}
     plat = host_platform()
     for name in spec_names(builders):
@@ -337,4 +348,4 @@ def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> E
                 states[name] = store.state(spec, store.debian_key(spec, entry))
         except Exception:  # reported by check_images from the spec and the lock
             continue
-    return EngineFacts(True, detail, info, states, tuple(docker_backend.leftover_containers()))
+    return EngineFacts(True, detail, info, states, tuple(leftovers.find_containers(images.client)))
