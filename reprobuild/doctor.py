@@ -210,8 +210,9 @@ def check_leftovers(facts: Facts) -> Iterable[Finding]:
     for key, states, severity, what, hint in groups:
         items = [f for f in found if f.state in states]
         if items:
-            yield Finding(f"leftovers.{key}", severity, f"{len(items)} container(s)/director(ies) {what}: "
-                          + ", ".join(f"{f.kind} {f.name}" for f in items[:10]), hint,
+            kinds = sum(f.kind == "container" for f in items), sum(f.kind == "dir" for f in items)
+            yield Finding(f"leftovers.{key}", severity, f"{kinds[0]} container(s) and {kinds[1]} private "
+                          f"director(ies) {what}: " + ", ".join(f"{f.kind} {f.name}" for f in items[:10]), hint,
                           {"leftovers": [f.to_json() for f in items]})
 
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from reprobuild.backends import leftovers
-from tests.conftest import command_projects, run_cli
+from tests.conftest import REPO, command_projects, run_cli
 
 
 def dead_pid() -> tuple[int, int]:
@@ -87,6 +87,54 @@ def test_only_dead_owners_private_dirs_go(tmp_path: Path, monkeypatch: pytest.Mo
     assert [r.name for r in removed] == [str(dead)]
     assert not dead.exists()
     assert all(p.is_dir() for p in (mine, in_container, foreign, unmarked, other_tool))
+
+
+def test_doctor_lists_dead_running_and_other_leftovers(tmp_path: Path) -> None:
+    from reprobuild import doctor
+    from reprobuild.toolchains.cache import ToolchainCache
+
+    me = leftovers.this_process()
+    found = (leftovers.Leftover("container", "reprobuild-a", leftovers.DEAD, me, "running"),
+             leftovers.Leftover("container", "reprobuild-b", leftovers.ALIVE, me, "running"),
+             leftovers.Leftover("container", "reprobuild-c", leftovers.FOREIGN, me, "exited"))
+    engine = doctor.EngineFacts(True, "x", leftovers=found)
+    facts = doctor.Facts({}, None, None, ToolchainCache(tmp_path), tmp_path, engine,
+                         leftover_dirs=(leftovers.Leftover("dir", "/tmp/reprobuild-copy-x", leftovers.DEAD, me),))
+    by_id = {f.id: f for f in doctor.diagnose(facts).findings}
+    dead = by_id["leftovers.dead"]
+    assert dead.severity == "warning" and "doctor --fix" in (dead.hint or "")
+    assert "1 container(s) and 1 private director(ies)" in dead.message and "reprobuild-a" in dead.message
+    assert by_id["leftovers.running"].severity == by_id["leftovers.other"].severity == "info"
+    assert "never removes" in (by_id["leftovers.other"].hint or "")
+
+
+def test_a_killed_local_build_leaves_its_scratch_root_to_the_next_build(tmp_path: Path) -> None:
+    root = command_projects(tmp_path / "p", 1, "k", run="sleep 60; cp input.txt $OUT/out.txt")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp), "REPROBUILD_CACHE": str(tmp_path / "cache")}
+    killed = subprocess.Popen([sys.executable, "-m", "reprobuild", "build", "--out", str(root / "out"), "--backend",
+                               "local", "--lock", str(REPO / "toolchains.lock")], cwd=root, env={**os.environ, **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            scratch = [d for d in tmp.glob("reprobuild-local-*") if (d / leftovers.MARKER).is_file()]
+            if scratch or killed.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert scratch, "the build's scratch root, with its owner file"
+        time.sleep(0.5)  # the step runs in it
+    finally:
+        killed.kill()
+        killed.wait(timeout=30)
+    assert scratch[0].is_dir()
+    quick = command_projects(tmp_path / "q", 1, "q")
+    done = run_cli("build", "--out", str(quick / "out"), "--backend", "local", "--lock", str(REPO / "toolchains.lock"),
+                   cwd=quick, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"removed a leftover of a killed build: dir {scratch[0]} (build " in done.stderr
+    assert not scratch[0].exists()
+    assert (tmp / "reprobuild-local").is_dir()  # the fixed mount point every build shares stays
 
 
 # --- real builds, killed ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ reprobuild's, a test's), anything without reprobuild's label, a directory owned 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprobuild import proc
+from reprobuild.errors import ReprobuildError
 from reprobuild.fsutil import remove_tree
 
 if TYPE_CHECKING:
@@ -116,7 +118,7 @@ def judge(owner: Owner | None, me: Owner | None = None) -> str:
     """ALIVE, DEAD (removable), FOREIGN (another host or PID namespace) or UNKNOWN (no full owner record, or this
     host cannot tell: no boot id, no PID namespace, or other users' processes hidden from /proc)."""
     me = me or this_process()
-    if owner is None or not me.boot or not me.pidns or not owner.boot or not owner.pidns:
+    if owner is None or not all((me.boot, me.pidns, me.started, owner.boot, owner.pidns, owner.started)):
         return UNKNOWN
     if (owner.hostname, owner.machine) != (me.hostname, me.machine):
         return FOREIGN
@@ -243,7 +245,8 @@ def remove(found: Iterable[Leftover], engine: Engine | None) -> list[Leftover]:
                 continue
             path = Path(item.name)
             for point in _mounts_under(path):  # a dead build's disorderfs view: never remove through it
-                proc.run(["fusermount", "-u", "-z", "-q", point], check=False)
+                with contextlib.suppress(ReprobuildError):  # (no fusermount: the check below keeps the dir)
+                    proc.run(["fusermount", "-u", "-z", "-q", point], check=False)
             if _mounts_under(path):
                 continue
             try:
