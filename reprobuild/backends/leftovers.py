@@ -45,6 +45,7 @@ MARKER = ".reprobuild-owner"  # the owner record inside a private directory
 DIR_PREFIX = "reprobuild-"  # every private directory under the temp dir is named so
 
 ALIVE, DEAD, FOREIGN, UNKNOWN = "alive", "dead", "foreign", "unknown"
+IN_CONTAINER = "mounted in a container"  # a directory's detail: removed only after its container is
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def find_dirs(temp_root: Path | None = None, me: Owner | None = None) -> list[Le
         if record is None:
             continue  # not made by a reprobuild that records its owner: never judged
         owner = Owner.from_record(record)
-        detail = "mounted in a container" if record.get("in_container") else ""
+        detail = IN_CONTAINER if record.get("in_container") else ""
         found.append(Leftover("dir", entry.path, judge(owner, me), owner, detail))
     return found
 
@@ -241,7 +242,7 @@ def remove(found: Iterable[Leftover], engine: Engine | None) -> list[Leftover]:
             except EngineError:
                 continue  # the engine refused (being removed already, ...): the next sweep tries again
         elif item.kind == "dir":
-            if item.detail and engine is None:
+            if item.detail == IN_CONTAINER and engine is None:
                 continue
             path = Path(item.name)
             for point in _mounts_under(path):  # a dead build's disorderfs view: never remove through it
@@ -284,18 +285,20 @@ def stale_images(engine: Engine, expected: Mapping[str, frozenset[str] | None]) 
     """reprobuild's builder images (its label, a `reprobuild-NAME:` name) of the images `expected` describes whose
     inputs are none of the expected ones and that no container (of anyone) uses; one entry per name to remove.
     A name whose expected inputs could not be computed (None) is left alone, as are names `expected` lacks."""
-    used = {str(c.get("ImageID", "")) for c in engine.container_records(None)}
+    used = {str(c.get("ImageID", "")).removeprefix("sha256:") for c in engine.container_records(None)}
     found = []
     for image in engine.image_records(IMAGE_LABEL):
         labels = image.get("Labels") or {}
         name, inputs, image_id = labels.get(IMAGE_LABEL, ""), labels.get(PREFIX + "inputs", ""), str(image["Id"])
         keys = expected.get(name)
-        if keys is None or inputs in keys or image_id in used:
+        if keys is None or inputs in keys or image_id.removeprefix("sha256:") in used:
             continue
-        ours = [t for t in image.get("RepoTags") or [] if t.startswith(f"reprobuild-{name}:")]
+        # (Podman names an unqualified image `localhost/NAME:TAG`)
+        tags = image.get("RepoTags") or []
+        ours = [t for t in tags if t.removeprefix("localhost/").startswith(f"reprobuild-{name}:")]
         for tag in ours:
             found.append(Leftover("image", tag, "stale", None, image_id))
-        if not image.get("RepoTags") or image.get("RepoTags") == ["<none>:<none>"]:
+        if not tags or tags == ["<none>:<none>"]:
             found.append(Leftover("image", image_id, "stale", None, image_id))
     return found
 
