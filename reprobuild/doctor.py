@@ -224,7 +224,7 @@ RULES: tuple[Rule, ...] = (
     Rule("images", "builder images pinned and present", check_images),
     Rule("environment", "host variables a build would otherwise see", check_environment),
     Rule("policy", "the Go/Paddle policy gate", check_policy),
-    Rule("containers", "containers left behind", check_leftovers),
+    Rule("leftovers", "containers and directories builds left behind", check_leftovers),
 )
 
 
