@@ -432,7 +432,7 @@ def test_docker_and_local_backends_give_the_same_sha256sums(
     compiled = "paddle-model/custom-relu/"
     assert [x for x in docker_sums if compiled not in x] == [x for x in local_sums if compiled not in x]
     pytest.xfail(f"the custom operator matches only on a host with the image's compilers and headers; this host "
-                 f"has {'; '.join(drift)}")
+                 f"has {'; '.join(drift)} (.ci/align-host-packages installs the lock's versions, as CI does)")
 
 
 @pytest.mark.paddle
