@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from reprobuild.backends import ImageRef, RunResult, RunSpec
+from reprobuild.backends.leftovers import Leftover
 from reprobuild.backends.local import LocalBackend
 from reprobuild.build.actioncache import ActionCache, KeyInputs, unit_key
 from reprobuild.build.orchestrate import BuildOptions, build
@@ -51,6 +52,9 @@ class CountingBackend:
 
     def cancel(self) -> None:
         self.inner.cancel()
+
+    def remove_leftovers(self) -> list[Leftover]:
+        return self.inner.remove_leftovers()
 
 
 def project(root: Path, n: int = TARGETS) -> Path:

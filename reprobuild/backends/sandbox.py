@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reprobuild import proc
-from reprobuild.backends import HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec, disorder
+from reprobuild.backends import HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec, disorder, leftovers
 from reprobuild.backends.images.roots import Root, RootStore
 from reprobuild.backends.images.spec import BUILTIN_LOCALES, ImageSpec
 from reprobuild.config.model import Lock
@@ -158,6 +157,10 @@ class SandboxBackend:
             return all(shutil.which(t) for t in ("unshare", "domainname"))
         return variation in VARIATIONS
 
+    def remove_leftovers(self) -> list[leftovers.Leftover]:
+        """Remove the private directories of builds whose owner is dead on this host (no engine is asked)."""
+        return leftovers.sweep(None)
+
     def cancel(self) -> None:
         """End every running step (killing bwrap ends its whole sandbox) and refuse new ones."""
         self._cancelled = True
@@ -172,7 +175,7 @@ class SandboxBackend:
             mounts: list[Mount] = []
             for m in spec.mounts:
                 if m.copy:  # a private, writable copy of the tree, removed afterwards
-                    copy = Path(tempfile.mkdtemp(prefix="reprobuild-copy-"))
+                    copy = leftovers.private_dir("reprobuild-copy-")
                     stack.callback(remove_tree, copy)
                     os.chmod(copy, 0o711)  # disorderfs reads as the build user, by path
                     shutil.copytree(m.source, copy / "tree", symlinks=True)

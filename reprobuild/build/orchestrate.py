@@ -81,6 +81,8 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         units = shards[opts.shard[0] - 1]
         say(f"shard {opts.shard[0]}/{opts.shard[1]}: {len(units)} unit(s): {', '.join(u.id for u in units) or 'none'}")
     backend = backend or select_backend(opts.backend, say, lock=lock, builders_dir=builders_dir_for(opts))
+    for gone in backend.remove_leftovers():  # of builds killed outright (their owner is dead on this host)
+        say(f"removed a leftover of a killed build: {gone.describe()}")
     cache = ToolchainCache(offline=opts.offline)
     # Builds that `verify` perturbs never read or write the action cache: they must really build.
     actions = ActionCache(opts.action_cache) if opts.action_cache is not None and perturb is None else None
