@@ -1,5 +1,6 @@
 """Before any unit builds, every toolchain the selected pipelines need is had: in the cache, imported, or
-fetched now. What cannot be had ends the build at once (exit 3) with the ways out, instead of after the
+fetched now, and its tree checked (the hash it confirms keys the action cache, so restored units need it
+too). What cannot be had ends the build at once (exit 3) with the ways out, instead of after the
 units that did not need it have built (a Paddle pipeline's minute, then a Go SDK that cannot be downloaded).
 With a backend that builds images (docker, sandbox), every debootstrap image they run in must be pinned by
 the lock, and not stale.
@@ -34,7 +35,9 @@ def needed(pipelines: Sequence[Pipeline], lock: Lock, overrides: dict[str, str])
         if p.toolchain is None:
             continue
         entry = overrides.get(p.toolchain, p.toolchain)
-        found.setdefault(entry, (p.toolchain, []))[1].append(p.name)
+        users = found.setdefault(entry, (p.toolchain, []))[1]
+        if p.name not in users:  # a Go pipeline's targets are units of their own, each with its pipeline
+            users.append(p.name)
     return found
 
 
@@ -51,15 +54,18 @@ def alternatives(lock: Lock, entry: str, cache: ToolchainCache, platform: str) -
 
 
 def ensure_toolchains(pipelines: Sequence[Pipeline], lock: Lock, overrides: dict[str, str], cache: ToolchainCache,
-                      say: Callable[[str], None]) -> None:
-    """Install (fetching if needed) every toolchain the pipelines need; raise ToolchainUnavailable at once."""
+                      say: Callable[[str], None]) -> dict[str, str]:
+    """Install (fetching if needed) and check every toolchain the pipelines need; raise ToolchainUnavailable
+    at once. Returns lock entry -> the tree hash the check confirmed (what the action cache keys by)."""
     platform = host_platform()
+    verified: dict[str, str] = {}
     for entry, (asked, users) in sorted(needed(pipelines, lock, overrides).items()):
         tc = lock.toolchain(entry)
         try:
-            cache.ensure(tc)
+            verified[entry] = cache.ensure(tc).tree_sha256
         except EnvironmentFailure as exc:
             raise ToolchainUnavailable(users, asked, entry, exc, alternatives(lock, entry, cache, platform)) from None
+    return verified
 
 
 def images_needed(pipeline: Pipeline) -> set[str]:
