@@ -107,6 +107,7 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
                            host_platform(), verified, trees=trees)
         to_build = [u for u in units if actions is None or not opts.read_cache or actions.lookup(unit_key(u, inputs))
                     is None]
+        preflight.ensure_wheelhouses([u.pipeline for u in to_build], lock, opts.repo_root, cache, backend.name)
         if builders is not None:  # a backend that runs steps on the builder images' pinned content
             preflight.check_image_pins([u.pipeline for u in to_build], lock, builders)
         seconds: dict[str, float] = {}
