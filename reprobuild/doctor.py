@@ -21,7 +21,8 @@ from reprobuild.config.hostenv import leaking_variables
 from reprobuild.config.model import Lock, host_platform
 from reprobuild.config.policy import Finding as PolicyFinding
 from reprobuild.toolchains.cache import ToolchainCache
-from reprobuild.toolchains.hints import imported, missing_hint
+from reprobuild.toolchains.hints import judge_missing
+from reprobuild.toolchains.probe import SourceCheck, check_missing
 
 SEVERITIES = ("ok", "info", "warning", "error")
 
@@ -66,6 +67,8 @@ class Facts:
     policy: tuple[PolicyFinding, ...] = ()
     policy_error: str | None = None
     backends: tuple[Availability, ...] = ()  # every backend, most hermetic first, and whether it runs here
+    # For each toolchain missing from the cache (not imported), what asking its sources found (none offline).
+    sources: Mapping[str, SourceCheck] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,12 +136,15 @@ def check_toolchains(facts: Facts) -> Iterable[Finding]:
             yield Finding(f"toolchain.{name}.unavailable", "info", f"toolchain `{name}` has no pin for {plat}")
             continue
         state = facts.cache.state(tc, pin)
-        severity = {"installed": "ok", "missing": "info", "corrupt": "error"}[state]
-        hint = {"missing": missing_hint(facts.cache, tc, pin),
-                "corrupt": f"`reprobuild toolchain verify {name}`; it is reinstalled on next use"}.get(state)
-        if state == "missing" and facts.cache.offline and not imported(facts.cache, pin):
-            severity = "warning"  # nothing can fetch it here: a build that needs it stops at once (exit 3)
         what = f"Go {tc.version}" if tc.kind == "go" else f"{tc.kind} {tc.version}"
+        if state == "missing":  # judged by what its sources said when doctor asked them (gather)
+            judged, said, todo = judge_missing(facts.cache, facts.lock, name, plat, facts.sources)
+            source = facts.sources.get(name)
+            yield Finding(f"toolchain.{name}.missing", judged, f"toolchain `{name}` ({what}): missing; {said}", todo,
+                          {"state": state, "platform": plat, **({"source": source.to_json()} if source else {})})
+            continue
+        severity = {"installed": "ok", "corrupt": "error"}[state]
+        hint = f"`reprobuild toolchain verify {name}`; it is reinstalled on next use" if state == "corrupt" else None
         yield Finding(f"toolchain.{name}.{state}", severity, f"toolchain `{name}` ({what}): {state}", hint,
                       {"state": state, "platform": plat})
 
@@ -266,7 +272,8 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
     engine = _engine_facts(lock, cache, builders)
     return Facts(environ, lock, lock_error, cache, builders, engine,
                  docker_required=environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"), rootfs_cache=rootfs,
-                 policy=judged, policy_error=policy_error, backends=_backend_facts(cache, engine))
+                 policy=judged, policy_error=policy_error, backends=_backend_facts(cache, engine),
+                 sources=check_missing(lock, cache) if lock is not None else {})
 
 
 def _backend_facts(cache: ToolchainCache, engine: EngineFacts) -> tuple[Availability, ...]:

@@ -103,6 +103,12 @@ def unit_key(unit: Unit, inputs: KeyInputs) -> str:
         from reprobuild.build.image import key_inputs
 
         definition["oci_image"] = key_inputs(unit.target.image, inputs.lock, inputs.overrides, inputs.repo_root)
+    if p.container_images:  # a command pipeline's images: the same, for each
+        from reprobuild.build.image import key_inputs
+
+        definition["container_images"] = [
+            {"image": _plain(x), **key_inputs(x.spec, inputs.lock, inputs.overrides, inputs.repo_root)}
+            for x in p.container_images]
     data = {
         "format": KEY_FORMAT, "reprobuild": __version__, "unit": unit.id, "definition": definition,
         "source_tree": inputs.trees.digest(p.source), "toolchain": tool,
