@@ -89,6 +89,21 @@ def test_only_dead_owners_private_dirs_go(tmp_path: Path, monkeypatch: pytest.Mo
     assert all(p.is_dir() for p in (mine, in_container, foreign, unmarked, other_tool))
 
 
+def test_go_scratch_dirs_are_owner_marked_outside_the_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vendor's module copy and mirror's work dir: the owner record sits above the Go work dir (no file of the
+    module), a live build's is kept by a sweep, and the whole private dir goes when the work is done."""
+    from reprobuild.kinds.go.goenv import scratch_dir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    with scratch_dir("reprobuild-vendor-") as work:
+        top = work.parent
+        assert top.parent == tmp_path and top.name.startswith("reprobuild-vendor-")
+        assert (top / leftovers.MARKER).is_file() and not (work / leftovers.MARKER).exists()
+        assert leftovers.sweep(None, tmp_path) == [] and work.is_dir()
+    assert not top.exists()
+
+
 def test_doctor_lists_dead_running_and_other_leftovers(tmp_path: Path) -> None:
     from reprobuild import doctor
     from reprobuild.toolchains.cache import ToolchainCache
