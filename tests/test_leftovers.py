@@ -104,6 +104,24 @@ def test_go_scratch_dirs_are_owner_marked_outside_the_module(tmp_path: Path, mon
     assert not top.exists()
 
 
+def test_a_dead_builds_step_cgroup_goes_and_a_live_ones_stays(tmp_path: Path) -> None:
+    """The sandbox's memory cgroups are named by their owner (PID and its start time): the next build removes a
+    dead owner's; a live owner's, and a name that is not reprobuild's pattern, stay. (A plain directory tree
+    stands in for the cgroup file system: rmdir is what the kernel's removal is.)"""
+    from reprobuild.backends.sandbox import remove_dead_cgroups
+
+    groups = tmp_path / "reprobuild-sandbox"
+    groups.mkdir()
+    pid, started = dead_pid()
+    me = leftovers.this_process()
+    dead, live, other = (groups / f"{pid}-{started}-aa", groups / f"{me.pid}-{me.started}-bb", groups / "custom")
+    for d in (dead, live, other):
+        d.mkdir()
+    removed = remove_dead_cgroups((tmp_path,))
+    assert [(r.kind, r.name, r.state) for r in removed] == [("cgroup", str(dead), leftovers.DEAD)]
+    assert not dead.exists() and live.is_dir() and other.is_dir()
+
+
 def test_doctor_lists_dead_running_and_other_leftovers(tmp_path: Path) -> None:
     from reprobuild import doctor
     from reprobuild.toolchains.cache import ToolchainCache

@@ -158,8 +158,9 @@ class SandboxBackend:
         return variation in VARIATIONS
 
     def remove_leftovers(self) -> list[leftovers.Leftover]:
-        """Remove the private directories of builds whose owner is dead on this host (no engine is asked)."""
-        return leftovers.sweep(None)
+        """Remove the private directories and memory cgroups of builds whose owner is dead on this host (no
+        engine is asked)."""
+        return [*leftovers.sweep(None), *remove_dead_cgroups()]
 
     def cancel(self) -> None:
         """End every running step (killing bwrap ends its whole sandbox) and refuse new ones."""
@@ -274,7 +275,8 @@ def _memory_cgroup(limit: int | None) -> Iterator[Path | None]:
         return
     v2 = (CGROUP_V2 / "cgroup.controllers").is_file() and "memory" in (CGROUP_V2 / "cgroup.controllers").read_text()
     parent = CGROUP_V2 if v2 else CGROUP_V1
-    group = parent / "reprobuild-sandbox" / uuid.uuid4().hex[:16]
+    me = leftovers.this_process()  # the name says whose it is: a killed build's is removed by the next one
+    group = parent / "reprobuild-sandbox" / f"{me.pid}-{me.started}-{uuid.uuid4().hex[:12]}"
     try:
         group.mkdir(parents=True)
         files = {"memory.max": limit, "memory.swap.max": 0} if v2 else {
@@ -296,6 +298,27 @@ def _memory_cgroup(limit: int | None) -> Iterator[Path | None]:
                 break
             except OSError:
                 time.sleep(0.05)
+
+
+def remove_dead_cgroups(parents: tuple[Path, ...] = (CGROUP_V2, CGROUP_V1)) -> list[leftovers.Leftover]:
+    """rmdir the step cgroups (named `PID-STARTTIME-ID`) whose owner process is gone: a build killed outright
+    leaves its step's empty cgroup behind. A live owner's are never touched (one may not hold its process yet);
+    the kernel refuses to remove a cgroup that still holds processes."""
+    removed = []
+    for parent in parents:
+        try:
+            groups = sorted((parent / "reprobuild-sandbox").iterdir())
+        except OSError:
+            continue
+        for group in groups:
+            pid, _, rest = group.name.partition("-")
+            started, _, _ = rest.partition("-")
+            if not (pid.isdigit() and started.isdigit()) or leftovers.start_time(int(pid)) == int(started):
+                continue  # not ours to judge, or its owner runs
+            with contextlib.suppress(OSError):
+                group.rmdir()
+                removed.append(leftovers.Leftover("cgroup", str(group), leftovers.DEAD))
+    return removed
 
 
 def _oom_killed(group: Path) -> bool:
