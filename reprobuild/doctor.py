@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprobuild.backends import Availability
+from reprobuild.backends import Availability, leftovers
 from reprobuild.config.hostenv import leaking_variables
 from reprobuild.config.model import Lock, host_platform
 from reprobuild.config.policy import Finding as PolicyFinding
 from reprobuild.toolchains.cache import ToolchainCache
-from reprobuild.toolchains.hints import imported, missing_hint
+from reprobuild.toolchains.hints import judge_missing
+from reprobuild.toolchains.probe import SourceCheck, check_missing
 
 SEVERITIES = ("ok", "info", "warning", "error")
 
@@ -45,7 +46,7 @@ class EngineFacts:
     detail: str  # the version line, or why it does not answer
     info: Mapping[str, Any] = field(default_factory=dict)
     image_states: Mapping[str, str] = field(default_factory=dict)  # image label -> present | missing | stale
-    leftovers: tuple[str, ...] = ()
+    leftovers: tuple[leftovers.Leftover, ...] = ()  # containers carrying reprobuild's label, their owners judged
     configured: bool = True  # DOCKER_HOST, a Docker context or a local socket names one (builds then fail closed)
 
 
@@ -66,6 +67,9 @@ class Facts:
     policy: tuple[PolicyFinding, ...] = ()
     policy_error: str | None = None
     backends: tuple[Availability, ...] = ()  # every backend, most hermetic first, and whether it runs here
+    # For each toolchain missing from the cache (not imported), what asking its sources found (none offline).
+    sources: Mapping[str, SourceCheck] = field(default_factory=dict)
+    leftover_dirs: tuple[leftovers.Leftover, ...] = ()  # private directories under the temp dir, owners judged
 
 
 @dataclass(frozen=True)
@@ -133,12 +137,15 @@ def check_toolchains(facts: Facts) -> Iterable[Finding]:
             yield Finding(f"toolchain.{name}.unavailable", "info", f"toolchain `{name}` has no pin for {plat}")
             continue
         state = facts.cache.state(tc, pin)
-        severity = {"installed": "ok", "missing": "info", "corrupt": "error"}[state]
-        hint = {"missing": missing_hint(facts.cache, tc, pin),
-                "corrupt": f"`reprobuild toolchain verify {name}`; it is reinstalled on next use"}.get(state)
-        if state == "missing" and facts.cache.offline and not imported(facts.cache, pin):
-            severity = "warning"  # nothing can fetch it here: a build that needs it stops at once (exit 3)
         what = f"Go {tc.version}" if tc.kind == "go" else f"{tc.kind} {tc.version}"
+        if state == "missing":  # judged by what its sources said when doctor asked them (gather)
+            judged, said, todo = judge_missing(facts.cache, facts.lock, name, plat, facts.sources)
+            source = facts.sources.get(name)
+            yield Finding(f"toolchain.{name}.missing", judged, f"toolchain `{name}` ({what}): missing; {said}", todo,
+                          {"state": state, "platform": plat, **({"source": source.to_json()} if source else {})})
+            continue
+        severity = {"installed": "ok", "corrupt": "error"}[state]
+        hint = f"`reprobuild toolchain verify {name}`; it is reinstalled on next use" if state == "corrupt" else None
         yield Finding(f"toolchain.{name}.{state}", severity, f"toolchain `{name}` ({what}): {state}", hint,
                       {"state": state, "platform": plat})
 
@@ -165,8 +172,8 @@ def check_images(facts: Facts) -> Iterable[Finding]:
     for label, state in sorted(facts.engine.image_states.items()):
         severity = {"present": "ok", "missing": "info", "stale": "warning"}.get(state, "info")
         hint = {"missing": "built on first use", "stale": "an older image of this name is here (the expected one is "
-                f"built on first use): `docker image ls reprobuild-{label.split('+')[0]}` lists them, `docker image rm "
-                "NAME:TAG` frees one (never `docker image prune`: on a shared engine, everyone's)"}.get(state)
+                "built on first use): `reprobuild doctor --fix` removes reprobuild's images that the lock and "
+                "builders/ no longer expect and no container uses (no other image)"}.get(state)
         yield Finding(f"image.{label}.{state}", severity, f"builder image `{label}`: {state}", hint)
 
 
@@ -198,12 +205,21 @@ def check_policy(facts: Facts) -> Iterable[Finding]:
 
 
 def check_leftovers(facts: Facts) -> Iterable[Finding]:
-    if facts.engine.leftovers:
-        yield Finding("engine.containers", "info",
-                      f"{len(facts.engine.leftovers)} reprobuild container(s) exist now: "
-                      + ", ".join(facts.engine.leftovers[:10]),
-                      "running builds own them; a finished build never leaves one behind",
-                      {"containers": list(facts.engine.leftovers)})
+    """Containers and private directories of builds: of dead ones (removable), running ones, and others (another
+    host's or PID namespace's on a shared engine, or with no owner record: never touched)."""
+    found = [*facts.engine.leftovers, *facts.leftover_dirs]
+    groups = (("dead", (leftovers.DEAD,), "warning", "left behind by build(s) killed outright (owner dead on this "
+               "host)", "`reprobuild doctor --fix` removes them; so does the next build"),
+              ("running", (leftovers.ALIVE,), "info", "of build(s) running now", None),
+              ("other", (leftovers.FOREIGN, leftovers.UNKNOWN), "info", "of other hosts or PID namespaces, or with "
+               "no owner record (an older reprobuild's)", "reprobuild never removes these; their owners do"))
+    for key, states, severity, what, hint in groups:
+        items = [f for f in found if f.state in states]
+        if items:
+            kinds = sum(f.kind == "container" for f in items), sum(f.kind == "dir" for f in items)
+            yield Finding(f"leftovers.{key}", severity, f"{kinds[0]} container(s) and {kinds[1]} private "
+                          f"director(ies) {what}: " + ", ".join(f"{f.kind} {f.name}" for f in items[:10]), hint,
+                          {"leftovers": [f.to_json() for f in items]})
 
 
 RULES: tuple[Rule, ...] = (
@@ -214,7 +230,7 @@ RULES: tuple[Rule, ...] = (
     Rule("images", "builder images pinned and present", check_images),
     Rule("environment", "host variables a build would otherwise see", check_environment),
     Rule("policy", "the Go/Paddle policy gate", check_policy),
-    Rule("containers", "containers left behind", check_leftovers),
+    Rule("leftovers", "containers and directories builds left behind", check_leftovers),
 )
 
 
@@ -266,7 +282,9 @@ def gather(lock_path: Path, cache: ToolchainCache, environ: Mapping[str, str] | 
     engine = _engine_facts(lock, cache, builders)
     return Facts(environ, lock, lock_error, cache, builders, engine,
                  docker_required=environ.get("REPROBUILD_REQUIRE_DOCKER", "") not in ("", "0"), rootfs_cache=rootfs,
-                 policy=judged, policy_error=policy_error, backends=_backend_facts(cache, engine))
+                 policy=judged, policy_error=policy_error, backends=_backend_facts(cache, engine),
+                 sources=check_missing(lock, cache) if lock is not None else {},
+                 leftover_dirs=tuple(leftovers.find_dirs()))
 
 
 def _backend_facts(cache: ToolchainCache, engine: EngineFacts) -> tuple[Availability, ...]:
@@ -319,7 +337,8 @@ def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> E
     if not reachable:
         return EngineFacts(False, detail, configured=configured)
     info = docker_backend.engine_info()
-    store = ImageStore(docker_backend.engine(), cache.root, builders)
+    images = docker_backend.engine()
+    store = ImageStore(images, cache.root, builders)
     states: dict[str, str] = {}
     plat = host_platform()
     for name in spec_names(builders):
@@ -337,4 +356,4 @@ def _engine_facts(lock: Lock | None, cache: ToolchainCache, builders: Path) -> E
                 states[name] = store.state(spec, store.debian_key(spec, entry))
         except Exception:  # reported by check_images from the spec and the lock
             continue
-    return EngineFacts(True, detail, info, states, tuple(docker_backend.leftover_containers()))
+    return EngineFacts(True, detail, info, states, tuple(leftovers.find_containers(images.client)))

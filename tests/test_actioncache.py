@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reprobuild.backends import ImageRef, RunResult, RunSpec
+from reprobuild.backends.leftovers import Leftover
 from reprobuild.backends.local import LocalBackend
 from reprobuild.build.actioncache import ActionCache, KeyInputs, unit_key
 from reprobuild.build.orchestrate import BuildOptions, build
@@ -51,6 +55,9 @@ class CountingBackend:
 
     def cancel(self) -> None:
         self.inner.cancel()
+
+    def remove_leftovers(self) -> list[Leftover]:
+        return self.inner.remove_leftovers()
 
 
 def project(root: Path, n: int = TARGETS) -> Path:
@@ -169,17 +176,24 @@ def test_verify_never_uses_the_cache(setup: tuple[Path, BuildOptions, CountingBa
     assert len(backend.runs) == 2 * TARGETS
 
 
-def test_the_key_needs_no_toolchain_and_follows_substitution(tmp_path: Path,
+def test_the_key_follows_substitution_and_the_verified_tree(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REPROBUILD_CACHE", str(tmp_path / "empty"))  # nothing installed, nothing fetched
+    """Keys are pure (nothing installed or fetched to compute them) and hold the tree hash the build verified:
+    another verified tree under the same pin is another key; a toolchain the build did not verify, no key."""
+    monkeypatch.setenv("REPROBUILD_CACHE", str(tmp_path / "empty"))
     lock = load_lock(REPO / "toolchains.lock")
     units = [u for u in plan_units(load_pipelines([REPO / "pipelines" / "go-service.yaml"], REPO)) if u.target]
-    inputs = KeyInputs(lock, {}, "docker", True, REPO)
+    verified = {"go": "1" * 64, "go-registry": "1" * 64}
+    inputs = KeyInputs(lock, {}, "docker", True, REPO, toolchain_trees=verified)
     keys = {unit_key(u, inputs) for u in units}
     assert len(keys) == len(units)
     swapped = {unit_key(u, replace(inputs, overrides={"go": "go-registry"})) for u in units}
     assert not keys & swapped
     assert {unit_key(u, replace(inputs, backend="local", hermetic=False)) for u in units}.isdisjoint(keys)
+    other_tree = replace(inputs, toolchain_trees={**verified, "go": "2" * 64})
+    assert {unit_key(u, other_tree) for u in units}.isdisjoint(keys)
+    with pytest.raises(ValueError, match="toolchain `go` was not verified by this build"):
+        unit_key(units[0], replace(inputs, toolchain_trees={}))
     assert not (tmp_path / "empty").exists()
 
 
@@ -200,6 +214,7 @@ def test_cli_action_cache_dir_and_no_cache(tmp_path: Path) -> None:
     assert not (tmp_path / "cache" / "actions").exists()  # --action-cache replaced the default
 
 
+TARGETS_GO = 2
 GO_PIPELINE = """\
 version: 1
 name: mini
@@ -212,14 +227,19 @@ targets:
     package: ./cmd/hi
     platforms: [linux/amd64]
     ldflags: {{main.version: "{{target}}"}}
-""" for k in range(3))
+""" for k in range(TARGETS_GO))
 
 
 @pytest.mark.go
-def test_a_go_rebuild_restores_without_toolchain_or_network(tmp_path: Path, go_registry: object,
-                                                            shared_cache_root: Path) -> None:
-    """The second build has an empty toolchain cache and --offline: it can only succeed by restoring."""
-    import shutil
+@pytest.mark.slow
+def test_go_keys_come_from_the_verified_tree_not_the_pin_or_its_path(tmp_path: Path, go_registry: Any,
+                                                                     shared_cache_root: Path) -> None:
+    """Issue 15 item 4: the same verified tree in a cache at another path restores (offline, nothing run);
+    another verified tree under the same pin (a reinstall with other bytes) is a miss and really builds;
+    with no tree to verify there is nothing to key by: an offline build is exit 3, never a restore."""
+    from reprobuild.fsutil import atomic_write_text, link_tree
+    from reprobuild.toolchains.extract import tree_hash, tree_records
+    from reprobuild.toolchains.treecheck import FINGERPRINT_KEY, fingerprint
 
     root = tmp_path / "p"
     shutil.copytree(REPO / "tests" / "data" / "go-mini", root / "src")
@@ -227,14 +247,36 @@ def test_a_go_rebuild_restores_without_toolchain_or_network(tmp_path: Path, go_r
     (root / "pipelines" / "mini.yaml").write_text(GO_PIPELINE)
     args = ["build", "--backend", "local", "--toolchain", "go=go-registry", "--lock", str(REPO / "toolchains.lock"),
             "--action-cache", str(tmp_path / "actions")]
-    first = run_cli(*args, "--out", "first", env={"REPROBUILD_CACHE": str(shared_cache_root),
-                                                   "TMPDIR": str(tmp_path)}, cwd=root)
+
+    def build_with(cache: Path, out: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--out", out, *extra, env={"REPROBUILD_CACHE": str(cache), "TMPDIR": str(tmp_path)},
+                       cwd=root)
+
+    first = build_with(shared_cache_root, "first")
     assert first.returncode == 0, first.stderr
-    empty = tmp_path / "empty-cache"
-    again = run_cli(*args, "--out", "again", "--offline", env={"REPROBUILD_CACHE": str(empty),
-                                                               "TMPDIR": str(tmp_path)}, cwd=root)
+    # The same installed entry in a cache at another path (hard links: the same bytes, other inodes).
+    other = tmp_path / "other-cache"
+    entry = go_registry.tree.parent
+    link_tree(entry, other / "toolchains" / entry.name)
+    again = build_with(other, "again", "--offline")
     assert again.returncode == 0, again.stderr
-    assert again.stderr.count("restored from the action cache") == 3
+    assert again.stderr.count("restored from the action cache") == TARGETS_GO, again.stderr
     for name in ("SHA256SUMS", "manifest.json", "provenance.json"):
         assert (root / "again" / name).read_bytes() == (root / "first" / name).read_bytes(), name
-    assert not (empty / "toolchains").exists()
+    # Another install under the same pin whose tree verifies with other content (a tree that was changed, then
+    # recorded as installed): its builds must not get the outputs of the first tree.
+    moved_tree = other / "toolchains" / entry.name / "tree"
+    (moved_tree / "installed-elsewhere.txt").write_text("another install of the same pin\n")
+    record_path = other / "toolchains" / entry.name / "entry.json"
+    record = json.loads(record_path.read_text())
+    record.update({"tree_sha256": tree_hash(tree_records(moved_tree)), FINGERPRINT_KEY: fingerprint(moved_tree)})
+    atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    rebuilt = build_with(other, "rebuilt", "--offline")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "restored from the action cache" not in rebuilt.stderr, rebuilt.stderr
+    # No tree at all: nothing verified, nothing to key by (and nothing fetched offline).
+    empty = tmp_path / "empty-cache"
+    refused = build_with(empty, "refused", "--offline")
+    assert refused.returncode == 3, refused.stderr
+    assert "mini needs toolchain `go-registry`, which cannot be had (nothing was built)" in refused.stderr
+    assert "restored" not in refused.stderr and not (root / "refused").exists()

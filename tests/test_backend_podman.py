@@ -159,7 +159,8 @@ def test_doctor_names_podman(podman_socket: str, tmp_path: Path) -> None:
     from tests.conftest import run_cli
 
     r = run_cli("doctor", "--json", "--lock", str(REPO / "toolchains.lock"),
-                env={"DOCKER_HOST": podman_socket, "REPROBUILD_CACHE": str(tmp_path / "cache")})
+                env={"DOCKER_HOST": podman_socket, "REPROBUILD_CACHE": str(tmp_path / "cache"),
+                     "REPROBUILD_OFFLINE": "1"})
     found = {f["id"]: f for f in json.loads(r.stdout)["findings"]}["engine.reachable"]
     assert found["message"].startswith("Podman engine ") and podman_socket in found["message"]
     assert found["data"]["engine"] == "Podman" and found["data"]["api"] == found["data"]["server_api"]

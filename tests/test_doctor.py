@@ -75,22 +75,23 @@ def pinned_lock(tmp_path: Path) -> Path:
 
 
 def test_doctor_json_with_a_dead_engine(tmp_path: Path) -> None:
+    """Offline: the lock's toolchain sources are not asked (tests/test_doctor_sources.py asks local ones)."""
     lock = pinned_lock(tmp_path)
     r = run_cli("doctor", "--json", "--lock", str(lock),
                 env={"DOCKER_HOST": f"unix://{tmp_path}/dead.sock", "REPROBUILD_REQUIRE_DOCKER": "0",
                      "REPROBUILD_CACHE": str(tmp_path / "cache"), "GOFLAGS": "-mod=mod",
-                     "GITHUB_TOKEN": "ghp_secret_value"})
+                     "GITHUB_TOKEN": "ghp_secret_value", "REPROBUILD_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr + r.stdout
     report = json.loads(r.stdout)
     by_id = {f["id"]: f for f in report["findings"]}
     assert by_id["engine.unreachable"]["severity"] == "warning"
     assert "dead.sock" in by_id["engine.unreachable"]["message"]
-    assert by_id["toolchain.go-registry.missing"]["severity"] == "info"
+    assert by_id["toolchain.go-registry.missing"]["severity"] == "warning"  # offline: nothing can fetch it
     assert "env.leak.GOFLAGS" in by_id and "ghp_secret_value" not in r.stdout
     assert report["ok"] is True
     # The same, with an engine required: an error, exit 1.
     r = run_cli("doctor", "--lock", str(lock), env={"DOCKER_HOST": f"unix://{tmp_path}/dead.sock",
-                                                    "REPROBUILD_REQUIRE_DOCKER": "1",
+                                                    "REPROBUILD_REQUIRE_DOCKER": "1", "REPROBUILD_OFFLINE": "1",
                                                     "REPROBUILD_CACHE": str(tmp_path / "cache")})
     assert r.returncode == 1
     assert "[XX] engine.unreachable" in r.stdout
@@ -102,7 +103,8 @@ def test_doctor_names_an_unpinned_or_stale_image(tmp_path: Path) -> None:
     data["images"]["debian"]["inputs"] = "0" * 64
     lock.write_text(yaml.safe_dump(data))
     r = run_cli("doctor", "--json", "--lock", str(lock), env={"DOCKER_HOST": f"unix://{tmp_path}/dead.sock",
-                                                              "REPROBUILD_CACHE": str(tmp_path / "cache")})
+                                                              "REPROBUILD_CACHE": str(tmp_path / "cache"),
+                                                              "REPROBUILD_OFFLINE": "1"})
     assert r.returncode == 1
     ids = [f["id"] for f in json.loads(r.stdout)["findings"]]
     assert "image.debian.lock-stale" in ids
@@ -112,7 +114,8 @@ def test_doctor_names_an_unpinned_or_stale_image(tmp_path: Path) -> None:
 def test_doctor_with_a_live_engine_reports_version_and_images(docker_backend: Any, debian_lock: Path,
                                                               shared_cache_root: Path) -> None:
     docker_backend.ensure_image(images_debian())
-    r = run_cli("doctor", "--json", "--lock", str(debian_lock), env={"REPROBUILD_CACHE": str(shared_cache_root)})
+    r = run_cli("doctor", "--json", "--lock", str(debian_lock), env={"REPROBUILD_CACHE": str(shared_cache_root),
+                                                                     "REPROBUILD_OFFLINE": "1"})
     report = json.loads(r.stdout)
     by_id = {f["id"]: f for f in report["findings"]}
     assert by_id["engine.reachable"]["data"]["version"]
@@ -128,22 +131,20 @@ def images_debian() -> Any:
 
 def test_a_host_go_variable_is_reported_once(tmp_path: Path) -> None:
     """GOFLAGS is both a leak doctor knows and a variable of the policy table's host-env rule: one finding."""
-    r = run_cli("doctor", "--json", "--root", str(REPO), env={"GOFLAGS": "-mod=mod"}, cwd=REPO)
+    r = run_cli("doctor", "--json", "--root", str(REPO), env={"GOFLAGS": "-mod=mod", "REPROBUILD_OFFLINE": "1"},
+                cwd=REPO)
     findings = json.loads(r.stdout)["findings"]
     about = [f["id"] for f in findings if "GOFLAGS" in f["message"]]
     assert about == ["env.leak.GOFLAGS"], about
 
 
 def test_doctor_promises_nothing_the_machine_cannot_keep(tmp_path: Path) -> None:
-    """A missing toolchain: no "fetched on first use"; offline it is a warning naming the import command."""
+    """A missing toolchain, offline: no "fetched on first use", and no source asked; a warning naming the import
+    command. (Online, doctor asks the sources: tests/test_doctor_sources.py.)"""
     env = {"DOCKER_HOST": f"unix://{tmp_path}/dead.sock", "REPROBUILD_REQUIRE_DOCKER": "0",
-           "REPROBUILD_CACHE": str(tmp_path / "cache")}
+           "REPROBUILD_CACHE": str(tmp_path / "cache"), "REPROBUILD_OFFLINE": "1"}
     r = run_cli("doctor", "--json", "--lock", str(REPO / "toolchains.lock"), "--root", str(tmp_path), env=env)
-    by_id = {f["id"]: f for f in json.loads(r.stdout)["findings"]}
-    online = by_id["toolchain.go-registry.missing"]
-    assert "first use" not in online["hint"] and "stops at once (exit 3)" in online["hint"]
-    r = run_cli("doctor", "--json", "--lock", str(REPO / "toolchains.lock"), "--root", str(tmp_path),
-                env={**env, "REPROBUILD_OFFLINE": "1"})
     offline = {f["id"]: f for f in json.loads(r.stdout)["findings"]}["toolchain.go-registry.missing"]
-    assert offline["severity"] == "warning"
+    assert offline["severity"] == "warning" and "first use" not in offline["hint"]
     assert "offline" in offline["hint"] and "reprobuild toolchain import" in offline["hint"]
+    assert "source" not in offline["data"]  # nothing was asked

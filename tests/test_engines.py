@@ -336,7 +336,7 @@ def test_doctor_names_the_engine_its_version_and_the_negotiated_api(docker29: Do
 
     r = run_cli("doctor", "--json", "--lock", str(REPO / "toolchains.lock"),
                 env={**no_engine_env(tmp_path), "DOCKER_HOST": docker29.address,
-                     "REPROBUILD_CACHE": str(tmp_path / "cache")})
+                     "REPROBUILD_CACHE": str(tmp_path / "cache"), "REPROBUILD_OFFLINE": "1"})
     found = {f["id"]: f for f in json.loads(r.stdout)["findings"]}["engine.reachable"]
     api = min("1.52", DEFAULT_DOCKER_API_VERSION, key=_key)
     assert found["message"] == f"Docker engine 29.0.0 at {docker29.address} (Engine API {api})"

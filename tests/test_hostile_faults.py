@@ -101,7 +101,8 @@ SECRET = "-ldflags=-X=main.token=hunter2-SECRET"
 
 
 def test_doctor_masks_goflags_and_cgo_values(tmp_path: Path) -> None:
-    env = {"GOFLAGS": SECRET, "CGO_CFLAGS": "-I/home/alice/SECRET-include", "CGO_ENABLED": "1"}
+    env = {"GOFLAGS": SECRET, "CGO_CFLAGS": "-I/home/alice/SECRET-include", "CGO_ENABLED": "1",
+           "REPROBUILD_OFFLINE": "1"}  # no source asked beyond 127.0.0.1
     text = run_cli("doctor", env=env, timeout=120)
     js = run_cli("doctor", "--json", env=env, timeout=120)
     for done in (text, js):

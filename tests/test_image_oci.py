@@ -491,6 +491,17 @@ def test_tampered_layout_is_refused_before_pushing(two_builds: tuple[Path, Path]
         (out / "mini" / "hi1.oci" / "index.json").read_text().replace("2.0.0", "6.6.6"))
     res = run_cli("image", "push", str(out / "mini" / "hi1.oci"), f"{host}/mini/tampered:1")
     assert res.returncode == 1 and "index.json" in res.stderr
+    # A blob swapped for a link to a copy outside the output (same bytes): refused without reading through it.
+    shutil.rmtree(out)
+    shutil.copytree(two_builds[0], out)
+    assert layer.is_relative_to(out)  # the same blob's path in the fresh copy
+    outside = tmp_path / "outside-blob"
+    outside.write_bytes(layer.read_bytes())
+    layer.unlink()
+    layer.symlink_to(outside)
+    res = run_cli("image", "push", str(out / "mini" / "hi1.oci"), f"{host}/mini/tampered:1")
+    assert res.returncode == 1 and "symbolic link" in res.stderr and layer.name in res.stderr
+    assert not list(storage.rglob("data"))
 
 
 # --- the base: pinned Debian packages --------------------------------------------------------------

@@ -20,7 +20,8 @@ MAX_LINES = 400
 # Modules allowed over MAX_LINES for now, and why. Remove an entry as soon as its module is split.
 LONG_MODULES = {
     # The one module that talks to the engine: where it is (DOCKER_HOST forms, contexts, Podman sockets), the
-    # negotiated API version and the calls a step makes; 409 lines. Its endpoint resolution can move out.
+    # negotiated API version, the calls a step makes and the lists a leftover sweep reads; 422 lines. Its
+    # endpoint resolution can move out.
     "backends/engine.py",
 }
 

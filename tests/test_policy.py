@@ -216,7 +216,8 @@ def test_repository_lock_passes_the_gate() -> None:
 def test_doctor_judges_the_pair_as_build_does(tmp_path: Path, go: str, paddle: str, refused: bool) -> None:
     """`doctor` runs the same gate: the forbidden pair is exit 2 with the three ways out, in text and --json."""
     root = command_project(tmp_path, go, paddle)
-    env = {"REPROBUILD_CACHE": str(tmp_path / "cache"), "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    env = {"REPROBUILD_CACHE": str(tmp_path / "cache"), "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+           "REPROBUILD_OFFLINE": "1"}
     text = run_cli("doctor", "--lock", str(root / "toolchains.lock"), cwd=root, env=env)
     done = run_cli("doctor", "--json", "--lock", str(root / "toolchains.lock"), cwd=root, env=env)
     gate = [f for f in json.loads(done.stdout)["findings"] if f["id"].startswith("policy.")]

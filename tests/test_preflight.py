@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import REPO, run_cli, url_entry, write_lock
 
@@ -58,7 +62,6 @@ def test_offline_missing_toolchain_fails_at_once(tmp_path: Path, cache_dir: Path
 
 
 def test_docker_image_pins_are_checked_before_building(tmp_path: Path) -> None:
-    import pytest
     import yaml
 
     from reprobuild.build import preflight
@@ -75,3 +78,66 @@ def test_docker_image_pins_are_checked_before_building(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="no `images: debian` entry"):
         preflight.check_image_pins(pipelines, load_lock(lock_path), REPO / "builders")
     preflight.check_image_pins(pipelines, load_lock(REPO / "toolchains.lock"), REPO / "builders")
+
+
+MINI_GO = """\
+version: 1
+name: mini
+builder: go
+toolchain: go
+source: mini
+targets:
+  - name: hi
+    package: ./cmd/hi
+    platforms: [linux/amd64]
+"""
+
+
+def paddle_and_go_checkout(root: Path, go_registry: Any) -> tuple[Path, Path]:
+    """The Paddle example and a Go pipeline in one repository, and a cache holding only the Go toolchain (a
+    hard-linked copy of the installed one): no Paddle environment, no wheelhouse."""
+    from reprobuild.fsutil import link_tree
+    from tests.conftest import make_paddle_checkout
+
+    checkout = make_paddle_checkout(root / "repo")
+    shutil.copytree(REPO / "tests" / "data" / "go-mini", checkout / "mini")
+    (checkout / "pipelines" / "mini.yaml").write_text(MINI_GO)
+    cache = root / "cache"
+    entry = go_registry.tree.parent
+    link_tree(entry, cache / "toolchains" / entry.name)
+    return checkout, cache
+
+
+@pytest.mark.go
+def test_offline_missing_wheelhouse_fails_before_any_unit_builds(tmp_path: Path, go_registry: Any) -> None:
+    """Issue 16 item 2: the Paddle pipeline's wheels are had (or not) before the Go pipeline builds."""
+    checkout, cache = paddle_and_go_checkout(tmp_path, go_registry)
+    args = ("build", "--backend", "local", "--toolchain", "go=go-registry", "--no-cache", "--out", "out")
+    done = run_cli(*args, "--offline", env={"REPROBUILD_CACHE": str(cache)}, cwd=checkout)
+    assert done.returncode == 3, done.stderr
+    assert ("paddle-model needs the locked `paddle` Python environment, whose wheels cannot be had (nothing was "
+            "built)") in done.stderr
+    assert "offline mode forbids the network" in done.stderr
+    assert "paddlepaddle==2.6.2" in done.stderr and "numpy==1.26.4" in done.stderr  # the missing wheels, named
+    assert "reprobuild toolchain import DIR" in done.stderr and "without `--offline`" in done.stderr
+    assert "mini: building" not in done.stderr, "the Go pipeline built before the wheels were found missing"
+    assert not (cache / "gocache").exists() and not (checkout / "out").exists()
+    assert not (cache / "paddle-env").exists()
+
+
+@pytest.mark.go
+def test_unreachable_index_fails_before_any_unit_builds(tmp_path: Path, go_registry: Any) -> None:
+    """Online, but pip's index does not answer: exit 3 at once with pip's words, nothing built, no partial
+    wheelhouse left."""
+    checkout, cache = paddle_and_go_checkout(tmp_path, go_registry)
+    dead = {"REPROBUILD_CACHE": str(cache), "PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+            "PIP_RETRIES": "0", "PIP_TIMEOUT": "2", "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": ""}
+    start = time.monotonic()
+    done = run_cli("build", "--backend", "local", "--toolchain", "go=go-registry", "--no-cache", "--out", "out",
+                   env=dead, cwd=checkout)
+    assert done.returncode == 3, done.stderr
+    assert "whose wheels cannot be had (nothing was built)" in done.stderr
+    assert "pip could not download them" in done.stderr and "paddlepaddle==2.6.2" in done.stderr
+    assert "mini: building" not in done.stderr and not (checkout / "out").exists()
+    assert not [p for p in (cache / "wheelhouse").rglob("*") if p.is_dir() and p.name.endswith(".partial")]
+    assert time.monotonic() - start < 60

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -222,3 +224,101 @@ def test_vendor_check_cli_names_a_missing_wheel_and_passes_a_whole_wheelhouse(pa
     assert drift.returncode == 1, drift.stderr
     assert "decorator==" in drift.stderr and "missing" in drift.stderr
     assert not gone.exists()
+
+
+# --- any umask (issue 13 item 4), importing wheels (issue 16 item 2) ----------------------------------
+
+def tree_modes(root: Path) -> dict[str, str]:
+    """Path -> octal mode of everything under root (itself included), symbolic links left out."""
+    found = {".": oct(root.stat().st_mode & 0o7777)}
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            found[path.relative_to(root).as_posix()] = oct(path.stat().st_mode & 0o7777)
+    return found
+
+
+def assert_normal_modes(root: Path) -> None:
+    bad = {p: m for p, m in tree_modes(root).items()
+           if m not in (("0o755",) if (root / p).is_dir() else ("0o644", "0o755"))}
+    assert not bad, f"modes of the caller's umask under {root}: {dict(list(bad.items())[:10])}"
+
+
+def run_under_umask(code: str, *args: str, env: dict[str, str] | None = None,
+                    umask: int = 0o077) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=full,
+                          preexec_fn=lambda: os.umask(umask) and None, timeout=300)
+
+
+def installable_wheel(dest: Path, name: str, version: str) -> Path:
+    """A wheel pip accepts (its .dist-info with METADATA, WHEEL and RECORD)."""
+    path = dest / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": "x = 1\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, text in files.items():
+            zf.writestr(member, text)
+        zf.writestr(f"{info}/RECORD", "".join(f"{m},,\n" for m in files) + f"{info}/RECORD,,\n")
+    return path
+
+
+def test_downloaded_wheelhouse_has_normal_modes_under_umask_077(tmp_path: Path) -> None:
+    """pip writes with the caller's umask; the wheelhouse a container's build user reads is 0755/0644.
+    (pip's index is the small wheelhouse itself, through pip's own find-links setting: no network.)"""
+    house = tmp_path / "index"
+    house.mkdir()
+    lock = write_lock(tmp_path / "requirements.lock", [installable_wheel(house, "alpha", "1.0"),
+                                                      installable_wheel(house, "beta_pkg", "2.3.1")])
+    dest = tmp_path / "cache" / "wheelhouse" / "small" / "0123"
+    done = run_under_umask("import sys; from pathlib import Path; from reprobuild.toolchains.wheelhouse import "
+                           "ensure_wheelhouse; ensure_wheelhouse(Path(sys.argv[1]), Path(sys.argv[2]), offline=False)",
+                           str(lock), str(dest),
+                           env={"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(house)})
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in house.iterdir())
+    assert tree_modes(dest) == {".": "0o755", **{p.name: "0o644" for p in house.iterdir()}}
+    assert check_wheelhouse(lock, dest) == []
+
+
+@pytest.mark.paddle
+def test_imported_wheels_fill_the_wheelhouse_the_offline_preflight_needs(paddle_wheelhouse: Path,
+                                                                         tmp_path: Path) -> None:
+    """`toolchain import` of one wheel, then of a whole directory (under umask 077): stored where builds look,
+    0755/0644, and the offline preflight names only what is still missing, then passes."""
+    from reprobuild.build import preflight
+    from reprobuild.config.lock import load_lock
+    from reprobuild.config.pipeline import load_pipelines
+    from reprobuild.fsutil import sha256_file
+    from reprobuild.toolchains.cache import ToolchainCache
+    from reprobuild.toolchains.wheelhouse import default_wheelhouse
+
+    cache = tmp_path / "cache"
+    house = default_wheelhouse(cache, "paddle", sha256_file(PADDLE_LOCK))
+    env = {"REPROBUILD_CACHE": str(cache)}
+    lock = load_lock(REPO / "toolchains.lock")
+    pipelines = load_pipelines([REPO / "pipelines" / "paddle-model.yaml"], REPO)
+    offline = ToolchainCache(cache, offline=True)
+
+    one = next(paddle_wheelhouse.glob("decorator-*.whl"))
+    done = run_cli("toolchain", "import", str(one), "--offline", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "wheelhouse paddle: stored 1 locked wheel(s)" in done.stdout
+    assert [p.name for p in house.iterdir()] == [one.name]
+    with pytest.raises(preflight.WheelhouseUnavailable) as refused:
+        preflight.ensure_wheelhouses(pipelines, lock, REPO, offline, "local")
+    assert refused.value.exit_code == 3
+    assert "paddlepaddle==2.6.2" in str(refused.value) and "decorator==" not in str(refused.value)
+
+    stranger = make_wheel(tmp_path, "alpha", "1.0")
+    done = run_cli("toolchain", "import", str(stranger), "--offline", env=env)
+    assert done.returncode == 2 and "not a wheel pinned" in done.stderr, done.stderr
+
+    done = run_under_umask("import sys; from reprobuild.cli import main; sys.exit(main(sys.argv[1:]))",
+                           "toolchain", "import", str(paddle_wheelhouse), "--offline", "--root", str(REPO), env=env)
+    assert done.returncode == 0, done.stderr
+    assert check_wheelhouse(PADDLE_LOCK, house) == []
+    assert_normal_modes(house)
+    preflight.ensure_wheelhouses(pipelines, lock, REPO, offline, "local")  # all there: nothing raised
+    assert not (cache / "paddle-env").exists()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from reprobuild.backends.images.spec import ImageSpec
+    from reprobuild.backends.leftovers import Leftover
     from reprobuild.config.model import Lock
 
 # Fixed paths inside every build.
@@ -144,6 +145,11 @@ class Backend(Protocol):
 
     def cancel(self) -> None:
         """End every step running now (from any thread) and refuse new ones: the build was interrupted."""
+        ...
+
+    def remove_leftovers(self) -> list[Leftover]:
+        """Remove what builds killed outright left behind (their containers, their private directories under
+        the temp dir), only of builds whose owner is dead on this host; what was removed (see leftovers.py)."""
         ...
 
 

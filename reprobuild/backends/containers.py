@@ -11,17 +11,16 @@ import contextlib
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reprobuild.backends import CACHE, HOME, TMP, TOOLCHAIN, Mount, RunSpec, disorder
+from reprobuild.backends.leftovers import LABEL, private_dir
 from reprobuild.fsutil import remove_tree
 
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-LABEL = "org.reprobuild.run"  # every container reprobuild starts carries it (doctor and tests look for it)
 TMPFS_SIZE = "2g"
 
 def umask_wrapper(umask: int, unset: Sequence[str] = ()) -> tuple[str, ...]:
@@ -66,21 +65,22 @@ def step_mounts(spec: RunSpec) -> Iterator[list[Mount]]:
         try:
             for m in spec.mounts:
                 if m.copy:  # a private, writable copy of the source, removed afterwards
-                    copy = Path(tempfile.mkdtemp(prefix="reprobuild-copy-"))
+                    copy = private_dir("reprobuild-copy-", in_container=True)
                     copies.append(copy)
                     os.chmod(copy, 0o711)  # disorderfs creates files as the build user, by path: it must get through
                     shutil.copytree(m.source, copy / "tree", symlinks=True)
                     m = Mount(copy / "tree", m.target, read_only=False)
                 elif m.read_only and m.target == p.src and os.geteuid() == 0 and not _readable_by_all(m.source):
                     # A checkout made under umask 077: the build user (not its owner) gets a copy it can read.
-                    copy = Path(tempfile.mkdtemp(prefix="reprobuild-copy-"))
+                    copy = private_dir("reprobuild-copy-", in_container=True)
                     copies.append(copy)
                     os.chmod(copy, 0o711)
                     shutil.copytree(m.source, copy / "tree", symlinks=True)
                     _open_for_reading(copy / "tree")
                     m = Mount(copy / "tree", m.target)
                 if p.fileordering and m.target == p.src:
-                    m = Mount(views.enter_context(disorder.reversed_view(m.source)), m.target, m.read_only)
+                    m = Mount(views.enter_context(disorder.reversed_view(m.source, in_container=True)), m.target,
+                              m.read_only)
                 mounts.append(m)
             if spec.image.toolchain_root is not None and not any(m.target == TOOLCHAIN for m in mounts):
                 mounts.append(Mount(spec.image.toolchain_root, TOOLCHAIN))
@@ -126,9 +126,11 @@ def _writable(mounts: Sequence[Mount]) -> list[Path]:
 
 def container_config(spec: RunSpec, image_id: str, mounts: Sequence[Mount], name: str, *, has_shell: bool,
                      hosts_file: Path | None, quirks: EngineQuirks = DOCKER_QUIRKS,
-                     env: Mapping[str, str] | None = None) -> dict[str, Any]:
+                     env: Mapping[str, str] | None = None, owner_labels: Mapping[str, str] | None = None,
+                     ) -> dict[str, Any]:
     """The Engine API create body of one step (pure: no I/O), for the engine `quirks` describe; `env` is the
-    step's whole environment (default: the spec's)."""
+    step's whole environment (default: the spec's); `owner_labels`: the labels naming the build that owns the container
+    (leftovers.Owner.labels: run id, PID and its start time, host), by which a dead build's container is found."""
     variables = spec.env if env is None else env
     p = spec.perturb
     tmpfs = {path: f"rw,exec,nosuid,nodev,size={TMPFS_SIZE},mode=1777" for path in ("/tmp", TMP)}
@@ -137,7 +139,8 @@ def container_config(spec: RunSpec, image_id: str, mounts: Sequence[Mount], name
         tmpfs[p.home] = f"rw,nosuid,nodev,size=256m,{owner},mode=0755"
     unset = [k for k in quirks.added_env if k not in variables]
     argv = [*umask_wrapper(p.umask, unset), *spec.argv] if has_shell else list(spec.argv)
-    labels = {LABEL: name, "org.reprobuild.pid": str(os.getpid()), "org.reprobuild.label": spec.label}
+    labels = {"org.reprobuild.pid": str(os.getpid()), **(owner_labels or {}), LABEL: name,
+              "org.reprobuild.label": spec.label}
     limits: dict[str, Any] = {}
     if spec.memory_bytes is not None:
         limits.update(Memory=spec.memory_bytes, MemorySwap=spec.memory_bytes)

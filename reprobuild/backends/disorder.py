@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from reprobuild import proc
+from reprobuild.backends import leftovers
 from reprobuild.errors import EnvironmentFailure
 from reprobuild.fsutil import link_tree, others_can_reach, remove_tree
 
@@ -36,16 +36,16 @@ def unavailable() -> str | None:
 
 
 @contextlib.contextmanager
-def reversed_view(source: Path, at: Path | None = None) -> Iterator[Path]:
+def reversed_view(source: Path, at: Path | None = None, in_container: bool = False) -> Iterator[Path]:
     """`source` seen through disorderfs (directory entries reversed), at `at` (an empty directory) or at a
-    new temporary one; unmounted when the block ends, also on errors.
+    new temporary one (`in_container`: a container mounts it); unmounted when the block ends, also on errors.
 
     disorderfs reads the tree with the build user's rights, by path (a bind mount would not): a source the
     build user cannot reach (under root's home, or a private temporary directory) is seen through a tree of
     hard links made beside the view. Never put a view of a tree that must survive under a directory that is
     removed afterwards: a view that could not be unmounted would be removed *through*.
     """
-    base = Path(tempfile.mkdtemp(prefix="reprobuild-disorder-"))
+    base = leftovers.private_dir("reprobuild-disorder-", in_container=in_container)
     os.chmod(base, 0o755)
     try:
         if not others_can_reach(source):

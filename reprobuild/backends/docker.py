@@ -32,16 +32,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprobuild.backends import GID, UID, ImageRef, RunResult, RunSpec, disorder
+from reprobuild.backends import GID, UID, ImageRef, RunResult, RunSpec, disorder, leftovers
 from reprobuild.backends.containers import (
     DOCKER_QUIRKS,
     HOSTS,
-    LABEL,
     PODMAN_QUIRKS,
     container_config,
     step_mounts,
 )
 from reprobuild.backends.engine import STDERR, Engine, EngineError, EngineFacts, NotFound
+from reprobuild.backends.leftovers import LABEL
 from reprobuild.config.model import Lock
 from reprobuild.errors import BadInput, EnvironmentFailure
 from reprobuild.fsutil import atomic_write_text
@@ -211,6 +211,11 @@ class DockerBackend:
                 self._hosts = path
             return self._hosts
 
+    def remove_leftovers(self) -> list[leftovers.Leftover]:
+        """Remove the containers and private directories of builds whose owner is dead on this host (one
+        label-filtered list call to the engine); what was removed."""
+        return leftovers.sweep(self.client)
+
     def cancel(self) -> None:
         """Kill every container this backend runs now; later steps are refused (the build was interrupted)."""
         with self._running_guard:
@@ -263,7 +268,8 @@ class DockerBackend:
                         variables["LD_PRELOAD"] = IMAGE_FAKETIME
                     config = container_config(spec, image_id, mounts, name, has_shell=self._has_shell(spec.image),
                                               hosts_file=None if spec.network else self._hosts_file(),
-                                              quirks=self._quirks, env=variables)
+                                              quirks=self._quirks, env=variables,
+                                              owner_labels=leftovers.this_process().labels())
                     if userns:
                         config["HostConfig"]["UsernsMode"] = userns
                     with self._running_guard:

@@ -320,9 +320,17 @@ class Engine:
         with translated():
             self.api.tag(image, repository, tag)
 
-    def remove_image(self, image: str) -> None:
+    def remove_image(self, image: str, force: bool = True) -> None:
+        """Remove an image (by ID or NAME:TAG, which only untags when other names remain); without `force`, the
+        engine refuses (409) while any container uses it."""
         with translated():
-            self.api.remove_image(image, force=True)
+            self.api.remove_image(image, force=force)
+
+    def image_records(self, label: str) -> list[dict[str, Any]]:
+        """The engine's list entries (Id, RepoTags, Labels, ...) of every image carrying `label`."""
+        with translated():
+            result: list[dict[str, Any]] = self.api.images(filters={"label": label})
+        return result
 
     # -- containers ------------------------------------------------------------------------------------
 
@@ -373,9 +381,14 @@ class Engine:
 
     def containers(self, label: str) -> list[str]:
         """Names of all containers (running or not) carrying `label` (`key` or `key=value`)."""
+        return [str(c["Names"][0]).lstrip("/") for c in self.container_records(label) if c.get("Names")]
+
+    def container_records(self, label: str | None) -> list[dict[str, Any]]:
+        """The engine's list entries (Names, Labels, State, ImageID, ...) of all containers, running or not,
+        carrying `label` (None: every container)."""
         with translated():
-            found = self.api.containers(all=True, filters={"label": label})
-        return [str(c["Names"][0]).lstrip("/") for c in found if c.get("Names")]
+            found: list[dict[str, Any]] = self.api.containers(all=True, filters={"label": label} if label else None)
+        return found
 
     def close(self) -> None:
         if self._api is not None:

@@ -42,6 +42,7 @@ from reprobuild.backends import (
     RunResult,
     RunSpec,
     disorder,
+    leftovers,
 )
 from reprobuild.errors import EnvironmentFailure
 from reprobuild.fsutil import link_tree, others_can_reach, remove_tree
@@ -98,6 +99,10 @@ class LocalBackend:
                 _check_host_packages(self._lock, image.name)
         return f"local:{image.name}"  # the host is the image
 
+    def remove_leftovers(self) -> list[leftovers.Leftover]:
+        """Remove the private directories of builds whose owner is dead on this host (no engine is asked)."""
+        return leftovers.sweep(None)
+
     def cancel(self) -> None:
         self._cancelled = True
         proc.kill_running()
@@ -108,7 +113,7 @@ class LocalBackend:
         if self._cancelled:
             raise KeyboardInterrupt  # the build was interrupted
         fixed = self._fixed()
-        private = Path(tempfile.mkdtemp(prefix="reprobuild-local-"))
+        private = leftovers.private_dir("reprobuild-local-")
         os.chmod(private, 0o755)
         try:
             return self._run_in(private, fixed or private, spec, on_line)

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reprobuild import proc
-from reprobuild.backends import HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec, disorder
+from reprobuild.backends import HOME, TMP, TOOLCHAIN, ImageRef, Mount, RunResult, RunSpec, disorder, leftovers
 from reprobuild.backends.images.roots import Root, RootStore
 from reprobuild.backends.images.spec import BUILTIN_LOCALES, ImageSpec
 from reprobuild.config.model import Lock
@@ -158,6 +157,11 @@ class SandboxBackend:
             return all(shutil.which(t) for t in ("unshare", "domainname"))
         return variation in VARIATIONS
 
+    def remove_leftovers(self) -> list[leftovers.Leftover]:
+        """Remove the private directories and memory cgroups of builds whose owner is dead on this host (no
+        engine is asked)."""
+        return [*leftovers.sweep(None), *remove_dead_cgroups()]
+
     def cancel(self) -> None:
         """End every running step (killing bwrap ends its whole sandbox) and refuse new ones."""
         self._cancelled = True
@@ -172,7 +176,7 @@ class SandboxBackend:
             mounts: list[Mount] = []
             for m in spec.mounts:
                 if m.copy:  # a private, writable copy of the tree, removed afterwards
-                    copy = Path(tempfile.mkdtemp(prefix="reprobuild-copy-"))
+                    copy = leftovers.private_dir("reprobuild-copy-")
                     stack.callback(remove_tree, copy)
                     os.chmod(copy, 0o711)  # disorderfs reads as the build user, by path
                     shutil.copytree(m.source, copy / "tree", symlinks=True)
@@ -271,7 +275,8 @@ def _memory_cgroup(limit: int | None) -> Iterator[Path | None]:
         return
     v2 = (CGROUP_V2 / "cgroup.controllers").is_file() and "memory" in (CGROUP_V2 / "cgroup.controllers").read_text()
     parent = CGROUP_V2 if v2 else CGROUP_V1
-    group = parent / "reprobuild-sandbox" / uuid.uuid4().hex[:16]
+    me = leftovers.this_process()  # the name says whose it is: a killed build's is removed by the next one
+    group = parent / "reprobuild-sandbox" / f"{me.pid}-{me.started}-{uuid.uuid4().hex[:12]}"
     try:
         group.mkdir(parents=True)
         files = {"memory.max": limit, "memory.swap.max": 0} if v2 else {
@@ -293,6 +298,27 @@ def _memory_cgroup(limit: int | None) -> Iterator[Path | None]:
                 break
             except OSError:
                 time.sleep(0.05)
+
+
+def remove_dead_cgroups(parents: tuple[Path, ...] = (CGROUP_V2, CGROUP_V1)) -> list[leftovers.Leftover]:
+    """rmdir the step cgroups (named `PID-STARTTIME-ID`) whose owner process is gone: a build killed outright
+    leaves its step's empty cgroup behind. A live owner's are never touched (one may not hold its process yet);
+    the kernel refuses to remove a cgroup that still holds processes."""
+    removed = []
+    for parent in parents:
+        try:
+            groups = sorted((parent / "reprobuild-sandbox").iterdir())
+        except OSError:
+            continue
+        for group in groups:
+            pid, _, rest = group.name.partition("-")
+            started, _, _ = rest.partition("-")
+            if not (pid.isdigit() and started.isdigit()) or leftovers.start_time(int(pid)) == int(started):
+                continue  # not ours to judge, or its owner runs
+            with contextlib.suppress(OSError):
+                group.rmdir()
+                removed.append(leftovers.Leftover("cgroup", str(group), leftovers.DEAD))
+    return removed
 
 
 def _oom_killed(group: Path) -> bool:

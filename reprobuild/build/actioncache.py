@@ -1,11 +1,15 @@
 """The action cache: each unit's outputs, keyed by a hash of everything that goes into building it.
 
 The key covers the source tree (vendor included), the lock entries the unit uses after `--toolchain`
-substitution, the lock's image and Python sections, the builder image descriptions, the unit's
-definition (pipeline and target, flags, SOURCE_DATE_EPOCH), the backend and reprobuild's version.
-Computing it needs neither an engine nor a toolchain, so a hit restores the outputs without fetching
-or running anything. Outputs are verified by sha256 on the way out: a tampered or damaged entry is a
-miss (and is evicted), never a restore.
+substitution, the content of the toolchain tree as this build verified it (the tree hash recorded at
+install and confirmed by this build's check of the tree: never only the pin, and never where the tree
+lives), the lock's image and Python sections, the builder image descriptions, the unit's definition
+(pipeline and target, flags, SOURCE_DATE_EPOCH), the backend and reprobuild's version. A toolchain tree
+that was tampered with and later reinstalled with other bytes thus never gets outputs made with the
+first bytes, and two caches holding the same verified tree at different paths share their keys.
+Computing a key needs no engine and runs nothing: a hit restores the outputs without running the
+toolchain (which must be in the cache, checked by its stat fingerprint). Outputs are verified by sha256
+on the way out: a tampered or damaged entry is a miss (and is evicted), never a restore.
 
 Layout: `ROOT/<key[:2]>/<key>/{entry.json, files/...}`, each entry written in a temporary directory
 and renamed into place; `ROOT/costs.json` holds the last build time of each unit, for `--shard`.
@@ -32,7 +36,9 @@ from reprobuild.config.yamlload import Node, strip
 from reprobuild.fsutil import atomic_write_text, copy_under, link_escapes, readlink_under, remove_tree, symlink_under
 from reprobuild.toolchains.cache import default_cache_root
 
-KEY_FORMAT = 2  # 2: symbolic links recorded as links (format 1 could hold a link's target bytes)
+# 2: symbolic links recorded as links (format 1 could hold a link's target bytes);
+# 3: the toolchain's verified tree hash, not only its pin
+KEY_FORMAT = 3
 ENTRY = "entry.json"
 FILES = "files"
 COSTS = "costs.json"
@@ -54,6 +60,9 @@ class KeyInputs:
     repo_root: Path
     builders_dir: Path | None = None
     host: str = ""  # os-arch: the local backend's image is the host
+    # Lock entry -> the tree hash this build verified (ToolchainCache.ensure's `tree_sha256`): a unit whose
+    # toolchain is not here has no key.
+    toolchain_trees: dict[str, str] = field(default_factory=dict)
     # Source tree digests, computed once per build (a Go pipeline's targets share one tree) and shared
     # with the provenance.
     trees: TreeDigests = field(default_factory=TreeDigests, compare=False, repr=False)
@@ -76,7 +85,11 @@ def unit_key(unit: Unit, inputs: KeyInputs) -> str:
     if p.toolchain:
         entry = inputs.overrides.get(p.toolchain, p.toolchain)
         tc = inputs.lock.toolchains.get(entry)
-        tool = {"requested": p.toolchain, "entry": entry, "pin": _plain(tc) if tc else None}
+        tree = inputs.toolchain_trees.get(entry)
+        if tree is None:
+            raise ValueError(f"{unit.id}: toolchain `{entry}` was not verified by this build; a key needs the "
+                             "hash of the tree it checked")
+        tool = {"requested": p.toolchain, "entry": entry, "pin": _plain(tc) if tc else None, "tree_sha256": tree}
     try:
         source_rel = p.source.relative_to(inputs.repo_root).as_posix()
     except ValueError:
@@ -90,6 +103,12 @@ def unit_key(unit: Unit, inputs: KeyInputs) -> str:
         from reprobuild.build.image import key_inputs
 
         definition["oci_image"] = key_inputs(unit.target.image, inputs.lock, inputs.overrides, inputs.repo_root)
+    if p.container_images:  # a command pipeline's images: the same, for each
+        from reprobuild.build.image import key_inputs
+
+        definition["container_images"] = [
+            {"image": _plain(x), **key_inputs(x.spec, inputs.lock, inputs.overrides, inputs.repo_root)}
+            for x in p.container_images]
     data = {
         "format": KEY_FORMAT, "reprobuild": __version__, "unit": unit.id, "definition": definition,
         "source_tree": inputs.trees.digest(p.source), "toolchain": tool,

@@ -1,4 +1,5 @@
-"""A Go target's container image, assembled from its verified binaries without any engine.
+"""A Go target's container image, assembled from its verified binaries without any engine (and a command
+pipeline's, from its artifacts: the same assembly, with no per-platform binary).
 
     bases (scratch, or the pinned .debs of a `kind: base` lock entry, unpacked by the toolchain cache)
     → one base layer per base → one app layer per platform (binary, listed files, /etc/passwd, /tmp)
@@ -12,6 +13,7 @@ image digest on every machine, whatever its paths, umask or time zone.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import itertools
@@ -21,12 +23,13 @@ import shutil
 import tempfile
 import threading
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reprobuild.config.image import BINARY_DIR, DEFAULT_PATH, SCRATCH, ImageSpec
+from reprobuild.config.image import BINARY_DIR, DEFAULT_PATH, SCRATCH, ArtifactImage, ImageSpec
 from reprobuild.config.model import Lock
 from reprobuild.errors import FileError, Location
 from reprobuild.formats import oci
@@ -57,7 +60,8 @@ class ImageJob:
 
     name: str  # the target: names the layout and the archives
     spec: ImageSpec
-    binaries: tuple[tuple[str, Path], ...]  # (linux/amd64, binary) in the target's platform order
+    binaries: tuple[tuple[str, Path | None], ...]  # (linux/amd64, binary) in the target's platform order;
+    # None: no binary at /usr/local/bin/<name> (a command pipeline's image: its artifacts are among `files`)
     files: tuple[tuple[str, Path], ...]  # (path in the image, file on disk)
     bases: tuple[tuple[str, Base], ...]  # platform -> base
     version: str
@@ -194,12 +198,12 @@ def base_extras(tree: Path) -> list[TarEntry]:
     return [TarEntry("etc/ssl/certs/ca-certificates.crt", "data", 0o644, data=bundle)]
 
 
-def app_entries(job: ImageJob, binary: Path) -> list[TarEntry]:
+def app_entries(job: ImageJob, binary: Path | None) -> list[TarEntry]:
     """The app layer: the binary, the listed files, /etc/passwd and /etc/group, a writable /tmp, the workdir.
 
     Modes are set here and owners, times and order by the tar writer: the host's umask does not count."""
-    entries = [TarEntry(f"{BINARY_DIR.lstrip('/')}/{job.name}", "file", 0o755, source=binary),
-               TarEntry("etc/passwd", "data", 0o644, data=PASSWD.encode()),
+    entries = [TarEntry(f"{BINARY_DIR.lstrip('/')}/{job.name}", "file", 0o755, source=binary)] if binary else []
+    entries += [TarEntry("etc/passwd", "data", 0o644, data=PASSWD.encode()),
                TarEntry("etc/group", "data", 0o644, data=GROUP.encode()),
                TarEntry("tmp", "dir", 0o1777)]  # writable by the non-root user
     entries += [TarEntry(dest, "file", normal_mode(os.stat(src).st_mode), source=src) for dest, src in job.files]
@@ -208,19 +212,35 @@ def app_entries(job: ImageJob, binary: Path) -> list[TarEntry]:
     return entries
 
 
-# --- from a pipeline's target (called by the Go builder) --------------------------------------
+# --- from a pipeline (called by the Go and command builders) --------------------------------------
 
-def plan_job(name: str, spec: ImageSpec, binaries: list[tuple[str, Path]], source: Path, bases: dict[str, Base],
-             version: str, sde: int, revision: str | None, where: Location) -> ImageJob:
-    files = []
-    for dest, rel in spec.files:
-        path = source / rel
-        if not path.is_file():
-            raise FileError(where, f"target `{name}`: image file `{rel}` is not a file in {source}")
-        files.append((dest, path))
+def plan_job(name: str, spec: ImageSpec, binaries: Sequence[tuple[str, Path | None]], source: Path,
+             bases: dict[str, Base], version: str, sde: int, revision: str | None, where: Location) -> ImageJob:
+    files = [(dest, _regular(source, rel, where, f"image `{name}`: file `{rel}`")) for dest, rel in spec.files]
     tag = spec.tag or f"{name}:{version}"
     return ImageJob(name, spec, tuple(binaries), tuple(files), tuple(sorted(bases.items())), version, sde,
                     revision, tag)
+
+
+def plan_artifact_job(image: ArtifactImage, out: Path, source: Path, bases: dict[str, Base], version: str,
+                      sde: int, revision: str | None, where: Location) -> ImageJob:
+    """A command pipeline's image: its listed artifacts (regular files under `out`) and files, no binary."""
+    job = plan_job(image.name, image.spec, [(image.platform, None)], source, bases, version, sde, revision, where)
+    artifacts = tuple((dest, _regular(out, rel, where, f"container image `{image.name}`: artifact `{rel}`"))
+                      for dest, rel in image.artifacts)
+    return dataclasses.replace(job, files=artifacts + job.files)
+
+
+def _regular(root: Path, rel: str, where: Location, what: str) -> Path:
+    """root/rel when it is a regular file reached through no symbolic link (an image never takes a host file)."""
+    path = root
+    for part in rel.split("/"):
+        path = path / part
+        if path.is_symlink():
+            raise FileError(where, f"{what} is (or lies under) a symbolic link; images take regular files only")
+    if not path.is_file():
+        raise FileError(where, f"{what} is not a file in {root}")
+    return path
 
 
 def bases_for(spec: ImageSpec, platforms: tuple[str, ...], ctx: BuildContext, where: Location) -> dict[str, Base]:

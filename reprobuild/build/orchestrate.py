@@ -81,6 +81,8 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
         units = shards[opts.shard[0] - 1]
         say(f"shard {opts.shard[0]}/{opts.shard[1]}: {len(units)} unit(s): {', '.join(u.id for u in units) or 'none'}")
     backend = backend or select_backend(opts.backend, say, lock=lock, builders_dir=builders_dir_for(opts))
+    for gone in backend.remove_leftovers():  # of builds killed outright (their owner is dead on this host)
+        say(f"removed a leftover of a killed build: {gone.describe()}")
     cache = ToolchainCache(offline=opts.offline)
     # Builds that `verify` perturbs never read or write the action cache: they must really build.
     actions = ActionCache(opts.action_cache) if opts.action_cache is not None and perturb is None else None
@@ -99,13 +101,15 @@ def build(opts: BuildOptions, backend: Backend | None = None, perturb: Perturbat
                        jobs=opts.jobs or default_jobs(), cold_cache=cold,
                        cleanup=[cold] if cold is not None else [], builders_dir=builders)
     trees = TreeDigests.for_build()  # each source tree hashed once: for the action cache and the provenance
-    inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root, builders, host_platform(),
-                       trees=trees)
     try:
-        # Fail fast: the toolchains of the units that will really build, had before any of them starts.
+        # Fail fast: every toolchain the units use is had and its tree checked before any unit builds; a
+        # unit's key holds the tree hash this check confirmed, so restoring needs it too.
+        verified = preflight.ensure_toolchains([u.pipeline for u in units], lock, overrides, cache, say)
+        inputs = KeyInputs(lock, overrides, backend.name, backend.hermetic, opts.repo_root, builders,
+                           host_platform(), verified, trees=trees)
         to_build = [u for u in units if actions is None or not opts.read_cache or actions.lookup(unit_key(u, inputs))
                     is None]
-        preflight.ensure_toolchains([u.pipeline for u in to_build], lock, overrides, cache, say)
+        preflight.ensure_wheelhouses([u.pipeline for u in to_build], lock, opts.repo_root, cache, backend.name)
         if builders is not None:  # a backend that runs steps on the builder images' pinned content
             preflight.check_image_pins([u.pipeline for u in to_build], lock, builders)
         seconds: dict[str, float] = {}

@@ -1,6 +1,9 @@
 """Before any unit builds, every toolchain the selected pipelines need is had: in the cache, imported, or
-fetched now. What cannot be had ends the build at once (exit 3) with the ways out, instead of after the
-units that did not need it have built (a Paddle pipeline's minute, then a Go SDK that cannot be downloaded).
+fetched now, and its tree checked (the hash it confirms keys the action cache, so restored units need it
+too). So is the wheelhouse of every Paddle pipeline that will build (unless its environment is installed
+already). What cannot be had ends the build at once (exit 3) with the ways out, instead of after the
+units that did not need it have built (a Paddle pipeline's minute, then a Go SDK that cannot be downloaded;
+Go binaries, then Paddle wheels offline).
 With a backend that builds images (docker, sandbox), every debootstrap image they run in must be pinned by
 the lock, and not stale.
 """
@@ -34,7 +37,9 @@ def needed(pipelines: Sequence[Pipeline], lock: Lock, overrides: dict[str, str])
         if p.toolchain is None:
             continue
         entry = overrides.get(p.toolchain, p.toolchain)
-        found.setdefault(entry, (p.toolchain, []))[1].append(p.name)
+        users = found.setdefault(entry, (p.toolchain, []))[1]
+        if p.name not in users:  # a Go pipeline's targets are units of their own, each with its pipeline
+            users.append(p.name)
     return found
 
 
@@ -51,15 +56,51 @@ def alternatives(lock: Lock, entry: str, cache: ToolchainCache, platform: str) -
 
 
 def ensure_toolchains(pipelines: Sequence[Pipeline], lock: Lock, overrides: dict[str, str], cache: ToolchainCache,
-                      say: Callable[[str], None]) -> None:
-    """Install (fetching if needed) every toolchain the pipelines need; raise ToolchainUnavailable at once."""
+                      say: Callable[[str], None]) -> dict[str, str]:
+    """Install (fetching if needed) and check every toolchain the pipelines need; raise ToolchainUnavailable
+    at once. Returns lock entry -> the tree hash the check confirmed (what the action cache keys by)."""
     platform = host_platform()
+    verified: dict[str, str] = {}
     for entry, (asked, users) in sorted(needed(pipelines, lock, overrides).items()):
         tc = lock.toolchain(entry)
         try:
-            cache.ensure(tc)
+            verified[entry] = cache.ensure(tc).tree_sha256
         except EnvironmentFailure as exc:
             raise ToolchainUnavailable(users, asked, entry, exc, alternatives(lock, entry, cache, platform)) from None
+    return verified
+
+
+class WheelhouseUnavailable(EnvironmentFailure):
+    """The wheels of a Python environment a selected Paddle pipeline needs can be neither found nor fetched."""
+
+    def __init__(self, needed_by: Sequence[str], env: str, cause: EnvironmentFailure) -> None:
+        super().__init__(f"{', '.join(needed_by)} need{'s' if len(needed_by) == 1 else ''} the locked `{env}` Python "
+                         f"environment, whose wheels cannot be had (nothing was built): {cause.message}", cause.hint)
+
+
+def ensure_wheelhouses(pipelines: Sequence[Pipeline], lock: Lock, repo_root: Path, cache: ToolchainCache,
+                       backend: str) -> None:
+    """Every Paddle pipeline's environment is installed for this backend, or its wheelhouse is complete (checked,
+    or downloaded now unless offline); raise WheelhouseUnavailable at once naming the missing wheels."""
+    from reprobuild.kinds.paddle import builder as paddle
+    from reprobuild.toolchains.wheelhouse import default_wheelhouse, ensure_wheelhouse
+
+    envs: dict[str, tuple[Path, str, list[str]]] = {}
+    for p in pipelines:
+        if p.builder != "paddle":
+            continue
+        spec = paddle.parse_spec(p)
+        lock_file, lock_sha = paddle.locked_env(p, spec, lock, repo_root)
+        users = envs.setdefault(spec.requirements, (lock_file, lock_sha, []))[2]
+        if p.name not in users:
+            users.append(p.name)
+    for name, (lock_file, lock_sha, users) in sorted(envs.items()):
+        if paddle.env_installed(cache.root, lock_sha, backend):
+            continue
+        try:
+            ensure_wheelhouse(lock_file, default_wheelhouse(cache.root, name, lock_sha), cache.offline)
+        except EnvironmentFailure as exc:
+            raise WheelhouseUnavailable(users, name, exc) from None
 
 
 def images_needed(pipeline: Pipeline) -> set[str]:

@@ -15,15 +15,15 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reprobuild.backends.leftovers import private_dir
 from reprobuild.build.manifest import SUMS
 from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure
 from reprobuild.formats import oci
-from reprobuild.fsutil import sha256_file
+from reprobuild.fsutil import remove_tree, sha256_under
 
 _REF_RE = re.compile(r"^(?P<host>[^/]+)/(?P<name>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
                      r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$")
@@ -48,9 +48,17 @@ def checked_layout(path: Path) -> oci.Layout:
             listed[rel.removeprefix(prefix)] = digest
     if "index.json" not in listed:
         raise BadInput(f"{root / SUMS} does not list {prefix}index.json: this layout is not an artifact of that build")
-    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    present = set()
+    for top, dirs, files in os.walk(path):  # never follows a link: one in the layout is refused below
+        for name in [*dirs, *files]:
+            rel = Path(top, name).relative_to(path).as_posix()
+            if os.path.islink(Path(top, name)):
+                raise CheckFailed(f"{path}: {rel} is a symbolic link; a built layout holds none, so this is not the "
+                                  "built image and nothing is read through it", "rebuild it with `reprobuild build`")
+            if name in files:
+                present.add(rel)
     changed = sorted(rel for rel in present | set(listed)
-                     if rel not in listed or rel not in present or sha256_file(path / rel) != listed[rel])
+                     if rel not in listed or rel not in present or sha256_under(path, rel) != listed[rel])
     if changed:
         raise CheckFailed(f"{path}: changed since the build ({len(changed)} file(s) differ from {root / SUMS}, "
                           f"e.g. {changed[0]}); refusing: its digest would not be the built one",
@@ -78,8 +86,9 @@ def load(layout: oci.Layout, platform: str | None = None) -> tuple[str, str]:
             have = ", ".join(str(i.platform) for i in layout.images)
             raise BadInput(f"{layout.root}: no image for {platform} (the layout has {have})", "pass --platform")
         tag = layout.name or f"{layout.root.name.removesuffix('.oci')}:{layout.ref or 'latest'}"
-        with tempfile.TemporaryDirectory(prefix="reprobuild-load-") as tmp:
-            archive = Path(tmp) / "image.tar"
+        tmp = private_dir("reprobuild-load-")  # owner-marked: a killed load leaves nothing for good
+        try:
+            archive = tmp / "image.tar"
             oci.write_docker_archive(layout, image, archive, tag)
             try:
                 with open(archive, "rb") as fh:
@@ -88,6 +97,8 @@ def load(layout: oci.Layout, platform: str | None = None) -> tuple[str, str]:
             except EngineError as exc:
                 raise EnvironmentFailure(f"the {facts.product} engine at {facts.address} did not load "
                                          f"{layout.root}: {exc}") from None
+        finally:
+            remove_tree(tmp)
     finally:
         client.close()
     if loaded != image.config.digest:

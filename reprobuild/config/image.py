@@ -14,11 +14,22 @@
       tag: hello:1.0.0           # the name `docker load` gives it (default: <target>:<module_version>)
       revision: true             # label the git commit (then every commit is a new image, and a rebuild)
 
-Validated here, once, into a frozen ImageSpec; every problem names the file and line.
+A command pipeline's `container_images:` (its `image:` names the builder image the command runs in) is a
+list of the same sections, each with a `name`, the `artifacts` it holds and its `platform`:
+
+    container_images:
+      - name: greet                        # OUT/<pipeline>/greet.oci/, greet_linux_amd64.docker.tar
+        platform: linux/amd64
+        artifacts: {/usr/local/bin/greet: bin/greet}   # image path: artifact path under $OUT
+        entrypoint: [/usr/local/bin/greet] # default: the one artifact, when there is one
+
+Validated here, once, into a frozen ImageSpec (and ArtifactImage); every problem names the file and line.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import posixpath
 import re
 from dataclasses import dataclass
@@ -58,7 +69,10 @@ class ImageSpec:
 
 def parse_image(node: Node, target: str) -> ImageSpec:
     what = f"target `{target}`: image"
-    f = Fields(node, what, KEYS)
+    return _parse_spec(Fields(node, what, KEYS), node, what)
+
+
+def _parse_spec(f: Fields, node: Node, what: str) -> ImageSpec:
     base_node = f.optional("base")
     base = base_node.string(f"{what}: base") if base_node else SCRATCH
     if base_node is not None and (":" in base or "/" in base or "@" in base):
@@ -111,8 +125,7 @@ def parse_image(node: Node, target: str) -> ImageSpec:
     if files_node is not None:
         for dest, src_node in files_node.mapping(f"{what}: files (image path: source path)").items():
             src = src_node.string(f"{what}: files {dest}")
-            if not dest.startswith("/") or posixpath.normpath(dest) != dest or dest == "/":
-                raise src_node.error(f"{what}: files: `{dest}` must be a normalized absolute path in the image")
+            _check_dest(src_node, what, "files", dest)
             if src.startswith("/") or ".." in src.split("/"):
                 raise src_node.error(f"{what}: files: `{src}` must be a path inside the pipeline's source")
             files.append((dest.lstrip("/"), src))
@@ -124,6 +137,88 @@ def parse_image(node: Node, target: str) -> ImageSpec:
     revision = rev_node.boolean(f"{what}: revision") if rev_node else True
     return ImageSpec(base, entrypoint, cmd, user, tuple(env), tuple(ports), workdir, tuple(labels), source,
                      tuple(files), tag, node.line, revision)
+
+
+ARTIFACT_IMAGE_KEYS = KEYS | {"name", "artifacts", "platform"}
+LINUX_ARCHES = ("386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
+                "ppc64le", "riscv64", "s390x")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_GLOB_CHARS = re.compile(r"[*?\[\]]")
+
+
+@dataclass(frozen=True)
+class ArtifactImage:
+    """A command pipeline's container image: some of its artifacts on a base, for one linux platform."""
+
+    name: str  # names `<name>.oci/` and `<name>_<os>_<arch>.docker.tar` in OUT/<pipeline>/
+    platform: str  # linux/<arch>: what the artifacts run on (reprobuild cannot tell from a file)
+    artifacts: tuple[tuple[str, str], ...]  # (path in the image, without the leading /; path under $OUT)
+    spec: ImageSpec  # entrypoint always set
+    line: int = 0
+
+    def outputs(self) -> tuple[str, ...]:
+        """What the image adds to OUT/<pipeline>/ (the command must not write these itself)."""
+        os_, _, arch = self.platform.partition("/")
+        return f"{self.name}.oci", f"{self.name}_{os_}_{arch}.docker.tar"
+
+
+def parse_artifact_images(node: Node, globs: tuple[str, ...]) -> tuple[ArtifactImage, ...]:
+    """A command pipeline's `container_images:`: each image's artifacts must be files its `artifacts` keep."""
+    result: list[ArtifactImage] = []
+    for item in node.sequence("container_images (a list of images)"):
+        f = Fields(item, "a container image", ARTIFACT_IMAGE_KEYS)
+        name_node = f.required("name")
+        name = name_node.string("container image name")
+        if not _NAME_RE.match(name):
+            raise name_node.error(f"container image name `{name}` must be letters, digits, `.`, `_` or `-` "
+                                  "(it names the layout)")
+        if any(x.name == name for x in result):
+            raise name_node.error(f"container image name `{name}` is used twice")
+        what = f"container image `{name}`"
+        plat_node = f.optional("platform")
+        platform = plat_node.string(f"{what}: platform") if plat_node else "linux/amd64"
+        os_, _, arch = platform.partition("/")
+        if os_ != "linux" or arch not in LINUX_ARCHES:
+            raise plat_node.error(f"{what}: platform `{platform}` is not linux/<arch>",  # type: ignore[union-attr]
+                                  f"arches: {', '.join(LINUX_ARCHES)}")
+        arts_node = f.required("artifacts")
+        artifacts: list[tuple[str, str]] = []
+        for dest, src_node in arts_node.mapping(f"{what}: artifacts (image path: artifact path)").items():
+            src = src_node.string(f"{what}: artifacts {dest}")
+            _check_dest(src_node, what, "artifacts", dest)
+            if src.startswith("/") or ".." in src.split("/") or posixpath.normpath(src) != src:
+                raise src_node.error(f"{what}: artifacts: `{src}` must be a normalized path under $OUT")
+            if _GLOB_CHARS.search(src):
+                raise src_node.error(f"{what}: artifacts: `{src}` is a glob; name one file under $OUT",
+                                     "list each file that goes in the image")
+            if not any(fnmatch.fnmatchcase(src, g) for g in globs):
+                raise src_node.error(f"{what}: artifact `{src}` is not kept by the pipeline's `artifacts` "
+                                     f"{list(globs)}", "add a glob matching it to `artifacts`")
+            artifacts.append((dest.lstrip("/"), src))
+        if not artifacts:
+            raise arts_node.error(f"{what}: artifacts is empty")
+        spec = _parse_spec(f, item, what)
+        paths = [d for d, _ in artifacts] + [d for d, _ in spec.files]
+        for reserved in ("etc/passwd", "etc/group", "tmp"):
+            if reserved in paths:
+                raise arts_node.error(f"{what}: `/{reserved}` is written by reprobuild (non-root user, /tmp)")
+        dup = sorted({p for p in paths if paths.count(p) > 1})
+        if dup:
+            raise arts_node.error(f"{what}: `/{dup[0]}` is given twice (artifacts and files share the image)")
+        if spec.entrypoint is None:
+            if len(artifacts) != 1:
+                raise item.error(f"{what}: several artifacts go in the image, so it needs an `entrypoint`",
+                                 f"e.g. entrypoint: [/{artifacts[0][0]}]")
+            spec = dataclasses.replace(spec, entrypoint=(f"/{artifacts[0][0]}",))
+        result.append(ArtifactImage(name, platform, tuple(artifacts), spec, item.line))
+    if not result:
+        raise node.error("container_images is empty")
+    return tuple(result)
+
+
+def _check_dest(node: Node, what: str, key: str, dest: str) -> None:
+    if not dest.startswith("/") or posixpath.normpath(dest) != dest or dest == "/":
+        raise node.error(f"{what}: {key}: `{dest}` must be a normalized absolute path in the image")
 
 
 def _argv(node: Node | None, what: str) -> tuple[str, ...] | None:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reprobuild.config.image import ImageSpec, parse_image
+from reprobuild.config.image import ArtifactImage, ImageSpec, parse_artifact_images, parse_image
 from reprobuild.config.paddle import PIPELINE_KEYS as PADDLE_KEYS
 from reprobuild.config.paddle import PaddleSpec, parse_paddle
 from reprobuild.config.yamlload import Fields, Node, load_documents
@@ -69,6 +69,7 @@ class Pipeline:
     image: str = "debian"
     extra: dict[str, object] = field(default_factory=dict)  # builder-specific keys of later builders
     paddle: PaddleSpec | None = None  # builder: paddle, parsed from `extra` when the pipeline is loaded
+    container_images: tuple[ArtifactImage, ...] = ()  # builder: command: images made from its artifacts
 
     @property
     def where(self) -> Location:
@@ -166,7 +167,7 @@ def check_flag_value(node: Node, what: str, value: str) -> str:
 
 COMMON_KEYS = {"version", "name", "builder", "source", "source_date_epoch"}
 GO_KEYS = COMMON_KEYS | {"toolchain", "targets", "module_version"}
-COMMAND_KEYS = COMMON_KEYS | {"run", "artifacts", "image", "toolchain"}
+COMMAND_KEYS = COMMON_KEYS | {"run", "artifacts", "image", "toolchain", "container_images"}
 GO_TARGET_KEYS = {"name", "package", "cgo", "platforms", "ldflags", "tags", "archive", "keep_gnu_build_id", "image",
                   "buildmode", "host", "forbidden_strings", "allowed_strings"}
 
@@ -181,6 +182,10 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
     if builder not in BUILDERS:
         raise builder_node.error(f"unknown builder `{builder}`", f"one of: {', '.join(BUILDERS)}")
     allowed = {"go": GO_KEYS, "command": COMMAND_KEYS, "paddle": COMMON_KEYS | PADDLE_KEYS}[builder]
+    if builder == "command" and "images" in doc.value:
+        raise doc.value["images"].error("unknown key `images` in the pipeline",
+                                        "container images of the artifacts go under `container_images:`; "
+                                        "`image:` names the builder image the command runs in")
     f = Fields(doc, "the pipeline", allowed)
     version = f.required("version")
     if version.integer("version") != 1:
@@ -226,9 +231,16 @@ def parse_pipeline(doc: Node, repo_root: Path) -> Pipeline:
             if pattern.startswith("/") or ".." in pattern.split("/"):
                 raise node.error(f"artifact glob `{pattern}` must stay under $OUT")
         image_node = f.optional("image")
+        if image_node is not None and isinstance(image_node.value, dict | list):
+            raise image_node.error("in a command pipeline `image` names the builder image the command runs in "
+                                   "(a string, e.g. `debian`)",
+                                   "a container image made of the artifacts goes under `container_images:` "
+                                   "(a list of images, each with `name` and `artifacts`; docs/pipelines.md)")
         image = image_node.string("image") if image_node else "debian"
+        ci_node = f.optional("container_images")
+        images = parse_artifact_images(ci_node, artifacts) if ci_node is not None else ()
         return Pipeline(**common, toolchain=toolchain, run=run, artifacts=artifacts,
-                        image=image)
+                        image=image, container_images=images)
     extra = {k: v for k, v in f if k not in COMMON_KEYS}
     paddle = parse_paddle(extra, Location(path, doc.line), source)  # refused here, before any work
     return Pipeline(**common, toolchain=toolchain, extra=extra, paddle=paddle)  # type: ignore[arg-type]

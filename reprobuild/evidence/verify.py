@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reprobuild.backends import Backend, Perturbation, select_backend
+from reprobuild.backends import Backend, Perturbation, leftovers, select_backend
 from reprobuild.build.orchestrate import BuildOptions, BuildResult, build, builders_dir_for
 from reprobuild.build.parallel import default_jobs, map_ordered
 from reprobuild.config.lock import load_lock
@@ -185,7 +185,9 @@ def verify(opts: VerifyOptions, backend: Backend | None = None) -> VerifyReport:
     skipped = {v: f"not supported by the {backend.name} backend on this host" for v in opts.vary if v not in varied}
     for name, why in skipped.items():
         say(f"verify: not varying {name}: {why}")
-    work = Path(tempfile.mkdtemp(prefix="reprobuild-verify-", dir=opts.keep))
+    # Kept (--keep DIR) it is the user's; else it is private, and a later run removes it if this one is killed.
+    work = Path(tempfile.mkdtemp(prefix="reprobuild-verify-", dir=opts.keep)) if opts.keep is not None \
+        else leftovers.private_dir("reprobuild-verify-")
     os.chmod(work, 0o755)
     try:
         return _verify_in(work, opts, backend, varied, skipped)

@@ -15,10 +15,12 @@ import gzip
 import hashlib
 import json
 import os
+import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from reprobuild.errors import BadInput, CheckFailed
 from reprobuild.formats.archives import LEVEL, HashingWriter, TarEntry, write_tar
@@ -198,29 +200,46 @@ class Layout:
             yield self.top
 
 
+MAX_DOCUMENT = 4 << 20
+"""Bytes of one JSON document (index, manifest, config) a reader takes: ours are a few KB."""
+MAX_IMAGES = 256
+"""Image manifests one layout may name, over all its indexes."""
+MAX_INDEX_DEPTH = 4
+"""Image indexes inside image indexes (index.json's own level not counted)."""
+MAX_LAYERS = 1000
+"""Layers of one image (Docker's storage drivers stop at 128)."""
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
 def is_layout(path: Path) -> bool:
     return (path / "oci-layout").is_file() and (path / "index.json").is_file()
 
 
 def read_layout(root: Path, check: bool = True) -> Layout:
-    """Read a layout's one image (index.json must name exactly one); with `check`, every blob must hash to its name."""
+    """Read a layout's one image (index.json must name exactly one); with `check`, every blob must hash to its name.
+
+    Hostile layouts end in a BadInput, quickly: no path is followed through a symbolic link (or out of the
+    layout through a digest), JSON documents are capped at MAX_DOCUMENT bytes (declared and actual), an index
+    may nest MAX_INDEX_DEPTH deep and never in a cycle, and a layout names at most MAX_IMAGES images of at most
+    MAX_LAYERS layers each.
+    """
     if not is_layout(root):
         raise BadInput(f"{root}: not an OCI image layout (no oci-layout and index.json)")
+    for part in ("oci-layout", "index.json", "blobs", "blobs/sha256"):
+        if (root / part).is_symlink():
+            raise BadInput(f"{root / part}: a symbolic link; a layout's files are read only as regular files")
     index = _json(root / "index.json")
     entries = index.get("manifests")
     if not isinstance(entries, list) or len(entries) != 1:
         raise BadInput(f"{root / 'index.json'}: expected exactly one image in `manifests`")
     top = _blob(entries[0], root / "index.json")
     annotations = entries[0].get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise BadInput(f"{root / 'index.json'}: annotations must be an object")
     ref, name = annotations.get(REF_NAME), annotations.get(NAME)
     images: list[Image] = []
-    doc = _json(_checked(root, top, check))
     if top.media_type == INDEX:
-        for entry in doc.get("manifests", []):
-            platform = entry.get("platform") or {}
-            blob = _blob(entry, root / "index.json")
-            images.append(_image(root, blob, Platform(platform.get("os", "?"), platform.get("architecture", "?"),
-                                                      platform.get("variant")), check))
+        _walk_index(root, top, check, images, (top.digest,))
     elif top.media_type == MANIFEST:
         images.append(_image(root, top, None, check))
     else:
@@ -228,47 +247,113 @@ def read_layout(root: Path, check: bool = True) -> Layout:
     return Layout(root, top, ref, tuple(images), name)
 
 
+def _walk_index(root: Path, index: Blob, check: bool, images: list[Image], path: tuple[str, ...]) -> None:
+    """The images of `index`, depth first; `path` is the chain of indexes that led here (for cycles and depth)."""
+    doc = _json(_checked(root, index, check, document=True))
+    entries = doc.get("manifests", [])
+    if not isinstance(entries, list):
+        raise BadInput(f"{root}: image index {index.digest}: `manifests` must be a list")
+    for entry in entries:
+        blob = _blob(entry, root)
+        if blob.media_type == INDEX:
+            if blob.digest in path:
+                raise BadInput(f"{root}: image index {blob.digest} names itself through its own manifests "
+                               "(a cycle); not read")
+            if len(path) > MAX_INDEX_DEPTH:
+                raise BadInput(f"{root}: image indexes nested more than {MAX_INDEX_DEPTH} deep; not read")
+            _walk_index(root, blob, check, images, (*path, blob.digest))
+            continue
+        if blob.media_type != MANIFEST:
+            raise BadInput(f"{root}: image index {index.digest} names a {blob.media_type!r}, not an image manifest")
+        if len(images) >= MAX_IMAGES:
+            raise BadInput(f"{root}: more than {MAX_IMAGES} images in one layout; not read")
+        platform = entry.get("platform") or {}
+        if not isinstance(platform, dict):
+            raise BadInput(f"{root}: image index {index.digest}: platform must be an object")
+        images.append(_image(root, blob, Platform(str(platform.get("os", "?")), str(platform.get("architecture", "?")),
+                                                  platform.get("variant")), check))
+
+
 def _image(root: Path, manifest: Blob, platform: Platform | None, check: bool) -> Image:
-    doc = _json(_checked(root, manifest, check))
+    doc = _json(_checked(root, manifest, check, document=True))
+    if doc.get("mediaType", MANIFEST) != MANIFEST or not isinstance(doc.get("config"), dict):
+        raise BadInput(f"{root}: blob {manifest.digest} is not an image manifest (no `config`), though its "
+                       "descriptor says so")
     config = _blob(doc["config"], root)
-    config_data = _json(_checked(root, config, check))
-    layers = tuple(_blob(d, root) for d in doc.get("layers", []))
-    if check:
-        for layer in layers:
-            _checked(root, layer, check)
+    config_data = _json(_checked(root, config, check, document=True))
+    descriptors = doc.get("layers", [])
+    if not isinstance(descriptors, list):
+        raise BadInput(f"{root}: manifest {manifest.digest}: `layers` must be a list")
+    if len(descriptors) > MAX_LAYERS:
+        raise BadInput(f"{root}: manifest {manifest.digest} names {len(descriptors)} layers, more than "
+                       f"{MAX_LAYERS}; not read")
+    layers = tuple(_blob(d, root) for d in descriptors)
+    for layer in layers:
+        _checked(root, layer, check)
     if platform is None:
-        platform = Platform(config_data.get("os", "?"), config_data.get("architecture", "?"),
+        platform = Platform(str(config_data.get("os", "?")), str(config_data.get("architecture", "?")),
                             config_data.get("variant"))
     return Image(platform, manifest, config, config_data, layers)
 
 
 def _blob(descriptor: Any, where: Path) -> Blob:
     try:
-        return Blob(str(descriptor["mediaType"]), str(descriptor["digest"]), int(descriptor["size"]))
+        blob = Blob(str(descriptor["mediaType"]), str(descriptor["digest"]), int(descriptor["size"]))
     except (KeyError, TypeError, ValueError):
         raise BadInput(f"{where}: a descriptor without mediaType, digest and size: {descriptor!r:.200}") from None
+    if not _DIGEST_RE.match(blob.digest):
+        raise BadInput(f"{where}: digest {blob.digest!r:.100} is not sha256:<64 hex digits>")
+    if blob.size < 0:
+        raise BadInput(f"{where}: blob {blob.digest} declares a negative size")
+    return blob
 
 
-def _checked(root: Path, blob: Blob, check: bool) -> Path:
+def _checked(root: Path, blob: Blob, check: bool, document: bool = False) -> Path:
+    """The blob's file: a regular file (never through a link) of the declared size; with `check`, of its digest."""
     path = root / "blobs" / "sha256" / blob.digest.removeprefix("sha256:")
-    if not path.is_file():
-        raise CheckFailed(f"{root}: blob {blob.digest} is missing")
+    try:
+        st = path.lstat()
+    except OSError:
+        raise CheckFailed(f"{root}: blob {blob.digest} is missing") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise BadInput(f"{path}: a symbolic link; a layout's blobs are read only as regular files")
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckFailed(f"{root}: blob {blob.digest} is missing (not a regular file)")
+    if document and (blob.size > MAX_DOCUMENT or st.st_size > MAX_DOCUMENT):
+        raise BadInput(f"{path}: a JSON document of {max(blob.size, st.st_size)} bytes (declared "
+                       f"{blob.size}); more than {MAX_DOCUMENT >> 20} MiB is not read")
     if check:
+        if st.st_size != blob.size:
+            raise CheckFailed(f"{path}: {st.st_size} bytes, but its descriptor declares {blob.size} (the layout was "
+                              "changed after it was written)")
         sha = hashlib.sha256()
-        with open(path, "rb") as fh:
+        with _open_regular(path) as fh:
             while chunk := fh.read(_CHUNK):
                 sha.update(chunk)
-        if "sha256:" + sha.hexdigest() != blob.digest or path.stat().st_size != blob.size:
+        if "sha256:" + sha.hexdigest() != blob.digest:
             raise CheckFailed(f"{path}: content does not match its digest {blob.digest} (the layout was changed "
                               "after it was written)")
     return path
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading without following a final symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot be read as a regular file ({exc.strerror})") from None
+    return os.fdopen(fd, "rb")
+
+
 def _json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{path}: not readable JSON: {exc}") from None
+        with _open_regular(path) as fh:
+            raw = fh.read(MAX_DOCUMENT + 1)
+        if len(raw) > MAX_DOCUMENT:
+            raise BadInput(f"{path}: a JSON document of more than {MAX_DOCUMENT >> 20} MiB is not read")
+        data = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise BadInput(f"{path}: not readable JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a JSON object")
     return data

@@ -57,6 +57,9 @@ class Installed:
     key: str
     tree: Path  # the unpacked archive(s)
     root: Path  # GOROOT
+    # The tree's content hash, recorded at install and confirmed by this process's check of the tree (stat
+    # fingerprint, else a full rehash): what the action cache keys a unit's toolchain by, not the pin.
+    tree_sha256: str = ""
 
     @property
     def go(self) -> Path:
@@ -77,16 +80,16 @@ class ToolchainCache:
     def __init__(self, root: Path | None = None, offline: bool = False) -> None:
         self.root = root or default_cache_root()
         self.offline = offline_requested(offline)
-        self._checked: set[str] = set()  # entries whose tree was checked by this process
+        self._checked: dict[str, str] = {}  # entry -> tree hash, for the trees this process checked
 
     # --- paths -------------------------------------------------------------------------------
     def entry_dir(self, key: str) -> Path:
         return self.root / "toolchains" / key
 
-    def _installed(self, tc: Toolchain, pin: PlatformPin) -> Installed:
+    def _installed(self, tc: Toolchain, pin: PlatformPin, tree_sha256: str = "") -> Installed:
         key = entry_key(pin)
         tree = self.entry_dir(key) / "tree"
-        return Installed(tc.name, tc.version, pin.platform, key, tree, tree / pin.root)
+        return Installed(tc.name, tc.version, pin.platform, key, tree, tree / pin.root, tree_sha256)
 
     @staticmethod
     def pin_for(tc: Toolchain, platform: str | None = None) -> PlatformPin:
@@ -128,23 +131,24 @@ class ToolchainCache:
 
     # --- installing --------------------------------------------------------------------------
     def ensure(self, tc: Toolchain, platform: str | None = None) -> Installed:
-        """The installed toolchain, fetching and installing it first if needed."""
+        """The installed toolchain, fetching and installing it first if needed, its tree checked (see
+        `_checked_tree`): `tree_sha256` is the content this process confirmed."""
         pin = self.pin_for(tc, platform)
-        inst = self._installed(tc, pin)
-        if self.state(tc, pin) == "installed" and self._untouched(tc, pin):
-            return inst  # fast path: a stat-only check of the tree; no lock, no archive read
-        with self._lock(inst.key):
+        key = entry_key(pin)
+        if self.state(tc, pin) == "installed":
+            return self._installed(tc, pin, self._checked_tree(tc, pin))  # fast path: stat calls, no lock
+        with self._lock(key):
             state = self.state(tc, pin)
-            if state == "installed":
-                return inst
             if state == "corrupt":
-                say(f"{tc.name}: cached entry {inst.key[:12]} is damaged; reinstalling")
-                self._discard(inst.key)
-            self._install(tc, pin, inst)
-        return inst
+                say(f"{tc.name}: cached entry {key[:12]} is damaged; reinstalling")
+                self._discard(key)
+            if state != "installed":
+                self._install(tc, pin, self._installed(tc, pin))
+        return self._installed(tc, pin, self._checked_tree(tc, pin))  # installed here or by another process
 
-    def _untouched(self, tc: Toolchain, pin: PlatformPin) -> bool:
-        """True when the installed tree is the one installed (stat fingerprint, else a full rehash).
+    def _checked_tree(self, tc: Toolchain, pin: PlatformPin) -> str:
+        """The installed tree's recorded hash, once the tree is seen to be the one installed (its stat
+        fingerprint, else a full rehash); checked once per process.
 
         Raises IntegrityError (exit 3) when its content changed: a tampered toolchain is never used.
         """
@@ -152,7 +156,7 @@ class ToolchainCache:
 
         key = entry_key(pin)
         if key in self._checked:
-            return True
+            return self._checked[key]
         d = self.entry_dir(key)
         record = json.loads((d / "entry.json").read_text())
         now = fingerprint(d / "tree")
@@ -164,8 +168,8 @@ class ToolchainCache:
                                      "build with it", f"reinstall it with `reprobuild toolchain fetch {tc.name}`")
             record[FINGERPRINT_KEY] = now  # same content (e.g. touched): remember the tree as it is now
             atomic_write_text(d / "entry.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
-        self._checked.add(key)
-        return True
+        self._checked[key] = str(record["tree_sha256"])
+        return self._checked[key]
 
     def remove(self, tc: Toolchain, pin: PlatformPin) -> None:
         key = entry_key(pin)
@@ -173,6 +177,7 @@ class ToolchainCache:
             self._discard(key)
 
     def _discard(self, key: str) -> None:
+        self._checked.pop(key, None)
         d = self.entry_dir(key)
         if d.exists():
             trash = self.root / "tmp" / f"{key}.discard"
@@ -211,9 +216,10 @@ class ToolchainCache:
                 records.update(extract(archive, tree, limit, rootfs=tc.kind == "base"))
             if not (tree / pin.root).is_dir():
                 raise IntegrityError(f"{tc.name}: the archive has no `{pin.root}` directory (the lock's root)")
+            digest = tree_hash(records)
             record = {"name": tc.name, "version": tc.version, "platform": pin.platform, "root": pin.root,
                       "files": [{"name": pf.name, "sha256": pf.sha256} for pf in pin.files],
-                      "tree_sha256": tree_hash(records), "files_count": len(records)}
+                      "tree_sha256": digest, "files_count": len(records)}
             from reprobuild.toolchains.treecheck import FINGERPRINT_KEY, fingerprint
 
             record[FINGERPRINT_KEY] = fingerprint(tree)  # inodes and mtimes survive the rename below
@@ -221,7 +227,7 @@ class ToolchainCache:
             final = self.entry_dir(inst.key)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, final)
-            self._checked.add(inst.key)
+            self._checked[inst.key] = digest
         say(f"{tc.name}: installed Go {tc.version} ({pin.platform}) at {inst.root}")
 
     def _obtain(self, tc: Toolchain, pin: PlatformPin, pf: PinnedFile, downloads: Path) -> Path:

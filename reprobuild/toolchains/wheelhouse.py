@@ -6,10 +6,17 @@ of the lock, for this Python and platform: nothing extra, nothing missing. `chec
 lists what drifted (a missing wheel, a wheel whose bytes changed, a file the lock does not name),
 each naming the file. The build installs from a wheelhouse with
 `pip install --no-index --find-links WHEELHOUSE --require-hashes -r LOCK`.
+
+A build resolves its wheelhouses before any unit builds (`ensure_wheelhouse`, from build/preflight.py):
+present, else downloaded now, else exit 3 naming the missing wheels and the ways out (`reprobuild
+toolchain import` of wheels got elsewhere, `import_wheels`). Every wheelhouse file is 0644 and its
+directory 0755 whatever the caller's umask: the build user of a container reads them.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +26,8 @@ from packaging.version import InvalidVersion, Version
 
 from reprobuild.config.model import Lock
 from reprobuild.config.pylock import Requirement, read_requirements_lock
-from reprobuild.errors import CheckFailed, EnvironmentFailure
+from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure
+from reprobuild.formats.archives import normalize_modes
 from reprobuild.fsutil import remove_tree, sha256_file
 from reprobuild.progress import say
 
@@ -58,9 +66,36 @@ def _pin(req: Requirement) -> tuple[str, Version | str]:
         return req.name, req.version  # matches no wheel: reported as missing
 
 
-def check_wheelhouse(lock_file: Path, dest: Path) -> list[str]:
+class WheelsUnavailable(EnvironmentFailure):
+    """Locked wheels a build needs are in no wheelhouse here and cannot be downloaded (exit 3)."""
+
+    def __init__(self, lock_file: Path, dest: Path, missing: list[Requirement], why: str) -> None:
+        shown = ", ".join(f"{r.name}=={r.version}" for r in missing[:12])
+        more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+        super().__init__(
+            f"{len(missing)} wheel(s) locked by {lock_file} are not in the wheelhouse {dest} and {why}: {shown}{more}",
+            "on a machine that reaches pip's index, run `reprobuild vendor` (or `pip download --require-hashes "
+            f"--no-deps --only-binary=:all: -d DIR -r {lock_file.name}`), copy the wheels here and run "
+            "`reprobuild toolchain import DIR`; or build without `--offline` where pip's index is reachable")
+        self.missing = missing
+
+
+def missing_wheels(lock_file: Path, dest: Path) -> list[Requirement]:
+    """The pins with no wheel of their name and version in `dest` (or no such directory); whether the wheels
+    there have hashes the lock allows is `check_wheelhouse`'s to say."""
+    have = set()
+    if dest.is_dir():
+        for path in dest.iterdir():
+            wheel = parse_wheel_name(path) if path.is_file() else None
+            if wheel is not None:
+                have.add((wheel.name, wheel.version))
+    return [r for r in read_requirements_lock(lock_file) if _pin(r) not in have]
+
+
+def check_wheelhouse(lock_file: Path, dest: Path, missing: bool = True) -> list[str]:
     """What differs between the wheelhouse and the lock, one line per problem naming the file; empty when
-    the wheelhouse holds exactly one wheel per pin, each with a hash the lock allows."""
+    the wheelhouse holds exactly one wheel per pin, each with a hash the lock allows. `missing=False`:
+    only what is wrong with the files there (changed, extra), not what is absent."""
     reqs = read_requirements_lock(lock_file)
     if not dest.is_dir():
         return [f"{dest}: the wheelhouse does not exist"]
@@ -79,6 +114,8 @@ def check_wheelhouse(lock_file: Path, dest: Path) -> list[str]:
     for req in reqs:
         paths = by_pin.get(_pin(req), [])
         if not paths:
+            if not missing:
+                continue
             problems.append(f"{req.name}=={req.version}: no wheel in {dest} (missing; {lock_file}:{req.line})")
             continue
         if len(paths) > 1:
@@ -123,6 +160,7 @@ def download_wheelhouse(lock_file: Path, dest: Path, python_version: str | None 
     problems = check_wheelhouse(lock_file, dest)
     if problems:
         raise WheelhouseDrift(dest, problems)
+    normalize_modes(dest)  # pip wrote them with the caller's umask
     return sorted(p for p in dest.iterdir())
 
 
@@ -140,27 +178,75 @@ def _remove_unlocked(dest: Path, reqs: list[Requirement]) -> None:
 
 
 def ensure_wheelhouse(lock_file: Path, dest: Path, offline: bool) -> Path:
-    """The wheelhouse a build installs from: downloaded when it does not exist yet, checked when it does.
+    """The wheelhouse a build installs from, every locked wheel present: checked when it exists, the
+    missing wheels downloaded (wheels already there, e.g. imported, are kept) unless offline.
 
-    A wheelhouse that exists but drifted is never silently repaired during a build: EnvironmentFailure (exit 3)
-    naming each file, so a tampered or truncated wheel is seen.
+    A wheel that changed or a file the lock does not name is never silently repaired during a build:
+    EnvironmentFailure (exit 3) naming each file, so a tampered or truncated wheel is seen. Missing wheels
+    that cannot be downloaded (offline, or pip fails) are WheelsUnavailable (exit 3) naming them.
     """
-    if not dest.exists():
-        if offline:
-            raise EnvironmentFailure(f"no wheelhouse at {dest} and offline mode is on",
-                                     "run `reprobuild vendor` on a machine with pip's index, then copy it here")
-        tmp = dest.with_name(dest.name + ".partial")
-        if tmp.exists():
-            remove_tree(tmp)
-        download_wheelhouse(lock_file, tmp)
-        tmp.rename(dest)
-        return dest
-    problems = check_wheelhouse(lock_file, dest)
+    problems = check_wheelhouse(lock_file, dest, missing=False) if dest.exists() else []
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise EnvironmentFailure(f"wheelhouse {dest} does not match {lock_file}:\n{listed}",
                                  f"remove {dest} and build again (or run `reprobuild vendor`) to download it again")
+    missing = missing_wheels(lock_file, dest)
+    if not missing:
+        return dest
+    if offline:
+        raise WheelsUnavailable(lock_file, dest, missing, "offline mode forbids the network")
+    from filelock import FileLock
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest.with_name(dest.name + ".lock"))):  # one download per wheelhouse at a time
+        if not missing_wheels(lock_file, dest):
+            return dest  # another process got them meanwhile
+        tmp = dest.with_name(dest.name + ".partial")
+        if tmp.exists():
+            remove_tree(tmp)
+        if dest.exists():  # some wheels were imported: download the rest beside them, then swap
+            shutil.copytree(dest, tmp)
+        try:
+            download_wheelhouse(lock_file, tmp)
+        except EnvironmentFailure as exc:
+            remove_tree(tmp)
+            raise WheelsUnavailable(lock_file, dest, missing, f"pip could not download them:\n{exc.message}") from None
+        if dest.exists():
+            remove_tree(dest)
+        tmp.rename(dest)
     return dest
+
+
+def import_wheels(lock: Lock, repo_root: Path, cache_root: Path, source: Path) -> dict[str, list[str]]:
+    """`reprobuild toolchain import` of wheels: a wheel file, or a directory of them (a wheelhouse made
+    elsewhere), each verified against the hashes of the lock's Python environments and stored in the
+    wheelhouse of every environment that pins it. Returns environment -> wheel names stored.
+
+    A file that no environment pins (name, version and sha256) is refused (exit 2); in a directory such
+    files are skipped, and a directory with no locked wheel at all is refused.
+    """
+    if not source.exists():
+        raise BadInput(f"{source}: no such file or directory")
+    files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
+    stored: dict[str, list[str]] = {}
+    for name, lock_file, dest in locked_wheelhouses(lock, repo_root, cache_root):
+        wanted = {_pin(r): r for r in read_requirements_lock(lock_file)}
+        for path in files:
+            wheel = parse_wheel_name(path)
+            req = wanted.get((wheel.name, wheel.version)) if wheel else None
+            if req is None or sha256_file(path) not in req.hashes:
+                continue
+            dest.mkdir(parents=True, exist_ok=True)
+            tmp = dest.parent / f".{path.name}.{os.getpid()}.tmp"  # never a stray file inside the wheelhouse
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest / path.name)
+            normalize_modes(dest)
+            stored.setdefault(name, []).append(path.name)
+    if not stored:
+        raise BadInput(f"{source}: {'no file in it is' if source.is_dir() else 'not'} a wheel pinned (name, version "
+                       f"and sha256) by the python environments of {lock.path}",
+                       "import the exact wheels the requirements lock names (`reprobuild vendor --check` lists them)")
+    return stored
 
 
 def default_wheelhouse(cache_root: Path, env_name: str, lock_sha256: str) -> Path:

@@ -7,6 +7,7 @@ plus a manifest written from it (or from `artifacts=` given verbatim, to lie abo
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -180,4 +181,58 @@ def sums_dir(root: Path) -> Path:
                 h.update(chunk)
         lines.append(f"{h.hexdigest()}  {f.name}\n")
     (root / "SHA256SUMS").write_text("".join(lines))
+    return root
+
+
+# --- OCI image layouts ---------------------------------------------------------------------------
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def oci_layout(root: Path, files: tuple[bytes, ...] = (b"hello\n",), *, repeat: int = 1, layer_size: int | None = None,
+               config_size: int | None = None, nest: int = 0, cycle: bool = False, layer_link: str | None = None,
+               layer_digest: str | None = None) -> Path:
+    """An OCI layout at root (`root/index.json` is what compare is given) with one layer per item of `files`
+    (a gzip'd tar holding it as `f`), the list taken `repeat` times; then the lies: every layer descriptor
+    declares `layer_size` bytes, the config `config_size`; the manifest sits under `nest` image indexes, or under
+    an index that names itself (`cycle`); the first layer's blob is a link to `layer_link`, or its descriptor
+    names `layer_digest`. Blobs are written under the names the descriptors give (nothing is re-hashed)."""
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def put(data: bytes, name: str | None = None) -> str:
+        digest = name or "sha256:" + hashlib.sha256(data).hexdigest()
+        (blobs / digest.removeprefix("sha256:")).write_bytes(data)
+        return digest
+
+    layers: list[dict[str, Any]] = []
+    for i, data in enumerate(files * repeat):
+        blob = gzip.compress(tar_archive([(tar_member("f", data + str(i).encode()), data + str(i).encode())]),
+                             mtime=0)
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(blob),
+                       "size": len(blob) if layer_size is None else layer_size})
+    if layers and layer_link is not None:
+        path = blobs / layers[0]["digest"].removeprefix("sha256:")
+        path.unlink()
+        os.symlink(layer_link, path)
+    if layers and layer_digest is not None:
+        layers[0]["digest"] = layer_digest
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": layers, "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(config),
+        "size": len(config) if config_size is None else config_size}}).encode()
+    top = {"mediaType": OCI_MANIFEST, "digest": put(manifest), "size": len(manifest)}
+    for _ in range(nest):
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                            "manifests": [{**top, "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+        top = {"mediaType": OCI_INDEX, "digest": put(index), "size": len(index)}
+    if cycle:
+        name = "sha256:" + "c" * 64
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": OCI_INDEX, "digest": name, "size": 1}, top]}).encode()
+        top = {"mediaType": OCI_INDEX, "digest": put(index, name), "size": len(index)}
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [top]}))
     return root

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from reprobuild import proc
+from reprobuild.backends.leftovers import private_dir
 from reprobuild.fsutil import remove_tree
 from reprobuild.toolchains.cache import Installed
 
@@ -87,9 +87,14 @@ def go_version(settings: GoSettings, env: Mapping[str, str]) -> str:
 
 @contextlib.contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
-    """A temporary directory for Go to work in, removed afterwards (the module cache inside stays writable)."""
-    work = Path(tempfile.mkdtemp(prefix=prefix))
+    """A temporary directory for Go to work in, removed afterwards (the module cache inside stays writable).
+
+    It is a subdirectory of a private directory carrying this process's owner record, so a build killed
+    outright leaves nothing for good (the next build removes it), and the record is no file of the module."""
+    top = private_dir(prefix)
+    work = top / "work"
+    work.mkdir()
     try:
         yield work
     finally:
-        remove_tree(work)
+        remove_tree(top)

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reprobuild.backends import CACHE, OUT, PYENV, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
+from reprobuild.config.model import Lock
 from reprobuild.config.paddle import PaddleSpec, Step, parse_paddle
 from reprobuild.config.pipeline import Pipeline, source_date_epoch
 from reprobuild.errors import BadInput, CheckFailed, EnvironmentFailure, FileError, ReprobuildError
+from reprobuild.formats.archives import normalize_modes
 from reprobuild.fsutil import atomic_write_bytes, remove_tree, sha256_file
 from reprobuild.kinds import BuildContext
 from reprobuild.progress import say
@@ -63,26 +65,39 @@ def parse_spec(pipeline: Pipeline) -> PaddleSpec:
 
 # --- the environment ----------------------------------------------------------------------------------
 
-def locked_env(pipeline: Pipeline, spec: PaddleSpec, ctx: BuildContext) -> tuple[Path, str]:
+def locked_env(pipeline: Pipeline, spec: PaddleSpec, lock: Lock, repo_root: Path) -> tuple[Path, str]:
     """The requirements lock file the pipeline asks for and its sha256, checked against toolchains.lock."""
     from reprobuild.config.pylock import parse_python_section
 
-    envs = parse_python_section(ctx.lock)
+    envs = parse_python_section(lock)
     env = envs.get(spec.requirements)
     if env is None:
         known = ", ".join(sorted(envs)) or "none"
-        raise FileError(spec.requirements_where, f"{ctx.lock.path} has no python environment "
+        raise FileError(spec.requirements_where, f"{lock.path} has no python environment "
                         f"`{spec.requirements}` (environments: {known})",
                         f"add builders/{spec.requirements}/requirements.in and run `reprobuild lock`")
     if spec.python is not None and spec.python != env.python:
         raise FileError(spec.python_where or pipeline.where,
                         f"the pipeline wants Python {spec.python}, but `{env.name}` is locked for Python {env.python}",
                         "recompile the lock with that Python (`reprobuild lock`) or change `python`")
-    lock_file = ctx.repo_root / env.lock_file
+    lock_file = repo_root / env.lock_file
     if not lock_file.is_file() or sha256_file(lock_file) != env.lock_sha256:
-        raise BadInput(f"{lock_file} is missing or changed since {ctx.lock.path} recorded it",
+        raise BadInput(f"{lock_file} is missing or changed since {lock.path} recorded it",
                        "run `reprobuild lock` (and commit both files)")
     return lock_file, env.lock_sha256
+
+
+def env_installed(cache_root: Path, lock_sha256: str, backend: str) -> bool:
+    """Some environment of this lock content is installed for this backend (the preflight then needs no
+    wheelhouse: the environment is reused, unless its builder image changed since)."""
+    for marker in (cache_root / "paddle-env").glob("*/complete.json"):
+        try:
+            record = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("lock_sha256") == lock_sha256 and record.get("backend") == backend:
+            return True
+    return False
 
 
 def env_key(lock_sha256: str, backend: str, image_id: str) -> str:
@@ -96,7 +111,7 @@ def ensure_env(pipeline: Pipeline, spec: PaddleSpec, ctx: BuildContext) -> Env:
 
     from reprobuild.toolchains import wheelhouse
 
-    lock_file, lock_sha = locked_env(pipeline, spec, ctx)
+    lock_file, lock_sha = locked_env(pipeline, spec, ctx.lock, ctx.repo_root)
     image = ImageRef(IMAGE)
     image_id = ctx.ensure_image(image)
     key = env_key(lock_sha, ctx.backend.name, image_id)
@@ -129,6 +144,7 @@ def ensure_env(pipeline: Pipeline, spec: PaddleSpec, ctx: BuildContext) -> Env:
             _run(ctx, RunSpec(argv=argv, image=image, env=env, mounts=mounts, workdir=ENV_ROOT,
                               label=f"{pipeline.name}/env {label}"), f"installing the environment ({label})",
                  EnvironmentFailure)
+        normalize_modes(root)  # 0755/0644 whatever the caller's umask: a container's build user reads it all
         record = {"key": key, "lock_sha256": lock_sha, "backend": ctx.backend.name, "image": image_id}
         atomic_write_bytes(marker, json.dumps(record, indent=2, sort_keys=True).encode())
         return Env(spec.requirements, key, root, lock_file, reused=False)
@@ -146,8 +162,9 @@ def _harness_dir(env: Env) -> str:
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=env.root))
         for name, path in files.items():
             shutil.copyfile(path, tmp / name)
-        os.chmod(tmp, 0o755)
+        normalize_modes(tmp)  # not the caller's umask: the steps' build user reads it
         (env.root / "harness").mkdir(exist_ok=True)
+        os.chmod(env.root / "harness", 0o755)
         try:
             tmp.rename(target)
         except OSError:  # another build put it there first
