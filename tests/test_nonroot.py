@@ -99,27 +99,70 @@ def engine_socket() -> Path:
     return Path(where.address.removeprefix("unix://"))
 
 
-def interpreter_for_others() -> tuple[tuple[str, ...], str]:
-    """How another user runs this checkout: this interpreter when others can run it, else the system's Python of the
-    same version with this environment's packages on PYTHONPATH (a pyenv interpreter under /root is root's alone)."""
-    packages = sysconfig.get_paths()["purelib"]
-    path = os.pathsep.join([str(REPO), packages])
-    if _others_can_run(Path(sys.executable)):
-        return (sys.executable,), path
-    same = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
-    return (str(same),), path
+@pytest.fixture(scope="session")
+def code_for_others() -> Iterator[tuple[tuple[str, ...], str]]:
+    """How another user runs this checkout: (interpreter, PYTHONPATH). This interpreter when others can run it, else
+    the system's Python of the same version (a pyenv interpreter under /root is root's alone); this checkout and this
+    environment's packages where others can read them, else a copy of the package and of the distributions it needs
+    (a checkout under /root), made once and removed at the end of the session."""
+    real = Path(sys.executable).resolve()
+    python = real if _others_can_enter(real.parent) and real.stat().st_mode & stat.S_IXOTH \
+        else Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    packages = Path(sysconfig.get_paths()["purelib"])
+    if _others_can_enter(REPO / "reprobuild") and _others_can_enter(packages):
+        yield (str(python),), os.pathsep.join([str(REPO), str(packages)])
+        return
+    staged = Path(tempfile.mkdtemp(prefix="rb-nonroot-code-"))
+    try:
+        shutil.copytree(REPO / "reprobuild", staged / "reprobuild", ignore=shutil.ignore_patterns("__pycache__"))
+        for path in _runtime_files():
+            dest = staged / path.relative_to(packages)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+        for dirpath, _, filenames in os.walk(staged):
+            os.chmod(dirpath, 0o755)
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o644)
+        yield (str(python),), str(staged)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
-def _others_can_run(exe: Path) -> bool:
-    real = exe.resolve()
-    for parent in [*real.parents]:
-        if parent.stat().st_mode & stat.S_IXOTH == 0:
-            return False
-    return bool(real.stat().st_mode & stat.S_IXOTH)
+def _others_can_enter(directory: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [directory, *directory.parents]) \
+        and bool(directory.stat().st_mode & stat.S_IROTH)
+
+
+def _runtime_files() -> list[Path]:
+    """The installed files of every distribution reprobuild needs at run time (its requirements, transitively)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: list[Path] = []
+    seen: set[str] = set()
+    todo: list[tuple[str, frozenset[str]]] = [("reprobuild", frozenset())]
+    while todo:
+        name, extras = todo.pop()
+        if canonicalize_name(name) in seen:
+            continue
+        seen.add(canonicalize_name(name))
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if canonicalize_name(name) != "reprobuild":
+            found += [Path(str(dist.locate_file(f))) for f in dist.files or [] if not f.parts[0].startswith("..")]
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras or {""}):
+                todo.append((req.name, frozenset(req.extras)))
+    return [f for f in found if f.is_file() and "__pycache__" not in f.parts]
 
 
 @pytest.fixture
-def user() -> Iterator[User]:
+def user(code_for_others: tuple[tuple[str, ...], str]) -> Iterator[User]:
     if os.geteuid() != 0:
         pytest.skip("switching to a test user needs root (this run is unprivileged already)")
     try:
@@ -132,7 +175,7 @@ def user() -> Iterator[User]:
     os.chmod(base, 0o755)
     (base / "home").mkdir(mode=0o700)
     os.chown(base / "home", entry.pw_uid, entry.pw_gid)
-    python, pythonpath = interpreter_for_others()
+    python, pythonpath = code_for_others
     found = User(TEST_USER, entry.pw_uid, entry.pw_gid, python, pythonpath, base)
     can = subprocess.run(["setpriv", f"--reuid={found.uid}", f"--regid={found.gid}", "--clear-groups", *python,
                           "-c", "import reprobuild.cli, docker, yaml"], env={"PYTHONPATH": pythonpath,
