@@ -439,6 +439,7 @@ def test_rootless_podman_builds_dockers_bytes_for_a_command_pipeline_and_go_serv
                      env={"DOCKER_HOST": rootless_podman, "XDG_RUNTIME_DIR": str(user.base / "run")})
     found = {f["id"]: f for f in json.loads(probe.stdout)["findings"]}["engine.reachable"]
     assert found["message"].startswith("Podman engine ") and rootless_podman in found["message"]
+    assert found["message"].endswith(", rootless)"), found["message"]
     left = subprocess.run(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "podman",
                            "ps", "-a", "--filter", f"label=org.reprobuild.pid={done.pid}", "--format", "{{.Names}}"],
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home),

@@ -68,7 +68,8 @@ class EngineFacts:
     rootless: bool = False
 
     def describe(self) -> str:
-        return f"{self.product} engine {self.version} at {self.address} (Engine API {self.api_version})"
+        rootless = ", rootless" if self.rootless else ""
+        return f"{self.product} engine {self.version} at {self.address} (Engine API {self.api_version}{rootless})"
 
 
 def local_sockets(environ: dict[str, str]) -> list[str]:
