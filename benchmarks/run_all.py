@@ -27,7 +27,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 HEADER = ("| figure | our value | baseline value | ratio | machine |", "|---|---|---|---|---|")
 # The benchmarks of the issues so far, so that a missing one shows as not measured.
-EXPECTED = ("fetch", "backends", "compare", "vendor", "paddle", "ci", "build", "verify", "digest", "image", "sandbox")
+EXPECTED = ("fetch", "backends", "compare", "vendor", "paddle", "ci", "build", "verify", "digest", "image", "sandbox",
+            "engines")
 
 
 @dataclass(frozen=True)

@@ -300,11 +300,7 @@ def _docker_backend(required: bool, lock: Lock | None, cache_root: Path | None,
         address = where.address if where is not None else f"unix://{engine.DEFAULT_SOCKET}"
         named = f" (from {where.origin})" if where is not None else ""
         if "ermission denied" in str(exc):
-            raise EnvironmentFailure(
-                f"the container engine at {address}{named} refused this user: {exc}",
-                "run as a user the engine's socket admits (the `docker` group, or root), use a rootless engine "
-                "(`podman system service` as this user; DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock), "
-                "or choose `--backend local` (not hermetic)") from None
+            raise _refused_this_user(address, named, str(exc)) from None
         if exc.status:
             raise EnvironmentFailure(
                 f"the container engine at {address}{named} refused: {exc}",
@@ -315,3 +311,38 @@ def _docker_backend(required: bool, lock: Lock | None, cache_root: Path | None,
             "start one (`dockerd --bridge=none --iptables=false &` as root, after `apt-get install docker.io`, or "
             "`podman system service --time=0 &`), point DOCKER_HOST at a running engine, "
             "or use `--backend local`") from None
+
+
+def _refused_this_user(address: str, named: str, said: str) -> Exception:
+    """Exit 3 for an engine socket that refuses this user (EACCES): which socket, what it said, whose it is, and the
+    fixes: its group, a rootless engine of the user's own, DOCKER_HOST."""
+    import grp
+    import pwd
+
+    from reprobuild.errors import EnvironmentFailure
+
+    uid = os.getuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    said = said.removeprefix("no answer: ")
+    group, whose = "", ""
+    if address.startswith("unix://"):
+        path = address.removeprefix("unix://")
+        said = f"connecting to {path}: {said}"
+        try:
+            st = os.stat(path)
+            group = grp.getgrgid(st.st_gid).gr_name
+            owner = pwd.getpwuid(st.st_uid).pw_name
+            whose = f" (the socket is {owner}:{group}, mode {st.st_mode & 0o7777:04o})"
+        except (OSError, KeyError):
+            pass
+    join = (f"add {user} to the socket's `{group}` group (`sudo usermod -aG {group} {user}`, then log in again)"
+            if group and group != "root" else "run as a user the engine's socket admits (root, or its group)")
+    return EnvironmentFailure(
+        f"the container engine at {address}{named} refused this user ({user}, uid {uid}): {said}{whose}",
+        f"{join}; or run a rootless engine as {user} (rootless Docker: DOCKER_HOST=unix://$XDG_RUNTIME_DIR/"
+        "docker.sock; Podman: `podman system service --time=0 &`, DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/"
+        "podman.sock); or point DOCKER_HOST at an engine this user may use; or choose `--backend local` "
+        "(not hermetic)")

@@ -11,13 +11,19 @@ captured. The container is removed in every case: success, failure, timeout, Ctr
 A step is planned by `container_config` (pure: the Engine API create body) over the mounts `step_mounts`
 prepares (private copies, disorderfs views, ownership) and removes afterwards.
 
-Outputs written by uid 1000 are handed back to the invoking user (when reprobuild runs as root,
-which a rootful engine usually means; otherwise the invoking user should be uid 1000).
+Outputs written by uid 1000 are handed back to the invoking user when reprobuild runs as root. Only root can
+change owners, so a non-root caller has its steps run as whoever the engine maps to the caller (`for_this_user`):
+on a rootful engine (the caller in its group) the caller's own uid/gid; on rootless Podman the same, with the
+caller's uid kept in the container's user namespace (`keep-id`); on rootless Docker the container's root, which
+is the caller. The files a step writes are then the caller's. The output bytes do not depend on it (verify's
+user_group variation checks that, as root).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import platform
 import threading
 import time
@@ -26,7 +32,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprobuild.backends import ImageRef, RunResult, RunSpec, disorder, leftovers
+from reprobuild.backends import GID, UID, ImageRef, RunResult, RunSpec, disorder, leftovers
 from reprobuild.backends.containers import (
     DOCKER_QUIRKS,
     HOSTS,
@@ -242,9 +248,12 @@ class DockerBackend:
         can make a disorderfs view to mount."""
         if variation == "fileordering":
             return disorder.unavailable() is None
+        if variation == "user_group" and os.geteuid() != 0:
+            return False  # only root can hand another user's files back (see for_this_user)
         return variation in SUPPORTED_VARIATIONS
 
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
+        spec, userns = for_this_user(spec, self.client.facts)
         image_id = self.ensure_image(spec.image)
         timed_out = threading.Event()
         timer: threading.Timer | None = None
@@ -261,6 +270,8 @@ class DockerBackend:
                                               hosts_file=None if spec.network else self._hosts_file(),
                                               quirks=self._quirks, env=variables,
                                               owner_labels=leftovers.this_process().labels())
+                    if userns:
+                        config["HostConfig"]["UsernsMode"] = userns
                     with self._running_guard:
                         if self._cancelled:
                             raise KeyboardInterrupt  # interrupted while this step was being set up
@@ -319,6 +330,25 @@ class DockerBackend:
                 time.sleep(0.2)
             except KeyboardInterrupt:
                 continue  # a second Ctrl-C must not leave the container behind
+
+
+def for_this_user(spec: RunSpec, engine: EngineFacts) -> tuple[RunSpec, str]:
+    """The step as it runs for this caller, and the user namespace mode its container needs ("": the engine's).
+
+    Root: unchanged (the fixed build user; its files are handed back). Anyone else cannot give back the files a
+    container's user writes, so the step runs as the engine maps the caller: its own uid/gid on a rootful engine;
+    the same on rootless Podman with `keep-id` (that uid is the caller's in the container too); root on rootless
+    Docker (the container's root is the caller)."""
+    p = spec.perturb
+    if os.geteuid() == 0 or (p.uid, p.gid) != (UID, GID):
+        return spec, ""
+    uid, gid, userns = os.getuid(), os.getgid(), ""
+    if engine.rootless:
+        if engine.product == "Podman":
+            userns = "keep-id"
+        else:
+            uid, gid = 0, 0
+    return dataclasses.replace(spec, perturb=dataclasses.replace(p, uid=uid, gid=gid)), userns
 
 
 def _stream(frames: Iterable[tuple[int, bytes]], on_line: Callable[[str], None]) -> str:

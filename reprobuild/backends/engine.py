@@ -63,9 +63,13 @@ class EngineFacts:
     server_min_api: str
     address: str
     platform: str = "linux/amd64"  # the engine's OS/architecture, as Go and OCI name them
+    # A rootless engine (Podman run by a user, or rootless Docker): its containers' uids map to the user's own and
+    # their subordinate ids. Asked only by a caller that is not root (a root caller's engine is a rootful one).
+    rootless: bool = False
 
     def describe(self) -> str:
-        return f"{self.product} engine {self.version} at {self.address} (Engine API {self.api_version})"
+        rootless = ", rootless" if self.rootless else ""
+        return f"{self.product} engine {self.version} at {self.address} (Engine API {self.api_version}{rootless})"
 
 
 def local_sockets(environ: dict[str, str]) -> list[str]:
@@ -249,8 +253,12 @@ class Engine:
             self._api = api
             arch = str(answer.get("Arch", "amd64"))
             arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(arch, arch)
+            rootless = False
+            if os.geteuid() != 0:
+                with translated():
+                    rootless = _rootless(api.info())
             self._facts = EngineFacts(product, str(answer.get("Version", "?")), chosen, server_max, server_min,
-                                      self.address, f"{answer.get('Os', 'linux')}/{arch}")
+                                      self.address, f"{answer.get('Os', 'linux')}/{arch}", rootless)
             return self._facts
 
     @staticmethod
@@ -386,6 +394,12 @@ class Engine:
     def close(self) -> None:
         if self._api is not None:
             self._api.close()
+
+
+def _rootless(info: dict[str, Any]) -> bool:
+    """Whether the engine's /info says it runs rootless: Podman's `Rootless`, rootless Docker's security option."""
+    options = [str(o) for o in info.get("SecurityOptions") or []]
+    return bool(info.get("Rootless")) or any("name=rootless" in o.split(",") for o in options)
 
 
 def _import_sdk(ssh: bool) -> None:
