@@ -56,12 +56,12 @@ def no_leftovers() -> list[str]:
 
 def test_no_engine_configured_falls_back_to_local_with_a_warning_block(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from reprobuild.backends import engine
+    from reprobuild.backends import endpoint, engine
 
     for name in ("DOCKER_HOST", "DOCKER_CONTEXT", "REPROBUILD_REQUIRE_DOCKER", "REPROBUILD_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setattr(engine, "local_sockets", lambda environ: [str(tmp_path / "no-such.sock")])
+    monkeypatch.setattr(endpoint, "local_sockets", lambda environ: [str(tmp_path / "no-such.sock")])
     assert engine.configured() is None
     (tmp_path / "bin").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no bwrap either: the sandbox backend is not available

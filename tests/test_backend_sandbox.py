@@ -54,12 +54,12 @@ def test_without_bwrap_the_default_falls_back_and_says_why(tmp_path: Path, monke
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "bin").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no bwrap on it
-    from reprobuild.backends import engine
+    from reprobuild.backends import endpoint
 
     for name in ("DOCKER_HOST", "DOCKER_CONTEXT", "REPROBUILD_REQUIRE_DOCKER", "REPROBUILD_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setattr(engine, "local_sockets", lambda environ: [str(tmp_path / "no-such.sock")])
+    monkeypatch.setattr(endpoint, "local_sockets", lambda environ: [str(tmp_path / "no-such.sock")])
     backend = select_backend(None, lambda msg: print(msg, file=sys.stderr), cache_root=tmp_path / "cache")
     assert backend.name == "local"
     err = capsys.readouterr().err
