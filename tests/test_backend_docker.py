@@ -424,6 +424,7 @@ def test_sigint_ends_a_parallel_build_within_10s_leaving_nothing(debian_lock: Pa
 
 @pytest.mark.docker
 @pytest.mark.go
+@pytest.mark.slow
 def test_same_go_build_gives_identical_bytes_in_docker_and_local(docker_backend: Any, go_registry: Any,
                                                                  tmp_path: Path) -> None:
     from reprobuild.backends import CACHE

@@ -88,6 +88,7 @@ def test_time_limit_kills_the_step(tmp_path: Path) -> None:
 
 
 @pytest.mark.go
+@pytest.mark.slow
 def test_go_build_is_the_same_from_any_source_location(go_registry: Any, tmp_path: Path) -> None:
     """-trimpath and the mapped fixed paths: two checkouts in different places give identical bytes."""
     binaries = []

@@ -109,6 +109,7 @@ def test_archive_is_normalized(tmp_path: Path, go_registry: Any, shared_cache_ro
     assert gzip.decompress(raw)
 
 
+@pytest.mark.slow
 def test_output_does_not_depend_on_how_many_units_build_at_once(tmp_path: Path, go_registry: Any,
                                                                shared_cache_root: Path) -> None:
     """Units (and a target's platforms) run on threads; what is written must not show the order they finished in."""

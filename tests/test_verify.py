@@ -190,6 +190,7 @@ def test_markdown_summary_goes_to_github_step_summary(tmp_path: Path) -> None:
 
 
 @pytest.mark.go
+@pytest.mark.slow
 def test_go_example_is_reproducible(tmp_path: Path, go_registry: Any, shared_cache_root: Path) -> None:
     root = tmp_path / "repo"
     shutil.copytree(REPO / "examples" / "go-service", root / "examples" / "go-service")
@@ -205,6 +206,7 @@ def test_go_example_is_reproducible(tmp_path: Path, go_registry: Any, shared_cac
 
 
 @pytest.mark.docker
+@pytest.mark.slow
 def test_go_example_verifies_on_docker_with_a_warm_cache_shared_by_no_two_users(
         tmp_path: Path, go_registry: Any, debian_lock: Path, shared_cache_root: Path) -> None:
     """`--vary=-cache`: the control and the user_group run build at once with warm caches. Each build user has
