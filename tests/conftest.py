@@ -12,10 +12,12 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -385,3 +387,57 @@ def host_package_drift(lock_path: Path, packages: tuple[str, ...] = COMPILE_PACK
                     + (f". The committed toolchains.lock pins {'; '.join(stale)}: run `reprobuild lock` and commit it"
                        if stale else ""))
     return shown
+
+
+# go-service's `hello` alone, for linux/amd64, with `{version}` for main.version (format it).
+HELLO_ONLY = """version: 1
+name: go-service
+builder: go
+toolchain: go
+source: examples/go-service
+module_version: 1.0.0
+targets:
+  - name: hello
+    package: ./cmd/hello
+    cgo: false
+    platforms: [linux/amd64]
+    ldflags:
+      main.version: "{version}"
+"""
+
+
+@pytest.fixture(scope="session")
+def podman_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`podman system service --time=0 unix:///SOCKET` on a socket of its own; stopped at the end of the session."""
+    podman = shutil.which("podman")
+    if podman is None or os.geteuid() != 0:
+        if docker_required():
+            pytest.fail("REPROBUILD_REQUIRE_DOCKER=1 but Podman (rootful) is not installed: apt-get install podman")
+        pytest.skip("needs Debian's podman, run as root")
+    sock = tmp_path_factory.mktemp("podman") / "podman.sock"
+    log = open(sock.with_suffix(".log"), "wb")  # noqa: SIM115 (closed at teardown)
+    service = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{sock}"], stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        from reprobuild.backends import engine
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = engine.Engine(engine.Endpoint(f"unix://{sock}", "test"), timeout=5)
+                client.connect()
+                client.close()
+                break
+            except engine.EngineError:
+                if time.monotonic() > deadline or service.poll() is not None:
+                    pytest.fail(f"podman system service did not come up: {sock.with_suffix('.log').read_text()}")
+                time.sleep(0.2)
+        yield f"unix://{sock}"
+    finally:
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        log.close()

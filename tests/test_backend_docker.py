@@ -21,7 +21,7 @@ import pytest
 from reprobuild.backends import OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env, select_backend
 from reprobuild.errors import EnvironmentFailure
 from tests import httpserver
-from tests.conftest import HELLO_GO, HELLO_GO_BUILD, REPO, hello_go_env, host_package_drift
+from tests.conftest import HELLO_GO, HELLO_GO_BUILD, HELLO_ONLY, REPO, hello_go_env, host_package_drift
 from tests.relay import pump
 
 DEBIAN = ImageRef("debian")
@@ -532,20 +532,6 @@ def test_umask_time_and_locale_vary_where_the_image_can_and_are_reported_where_n
 
 # --- any umask ------------------------------------------------------------------------------------
 
-HELLO_ONLY = """version: 1
-name: go-service
-builder: go
-toolchain: go
-source: examples/go-service
-module_version: 1.0.0
-targets:
-  - name: hello
-    package: ./cmd/hello
-    cgo: false
-    platforms: [linux/amd64]
-    ldflags:
-      main.version: "{version}"
-"""
 
 
 def cli_with_umask(umask: int, *args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:

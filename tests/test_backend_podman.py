@@ -10,57 +10,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reprobuild.backends import OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env
-from tests.conftest import REPO, command_projects, docker_required
+from tests.conftest import REPO, command_projects
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="session")
-def podman_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`podman system service --time=0 unix:///SOCKET` on a socket of its own; stopped at the end of the session."""
-    podman = shutil.which("podman")
-    if podman is None or os.geteuid() != 0:
-        if docker_required():
-            pytest.fail("REPROBUILD_REQUIRE_DOCKER=1 but Podman (rootful) is not installed: apt-get install podman")
-        pytest.skip("needs Debian's podman, run as root")
-    sock = tmp_path_factory.mktemp("podman") / "podman.sock"
-    log = open(sock.with_suffix(".log"), "wb")  # noqa: SIM115 (closed at teardown)
-    service = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{sock}"], stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        from reprobuild.backends import engine
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client = engine.Engine(engine.Endpoint(f"unix://{sock}", "test"), timeout=5)
-                client.connect()
-                client.close()
-                break
-            except engine.EngineError:
-                if time.monotonic() > deadline or service.poll() is not None:
-                    pytest.fail(f"podman system service did not come up: {sock.with_suffix('.log').read_text()}")
-                time.sleep(0.2)
-        yield f"unix://{sock}"
-    finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
-        log.close()
 
 
 def build(root: Path, out: Path, env: dict[str, str], *args: str) -> tuple[int, subprocess.CompletedProcess[str]]:

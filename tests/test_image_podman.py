@@ -2,8 +2,8 @@
 Docker-compatible API (DOCKER_HOST, as a user on a Podman runner would), then `podman run --network none` prints the
 service's output, the image ID Podman reports is the config digest, and no container is left behind.
 
-The service runs on a socket of this module's own (started and stopped here), so the runner's Docker engine and any
-other Podman user are untouched; the containers this test starts carry a label of its own.
+The service runs on a socket of the test session's own (tests/conftest.py's `podman_socket`), so the runner's
+Docker engine and any other Podman user are untouched; the containers this test starts carry a label of its own.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,29 +36,6 @@ def podman() -> str:
 
 
 @pytest.fixture(scope="module")
-def podman_host(podman: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`podman system service` on a socket of this module's own: the DOCKER_HOST users would give reprobuild."""
-    sock = tmp_path_factory.mktemp("podman") / "podman.sock"
-    with open(sock.with_suffix(".log"), "wb") as log:
-        service = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{sock}"], stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            if time.monotonic() > deadline or service.poll() is not None:
-                pytest.fail(f"podman system service did not come up: {sock.with_suffix('.log').read_text()}")
-            time.sleep(0.1)
-        yield f"unix://{sock}"
-    finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
-
-
-@pytest.fixture(scope="module")
 def hello_out(tmp_path_factory: pytest.TempPathFactory, go_registry: Any, shared_cache_root: Path) -> Path:
     """pipelines/go-service.yaml's `hello` target (with its image section) built as the main job builds it."""
     root = tmp_path_factory.mktemp("go-service")
@@ -79,12 +53,12 @@ def hello_out(tmp_path_factory: pytest.TempPathFactory, go_registry: Any, shared
     return root / "out"
 
 
-def test_hello_loads_into_podman_and_runs_with_no_network(podman: str, podman_host: str, hello_out: Path) -> None:
+def test_hello_loads_into_podman_and_runs_with_no_network(podman: str, podman_socket: str, hello_out: Path) -> None:
     layout_dir = hello_out / "go-service" / "hello.oci"
     amd64 = oci.read_layout(layout_dir).image_for("linux/amd64")
     assert amd64 is not None
     res = run_cli("image", "load", str(layout_dir), "--platform", "linux/amd64", "--json",
-                  env={"DOCKER_HOST": podman_host})
+                  env={"DOCKER_HOST": podman_socket})
     assert res.returncode == 0, res.stderr
     loaded = json.loads(res.stdout)
     label = f"org.reprobuild.test=podman-{uuid.uuid4().hex}"

@@ -30,25 +30,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, command_projects, docker_required
+from tests.conftest import HELLO_ONLY, REPO, command_projects, docker_required
 
 pytestmark = pytest.mark.docker
 
 TEST_USER = "rbengine"
-HELLO_ONLY = """version: 1
-name: go-service
-builder: go
-toolchain: go
-source: examples/go-service
-module_version: 1.0.0
-targets:
-  - name: hello
-    package: ./cmd/hello
-    cgo: false
-    platforms: [linux/amd64]
-    ldflags:
-      main.version: "{version}"
-"""
 
 
 @dataclass(frozen=True)
