@@ -22,7 +22,6 @@ same machine noise; figures are medians.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -37,6 +36,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.relay import forward  # noqa: E402
+
 BASELINE = "367f85e"
 START_TARGET_RATIO = 1.0
 STEP_TARGET_RATIO = 1.10
@@ -92,23 +95,11 @@ class CreateWatch:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            real = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            real.connect(self.engine)
-            threading.Thread(target=self._pump, args=(client, real, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(real, client, False), daemon=True).start()
+            forward(client, self.engine, self._seen)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, watch: bool) -> None:
-        try:
-            while chunk := src.recv(1 << 16):
-                if watch and self.first_create is None and b"/containers/create" in chunk[:200]:
-                    self.first_create = time.monotonic()
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+    def _seen(self, chunk: bytes) -> None:
+        if self.first_create is None and b"/containers/create" in chunk[:200]:
+            self.first_create = time.monotonic()
 
     def close(self) -> None:
         self.listener.close()

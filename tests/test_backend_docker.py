@@ -22,7 +22,7 @@ from reprobuild.backends import OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, h
 from reprobuild.errors import EnvironmentFailure
 from tests import httpserver
 from tests.conftest import HELLO_GO, HELLO_GO_BUILD, HELLO_ONLY, REPO, hello_go_env, host_package_drift
-from tests.relay import pump
+from tests.relay import forward
 
 DEBIAN = ImageRef("debian")
 SECRETS = {"GITHUB_TOKEN": "ghp_leak_me", "AWS_SECRET_ACCESS_KEY": "aws-leak-me", "GOFLAGS": "-mod=mod"}
@@ -240,19 +240,13 @@ class TcpToEngine:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import socket
-        import threading
-
         while True:
             try:
                 client, _ = self.listener.accept()
             except OSError:
                 return  # closed
             self.connections += 1
-            engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            engine.connect(self.socket_path)
-            for a, b in ((client, engine), (engine, client)):
-                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+            forward(client, self.socket_path)
 
     def close(self) -> None:
         self.listener.close()
