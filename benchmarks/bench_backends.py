@@ -44,10 +44,11 @@ HELLO = REPO / "tests" / "data" / "hello-go"
 BUILD = ("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-buildid=", "-o", "/rb/out/hello", ".")
 
 
-def go_env() -> dict[str, str]:
+def go_env(gopath: str = "/tmp/gopath") -> dict[str, str]:
+    """The environment of BUILD (and `go version`) in a step; bench_sandbox shares it."""
     return hermetic_env(EnvPolicy(source_date_epoch=1700000000, extra={
         "GOTOOLCHAIN": "local", "GOFLAGS": "", "GOPROXY": "off", "GOSUMDB": "off", "CGO_ENABLED": "0",
-        "GOCACHE": f"{CACHE}/go-build", "GOPATH": "/tmp/gopath", "GOMODCACHE": "/tmp/gopath/pkg/mod",
+        "GOCACHE": f"{CACHE}/go-build", "GOPATH": gopath, "GOMODCACHE": f"{gopath}/pkg/mod",
         "GOENV": "off"}))
 
 
@@ -69,7 +70,7 @@ def main(runs: int = 5) -> dict[str, Any]:
         times: dict[str, list[float]] = {"docker": [], "local": []}
         for _ in range(runs):
             for name, backend in backends.items():
-                times[name].append(timed(lambda b=backend: _ok(b.run(version))))
+                times[name].append(timed(lambda b=backend: step_ok(b.run(version))))
         overhead = statistics.median(times["docker"]) - statistics.median(times["local"])
 
         # (b) warm incremental build, persistent GOCACHE per backend
@@ -79,20 +80,20 @@ def main(runs: int = 5) -> dict[str, Any]:
         outputs: dict[str, dict[int, bytes]] = {"docker": {}, "local": {}}
         for name, backend in backends.items():
             (work / name / "cache").mkdir(parents=True)
-            _build(backend, image, src, work / name / "out-warmup", work / name / "cache")
+            build_hello(backend, image, src, work / name / "out-warmup", work / name / "cache")
         for i in range(runs):
             greet = src / "greet" / "greet.go"
             greet.write_text(greet.read_text().replace(f'"hello{i - 1}, "' if i else '"hello, "', f'"hello{i}, "'))
             for name, backend in backends.items():
                 out = work / name / f"out{i}"
-                builds[name].append(timed(lambda b=backend, o=out, n=name: _build(b, image, src, o,
+                builds[name].append(timed(lambda b=backend, o=out, n=name: build_hello(b, image, src, o,
                                                                                work / n / "cache")))
                 outputs[name][i] = (out / "hello").read_bytes()
         # A cold build (fresh, empty cache) of the last edit: same bytes as the warm ones.
         cold = {}
         for name, backend in backends.items():
             (work / name / "cold-cache").mkdir()
-            _build(backend, image, src, work / name / "cold-out", work / name / "cold-cache")
+            build_hello(backend, image, src, work / name / "cold-out", work / name / "cold-cache")
             cold[name] = (work / name / "cold-out" / "hello").read_bytes()
         last = runs - 1
         cache_neutral = cold["docker"] == outputs["docker"][last] and cold["local"] == outputs["local"][last]
@@ -154,16 +155,18 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _ok(result: Any) -> None:
+def step_ok(result: Any) -> None:
     if result.returncode != 0:
         raise RuntimeError(result.output)
 
 
-def _build(backend: Any, image: ImageRef, src: Path, out: Path, cache: Path) -> None:
+def build_hello(backend: Any, image: ImageRef, src: Path, out: Path, cache: Path,
+           env: dict[str, str] | None = None) -> None:
+    """BUILD of `src` into `out` as one step of `backend`, with `cache` as the Go build cache."""
     out.mkdir(parents=True, exist_ok=True)
-    spec = RunSpec(BUILD, image, go_env(), (Mount(src, SRC), Mount(out, OUT, read_only=False),
-                                            Mount(cache, CACHE, read_only=False)))
-    _ok(backend.run(spec))
+    spec = RunSpec(BUILD, image, env or go_env(), (Mount(src, SRC), Mount(out, OUT, read_only=False),
+                                                   Mount(cache, CACHE, read_only=False)))
+    step_ok(backend.run(spec))
 
 
 def table(r: dict[str, Any]) -> str:

@@ -37,9 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from _bench import figure_table, timed, timed_cpu  # noqa: E402  (benchmarks/ is on sys.path)
+from bench_backends import HELLO, build_hello, go_env, step_ok  # noqa: E402
 from bench_build import PIPELINE, plain_build, pure_go_pipeline  # noqa: E402
 
-from reprobuild.backends import CACHE, OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env  # noqa: E402
+from reprobuild.backends import ImageRef, RunSpec  # noqa: E402
 from reprobuild.backends.local import LocalBackend  # noqa: E402
 from reprobuild.backends.sandbox import SandboxBackend  # noqa: E402
 from reprobuild.config.lock import load_lock  # noqa: E402
@@ -52,17 +53,7 @@ INCREMENTAL_TARGET = 1.1
 CONCURRENT_TARGET = 4.4
 COLD_TARGET = 1.05
 VERIFY_FLOOR_MARGIN = 0.15
-HELLO = REPO / "tests" / "data" / "hello-go"
-BUILD = ("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-buildid=", "-o", "/rb/out/hello", ".")
-
-
-def go_env() -> dict[str, str]:
-    return hermetic_env(EnvPolicy(source_date_epoch=1700000000, extra={
-        "GOTOOLCHAIN": "local", "GOFLAGS": "", "GOPROXY": "off", "GOSUMDB": "off", "CGO_ENABLED": "0",
-        "GOCACHE": f"{CACHE}/go-build", "GOPATH": "/rb/tmp/gopath", "GOMODCACHE": "/rb/tmp/gopath/pkg/mod",
-        "GOENV": "off"}))
-
-
+GOPATH = "/rb/tmp/gopath"  # a step's GOPATH here
 def cli_build(pipeline_file: Path, out: Path, backend: str) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "reprobuild", "build", str(pipeline_file), "--root", str(REPO), "-q",
             "--toolchain", "go=go-registry", "--backend", backend, "--out", str(out), "--no-cache"]
@@ -96,12 +87,13 @@ def main(runs: int = 3) -> dict[str, Any]:
         work = Path(tmp)
         os.chmod(work, 0o755)
         # (a) per-step overhead
-        version = RunSpec(("go", "version"), image, go_env(), (), workdir="/tmp")
+        env = go_env(GOPATH)
+        version = RunSpec(("go", "version"), image, env, (), workdir="/tmp")
         sandbox.run(version)
         host = {"PATH": f"{inst.root}/bin:/usr/bin:/bin", "GOTOOLCHAIN": "local", "HOME": str(work)}
         step: dict[str, list[float]] = {"sandbox": [], "host": []}
         for _ in range(max(runs, 10)):
-            step["sandbox"].append(timed(lambda: _ok(sandbox.run(version))))
+            step["sandbox"].append(timed(lambda: step_ok(sandbox.run(version))))
             step["host"].append(timed(lambda: subprocess.run(["go", "version"], env=host, check=True,
                                                              capture_output=True)))
         overhead = statistics.median(step["sandbox"]) - statistics.median(step["host"])
@@ -136,14 +128,14 @@ def main(runs: int = 3) -> dict[str, Any]:
         incremental: dict[str, list[float]] = {"sandbox": [], "local": []}
         for name, backend in backends.items():
             (work / name / "cache").mkdir(parents=True)
-            _build(backend, image, src, work / name / "out-warmup", work / name / "cache")
+            build_hello(backend, image, src, work / name / "out-warmup", work / name / "cache", env)
         for i in range(max(runs, 5)):
             greet = src / "greet" / "greet.go"
             greet.write_text(greet.read_text().replace(f'"hello{i - 1}, "' if i else '"hello, "', f'"hello{i}, "'))
             for name, backend in backends.items():
                 out = work / name / f"out{i}"
-                incremental[name].append(timed(lambda b=backend, o=out, n=name: _build(b, image, src, o,
-                                                                                    work / n / "cache")))
+                incremental[name].append(timed(lambda b=backend, o=out, n=name: build_hello(b, image, src, o,
+                                                                                    work / n / "cache", env)))
 
         # (d) four builds at once vs one
         one: list[float] = []
@@ -251,18 +243,6 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
          "ratio": "identical bytes" if r["sandbox_local_identical"] else "bytes differ",
          "ok": r["sandbox_local_identical"]},
     ]
-
-
-def _ok(result: Any) -> None:
-    if result.returncode != 0:
-        raise RuntimeError(result.output)
-
-
-def _build(backend: Any, image: ImageRef, src: Path, out: Path, cache: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    spec = RunSpec(BUILD, image, go_env(), (Mount(src, SRC), Mount(out, OUT, read_only=False),
-                                            Mount(cache, CACHE, read_only=False)))
-    _ok(backend.run(spec))
 
 
 if __name__ == "__main__":
