@@ -19,7 +19,7 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -441,3 +441,15 @@ def podman_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             service.kill()
             service.wait()
         log.close()
+
+
+def units_started(lines: Iterable[str], units: set[str], deadline: float) -> set[str]:
+    """Read a build's stderr until each of `units` has printed its `[unit] ... started` line (its step's own
+    `echo started`), or `deadline` (time.monotonic) has passed; the units seen."""
+    started: set[str] = set()
+    for line in lines:
+        if line.strip().endswith("started"):
+            started.add(line.split("[", 1)[1].split("]", 1)[0])
+        if started >= units or time.monotonic() > deadline:
+            break
+    return started

@@ -21,7 +21,7 @@ import pytest
 from reprobuild.backends import OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env, select_backend
 from reprobuild.errors import EnvironmentFailure
 from tests import httpserver
-from tests.conftest import HELLO_GO, HELLO_GO_BUILD, HELLO_ONLY, REPO, hello_go_env, host_package_drift
+from tests.conftest import HELLO_GO, HELLO_GO_BUILD, HELLO_ONLY, REPO, hello_go_env, host_package_drift, units_started
 from tests.relay import forward
 
 DEBIAN = ImageRef("debian")
@@ -398,14 +398,8 @@ def test_sigint_ends_a_parallel_build_within_10s_leaving_nothing(debian_lock: Pa
 
     try:
         assert child.stderr is not None
-        started: set[str] = set()
         deadline = time.monotonic() + 300  # the first run of the session may build the image
-        for line in child.stderr:
-            if line.strip().endswith("started"):
-                started.add(line.split("[", 1)[1].split("]", 1)[0])
-            if started == {"one", "two"} or time.monotonic() > deadline:
-                break
-        assert started == {"one", "two"}, "both steps run at once"
+        assert units_started(child.stderr, {"one", "two"}, deadline) == {"one", "two"}, "both steps run at once"
         interrupt(child, running=2)
     finally:
         reap(child)

@@ -26,7 +26,7 @@ import pytest
 from reprobuild.backends import CACHE, OUT, SRC, EnvPolicy, ImageRef, Mount, RunSpec, hermetic_env, select_backend
 from reprobuild.errors import EnvironmentFailure
 from tests import httpserver
-from tests.conftest import HELLO_GO, HELLO_GO_BUILD, REPO, hello_go_env, run_cli
+from tests.conftest import HELLO_GO, HELLO_GO_BUILD, REPO, hello_go_env, run_cli, units_started
 
 DEBIAN = ImageRef("debian")
 SECRETS = {"GITHUB_TOKEN": "ghp_leak_me", "AWS_SECRET_ACCESS_KEY": "aws-leak-me", "RB_HOST_SECRET": "host-only"}
@@ -302,14 +302,8 @@ def test_sigint_during_two_parallel_steps_is_exit_130_within_10s_leaving_nothing
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert child.stderr is not None
-        started: set[str] = set()
         deadline = time.monotonic() + 300
-        for line in child.stderr:
-            if line.strip().endswith("started"):
-                started.add(line.split("[", 1)[1].split("]", 1)[0])
-            if started == {"one", "two"} or time.monotonic() > deadline:
-                break
-        assert started == {"one", "two"}, "both steps run at once"
+        assert units_started(child.stderr, {"one", "two"}, deadline) == {"one", "two"}, "both steps run at once"
         while len(processes_with(f"sleep\0{token}")) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # `started` is printed just before the sleep begins
         assert len(processes_with(f"sleep\0{token}")) == 2
