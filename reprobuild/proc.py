@@ -75,6 +75,69 @@ def run(
     return done
 
 
+@dataclass(frozen=True)
+class Filtered:
+    returncode: int  # -9 when the output outgrew `limit` (the command was killed)
+    stdout: bytes  # at most `limit` + 1 bytes
+    stderr: str
+
+
+def filter_bytes(argv: Sequence[str | os.PathLike[str]], data: bytes, limit: int, *,
+                 timeout: float = 60) -> Filtered:
+    """Pipe `data` through a command and read at most `limit` + 1 bytes of its output (a decompressor fed
+    hostile input cannot fill memory or a disk: it is killed once it has said more); no temporary files."""
+    args = [os.fspath(a) for a in argv]
+    log.debug("filter: %s (%d bytes in, at most %d out)", " ".join(args), len(data), limit)
+    try:
+        child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise EnvironmentFailure(f"`{args[0]}` is not installed or not on PATH") from None
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    stdin, stdout, stderr = child.stdin, child.stdout, child.stderr
+    errors: list[bytes] = []
+
+    def feed() -> None:
+        with contextlib.suppress(OSError):  # BrokenPipeError: it stopped reading (killed, or done early)
+            stdin.write(data)
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+    def drain() -> None:  # all of it (a blocked writer would stall the command), the first 64 KiB kept
+        while block := stderr.read(1 << 16):
+            if sum(map(len, errors)) < 1 << 16:
+                errors.append(block)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    drainer = threading.Thread(target=drain, daemon=True)
+    timer = threading.Timer(timeout, child.kill)
+    timer.daemon = True
+    feeder.start()
+    drainer.start()
+    timer.start()
+    chunks: list[bytes] = []
+    got = 0
+    try:
+        while got <= limit:
+            chunk = os.read(stdout.fileno(), min(1 << 20, limit + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > limit:
+            child.kill()
+        child.wait()
+    finally:
+        timer.cancel()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        stdout.close()
+        feeder.join()
+        drainer.join()
+        stderr.close()
+    return Filtered(child.returncode, b"".join(chunks), b"".join(errors).decode("utf-8", "replace"))
+
+
 def kill_running() -> None:
     """Kill the process group of every streaming command running now (an interrupted parallel build:
     the interrupt reaches only the main thread, the steps run on others)."""

@@ -72,6 +72,31 @@ def test_zstd_debug_sections_are_searched_decompressed(tmp_path: Path) -> None:
     assert places and all(p.startswith(".debug") for p in places), places
 
 
+def test_a_zstd_bomb_is_cut_off_at_the_declared_size(tmp_path: Path) -> None:
+    """A zstd section that decompresses to far more than it declares: read through pipes, the decompressor is
+    killed past the declared size (no memory or disk filled, no temporary files), and the search fails."""
+    import tempfile
+
+    from reprobuild import proc
+
+    if shutil.which("zstd") is None:
+        pytest.skip("the zstd tool (Debian package zstd) reads zstd sections")
+    bomb = subprocess.run(["zstd", "-q", "-3", "-c"], input=bytes(256 << 20), capture_output=True,
+                          check=True).stdout
+    assert len(bomb) < 64 << 10
+    before = set(Path(tempfile.gettempdir()).glob("reprobuild-zstd-*"))
+    done = proc.filter_bytes(["zstd", "-q", "-d", "-c"], bomb, 1 << 20)
+    assert len(done.stdout) == (1 << 20) + 1 and done.returncode != 0
+    obj = _debug_object(tmp_path, "zstd")
+    data = bytearray(obj.read_bytes())
+    section = next(s for s in ElfFile.open(obj).sections if s.compressed)
+    struct.pack_into("<Q", data, section.offset + 8, 16)  # ch_size: declared 16 bytes, far less than it holds
+    obj.write_bytes(bytes(data))
+    with pytest.raises(ElfError, match="declared 16 bytes"):
+        ElfFile.open(obj).find(b"secretdir")
+    assert set(Path(tempfile.gettempdir()).glob("reprobuild-zstd-*")) == before
+
+
 def test_oversized_compressed_section_fails_the_search(tmp_path: Path) -> None:
     obj = _debug_object(tmp_path, "zlib")
     data = bytearray(obj.read_bytes())

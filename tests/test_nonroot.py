@@ -35,6 +35,7 @@ from tests.conftest import HELLO_ONLY, REPO, command_projects, docker_required
 pytestmark = pytest.mark.docker
 
 TEST_USER = "rbengine"
+SOLO_USER = "rbsolo"  # given no subordinate ids: its rootless Podman maps only the user itself (a single mapping)
 
 
 @dataclass(frozen=True)
@@ -148,21 +149,23 @@ def _runtime_files() -> list[Path]:
 
 
 @pytest.fixture
-def user(code_for_others: tuple[tuple[str, ...], str]) -> Iterator[User]:
+def user(request: pytest.FixtureRequest, code_for_others: tuple[tuple[str, ...], str]) -> Iterator[User]:
+    """TEST_USER, or the user named by an indirect parameter; made (a system user, no home) when absent."""
     if os.geteuid() != 0:
         pytest.skip("switching to a test user needs root (this run is unprivileged already)")
+    name = getattr(request, "param", TEST_USER)
     try:
-        entry = pwd.getpwnam(TEST_USER)
+        entry = pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
                        check=True, capture_output=True)
-        entry = pwd.getpwnam(TEST_USER)
+        entry = pwd.getpwnam(name)
     base = Path(tempfile.mkdtemp(prefix="rb-nonroot-"))
     os.chmod(base, 0o755)
     (base / "home").mkdir(mode=0o700)
     os.chown(base / "home", entry.pw_uid, entry.pw_gid)
     python, pythonpath = code_for_others
-    found = User(TEST_USER, entry.pw_uid, entry.pw_gid, python, pythonpath, base)
+    found = User(name, entry.pw_uid, entry.pw_gid, python, pythonpath, base)
     can = subprocess.run(["setpriv", f"--reuid={found.uid}", f"--regid={found.gid}", "--clear-groups", *python,
                           "-c", "import reprobuild.cli, docker, yaml"], env={"PYTHONPATH": pythonpath,
                                                                            "HOME": str(base / "home")},
@@ -285,7 +288,13 @@ def test_a_member_of_the_engines_group_builds_roots_bytes_under_umask_077(
 
 # --- rootless Podman ----------------------------------------------------------------------------------
 
-SUBIDS = (1_000_000, 65536)  # subordinate ids given to the test user when it has none
+SUBIDS = (1_000_000, 65536)  # subordinate ids given to TEST_USER when it has none
+
+
+@dataclass(frozen=True)
+class Podman:
+    address: str  # unix://... socket of the user's `podman system service`
+    uid_map: str  # /proc/self/uid_map of its user namespace: one line when it maps only the user (no subids)
 
 
 def _subids_of(name: str, path: str) -> bool:
@@ -296,12 +305,16 @@ def _subids_of(name: str, path: str) -> bool:
 
 
 @pytest.fixture
-def rootless_podman(user: User) -> Iterator[str]:
+def rootless_podman(user: User) -> Iterator[Podman]:
     """`podman system service` run by the test user (rootless: its containers' ids are the user's and its
-    subordinate ids), on a socket in the user's own XDG_RUNTIME_DIR; stopped, with its pause process, at the end."""
+    subordinate ids), on a socket in the user's own XDG_RUNTIME_DIR; stopped, with its pause process, at the end.
+    TEST_USER is given subordinate ids when it has none; SOLO_USER must have none."""
     if shutil.which("podman") is None or shutil.which("newuidmap") is None:
         pytest.fail("rootless Podman needs Debian's podman and uidmap: apt-get install podman uidmap")
-    if not (_subids_of(user.name, "/etc/subuid") and _subids_of(user.name, "/etc/subgid")):
+    given = [_subids_of(user.name, "/etc/subuid"), _subids_of(user.name, "/etc/subgid")]
+    if user.name == SOLO_USER and any(given):
+        pytest.fail(f"{SOLO_USER} is to have no subordinate ids, but /etc/subuid or /etc/subgid gives it some")
+    if user.name != SOLO_USER and not all(given):
         first, count = SUBIDS
         subprocess.run(["usermod", "--add-subuids", f"{first}-{first + count - 1}", "--add-subgids",
                         f"{first}-{first + count - 1}", user.name], check=True, capture_output=True)
@@ -310,10 +323,10 @@ def rootless_podman(user: User) -> Iterator[str]:
     os.chown(run_dir, user.uid, user.gid)
     sock = run_dir / "podman.sock"
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(user.base / "home"), "XDG_RUNTIME_DIR": str(run_dir)}
+    switch = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
     log = open(user.base / "podman.log", "wb")  # noqa: SIM115 (closed at teardown)
-    service = subprocess.Popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "podman",
-                                "system", "service", "--time=0", f"unix://{sock}"], env=env, cwd=user.base,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    service = subprocess.Popen([*switch, "podman", "system", "service", "--time=0", f"unix://{sock}"], env=env,
+                               cwd=user.base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         import time
 
@@ -322,7 +335,10 @@ def rootless_podman(user: User) -> Iterator[str]:
             if time.monotonic() > deadline or service.poll() is not None:
                 pytest.fail(f"rootless podman system service did not come up: {(user.base / 'podman.log').read_text()}")
             time.sleep(0.2)
-        yield f"unix://{sock}"
+        mapped = subprocess.run([*switch, "podman", "unshare", "cat", "/proc/self/uid_map"], env=env, cwd=user.base,
+                                capture_output=True, text=True, timeout=60)
+        assert mapped.returncode == 0, mapped.stderr
+        yield Podman(f"unix://{sock}", mapped.stdout)
     finally:
         _end_group(service, pause=run_dir / "libpod" / "tmp" / "pause.pid")
         log.close()
@@ -363,15 +379,17 @@ def _group_alive(pgid: int) -> bool:
 
 @pytest.mark.go
 @pytest.mark.slow
+@pytest.mark.parametrize("user", [TEST_USER, SOLO_USER], indirect=True, ids=["subordinate-ids", "single-mapping"])
 def test_rootless_podman_builds_dockers_bytes_for_a_command_pipeline_and_go_service(
-        user: User, rootless_podman: str, debian_lock: Path, go_wheel: Path, go_registry: Any,
+        user: User, rootless_podman: Podman, debian_lock: Path, go_wheel: Path, go_registry: Any,
         shared_cache_root: Path, tmp_path: Path) -> None:
     """A user's own Podman (no root, no group): a command pipeline (the debian image) and go-service's `hello` give
     the SHA256SUMS of root's Docker build; the files are the user's, no container is left behind.
 
     Making the debian image's rootfs takes debootstrap, which needs root: the user's cache gets the layer root made
     for the same lock entry (what a shared or restored cache would hold); the image itself is built and loaded
-    through the rootless socket."""
+    through the rootless socket. With subordinate ids or without (Podman then maps only the user, and refuses
+    `keep-id`): the step runs as the container's root, which is the user."""
     from reprobuild.backends.images.spec import load_spec
     from reprobuild.backends.images.store import ImageStore
     from reprobuild.config.lock import load_lock
@@ -411,20 +429,21 @@ def test_rootless_podman_builds_dockers_bytes_for_a_command_pipeline_and_go_serv
     imported = user.run("toolchain", "import", "--lock", "toolchains.lock", str(wheel), cwd=repo)
     assert imported.returncode == 0, imported.stderr
 
+    if user.name == SOLO_USER:
+        assert len(rootless_podman.uid_map.splitlines()) == 1, rootless_podman.uid_map
     out = home / "out"
-    done = user.run("build", *args, "--out", str(out), cwd=repo,
-                    env={"DOCKER_HOST": rootless_podman, "XDG_RUNTIME_DIR": str(user.base / "run")})
-    assert done.returncode == 0, done.stderr[-3000:]
+    engine_env = {"DOCKER_HOST": rootless_podman.address, "XDG_RUNTIME_DIR": str(user.base / "run")}
+    done = user.run("build", *args, "--out", str(out), cwd=repo, env=engine_env)
+    assert done.returncode == 0, f"Podman's uid_map: {rootless_podman.uid_map}\n{done.stderr[-3000:]}"
     assert (out / "SHA256SUMS").read_text() == expected
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["backend"], manifest["hermetic"]) == ("docker", True)
     for dirpath, dirnames, filenames in os.walk(out):
         for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
             assert os.lstat(name).st_uid == user.uid, name
-    probe = user.run("doctor", "--json", "--lock", "toolchains.lock", cwd=repo,
-                     env={"DOCKER_HOST": rootless_podman, "XDG_RUNTIME_DIR": str(user.base / "run")})
+    probe = user.run("doctor", "--json", "--lock", "toolchains.lock", cwd=repo, env=engine_env)
     found = {f["id"]: f for f in json.loads(probe.stdout)["findings"]}["engine.reachable"]
-    assert found["message"].startswith("Podman engine ") and rootless_podman in found["message"]
+    assert found["message"].startswith("Podman engine ") and rootless_podman.address in found["message"]
     assert found["message"].endswith(", rootless)"), found["message"]
     left = subprocess.run(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "podman",
                            "ps", "-a", "--filter", f"label=org.reprobuild.pid={done.pid}", "--format", "{{.Names}}"],

@@ -13,10 +13,9 @@ prepares (private copies, disorderfs views, ownership) and removes afterwards.
 
 Outputs written by uid 1000 are handed back to the invoking user when reprobuild runs as root. Only root can
 change owners, so a non-root caller has its steps run as whoever the engine maps to the caller (`for_this_user`):
-on a rootful engine (the caller in its group) the caller's own uid/gid; on rootless Podman the same, with the
-caller's uid kept in the container's user namespace (`keep-id`); on rootless Docker the container's root, which
-is the caller. The files a step writes are then the caller's. The output bytes do not depend on it (verify's
-user_group variation checks that, as root).
+on a rootful engine (the caller in its group) the caller's own uid/gid; on a rootless engine (Docker or Podman)
+the container's root, which is the caller. The files a step writes are then the caller's. The output bytes do
+not depend on it (verify's user_group variation checks that, as root).
 """
 
 from __future__ import annotations
@@ -253,7 +252,7 @@ class DockerBackend:
         return variation in SUPPORTED_VARIATIONS
 
     def run(self, spec: RunSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
-        spec, userns = for_this_user(spec, self.client.facts)
+        spec = for_this_user(spec, self.client.facts)
         image_id = self.ensure_image(spec.image)
         timed_out = threading.Event()
         timer: threading.Timer | None = None
@@ -270,8 +269,6 @@ class DockerBackend:
                                               hosts_file=None if spec.network else self._hosts_file(),
                                               quirks=self._quirks, env=variables,
                                               owner_labels=leftovers.this_process().labels())
-                    if userns:
-                        config["HostConfig"]["UsernsMode"] = userns
                     with self._running_guard:
                         if self._cancelled:
                             raise KeyboardInterrupt  # interrupted while this step was being set up
@@ -332,23 +329,20 @@ class DockerBackend:
                 continue  # a second Ctrl-C must not leave the container behind
 
 
-def for_this_user(spec: RunSpec, engine: EngineFacts) -> tuple[RunSpec, str]:
-    """The step as it runs for this caller, and the user namespace mode its container needs ("": the engine's).
+def for_this_user(spec: RunSpec, engine: EngineFacts) -> RunSpec:
+    """The step as it runs for this caller.
 
     Root: unchanged (the fixed build user; its files are handed back). Anyone else cannot give back the files a
     container's user writes, so the step runs as the engine maps the caller: its own uid/gid on a rootful engine;
-    the same on rootless Podman with `keep-id` (that uid is the caller's in the container too); root on rootless
-    Docker (the container's root is the caller)."""
+    the container's root on a rootless engine, Docker or Podman, which is the caller. (Podman's `keep-id` would keep
+    the caller's uid instead, but needs subordinate ids that Podman finds for the user when the container is made;
+    a Podman with a single mapping, e.g. a user without /etc/subuid entries, refuses it. The container's root works
+    with any mapping: reprobuild's image layers are owned by uid/gid 0.)"""
     p = spec.perturb
     if os.geteuid() == 0 or (p.uid, p.gid) != (UID, GID):
-        return spec, ""
-    uid, gid, userns = os.getuid(), os.getgid(), ""
-    if engine.rootless:
-        if engine.product == "Podman":
-            userns = "keep-id"
-        else:
-            uid, gid = 0, 0
-    return dataclasses.replace(spec, perturb=dataclasses.replace(p, uid=uid, gid=gid)), userns
+        return spec
+    uid, gid = (0, 0) if engine.rootless else (os.getuid(), os.getgid())
+    return dataclasses.replace(spec, perturb=dataclasses.replace(p, uid=uid, gid=gid))
 
 
 def _stream(frames: Iterable[tuple[int, bytes]], on_line: Callable[[str], None]) -> str:

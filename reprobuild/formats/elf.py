@@ -319,22 +319,18 @@ def _inflate(body: bytes, size: int, name: str) -> bytes:
 
 
 def _unzstd(body: bytes, size: int, name: str) -> bytes:
-    """zstd-compressed section bytes, by the `zstd` tool (Debian package zstd); ElfError without it."""
-    import tempfile
-
+    """zstd-compressed section bytes, by the `zstd` tool (Debian package zstd) through pipes, its output cut off
+    past the declared size; ElfError without the tool."""
     from reprobuild import proc
     from reprobuild.errors import EnvironmentFailure
 
-    with tempfile.TemporaryDirectory(prefix="reprobuild-zstd-") as tmp:
-        src, dst = Path(tmp) / "in.zst", Path(tmp) / "out"
-        src.write_bytes(body)
-        try:
-            done = proc.run([proc.which("zstd", "zstd"), "-q", "-d", "-f", "-o", str(dst), str(src)], check=False)
-        except EnvironmentFailure as exc:
-            raise ElfError(f"section {name} is compressed with zstd and cannot be read here ({exc})") from None
-        if done.returncode != 0 or not dst.is_file() or dst.stat().st_size != size:
-            raise ElfError(f"section {name}: zstd could not decompress it to its declared {size} bytes")
-        return dst.read_bytes()
+    try:
+        done = proc.filter_bytes([proc.which("zstd", "zstd"), "-q", "-d", "-c"], body, size)
+    except EnvironmentFailure as exc:
+        raise ElfError(f"section {name} is compressed with zstd and cannot be read here ({exc})") from None
+    if done.returncode != 0 or len(done.stdout) != size:
+        raise ElfError(f"section {name}: zstd could not decompress it to its declared {size} bytes")
+    return done.stdout
 
 
 _PATH_SET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~+@%-")
