@@ -298,8 +298,13 @@ def test_a_killed_builds_container_and_copies_are_removed_and_nothing_else(
 
 @pytest.mark.docker
 def test_doctor_fix_removes_only_reprobuilds_stale_images(tmp_path: Path, docker_engine: str) -> None:
+    """Removed: a builder image this cache made that the lock no longer expects. Kept: the expected one, one a
+    container uses, one of a name builders/ lacks, one another cache made (another user on a shared engine), one
+    another checkout's lock still uses, and any image without reprobuild's label. An image used by a checkout
+    that is gone, or whose lock has changed since, is removed."""
     from reprobuild.backends.images.spec import ImageLock, load_spec
     from reprobuild.backends.images.store import ImageStore
+    from reprobuild.fsutil import atomic_write_text
 
     name = f"lefttest{uuid.uuid4().hex[:8]}"
     (tmp_path / "builders" / name).mkdir(parents=True)
@@ -310,14 +315,23 @@ def test_doctor_fix_removes_only_reprobuilds_stale_images(tmp_path: Path, docker
     lock = tmp_path / "toolchains.lock"
     lock.write_text(yaml.safe_dump({"lock_version": 1, "images": {name: entry.to_data()}}))
     expected_key = ImageStore.debian_key(spec, entry)
+    cache = tmp_path / "cache"
+    store = ImageStore(None, cache)  # type: ignore[arg-type]  # records only
+    others = {checkout: tmp_path / checkout / "toolchains.lock" for checkout in ("kept", "gone", "changed")}
+    for other in others.values():
+        other.parent.mkdir()
+        other.write_text("lock_version: 1\n")
 
     client = sdk()
     made: dict[str, str] = {}
 
-    def image(tag: str, labels: dict[str, str]) -> str:
+    def image(tag: str, labels: dict[str, str], *, here: bool = True) -> str:
         dockerfile = "FROM scratch\n" + "".join(f"LABEL {k}={v}\n" for k, v in labels.items())
         built, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
         made[tag] = built.id
+        if here and labels.get("org.reprobuild.inputs"):  # what a build through this cache records
+            atomic_write_text(cache / "images" / "ids" / f"{labels['org.reprobuild.image']}-"
+                              f"{labels['org.reprobuild.inputs']}.json", json.dumps({"id": built.id}))
         return str(built.id)
 
     ours = {"org.reprobuild.image": name}
@@ -326,20 +340,30 @@ def test_doctor_fix_removes_only_reprobuilds_stale_images(tmp_path: Path, docker
     used = image(f"reprobuild-{name}:stale-in-use", {**ours, "org.reprobuild.inputs": "2" * 64})
     image(f"reprobuild-{name}other:stale", {"org.reprobuild.image": f"{name}other", "org.reprobuild.inputs": "3" * 64})
     image(f"{name}-not-reprobuild:latest", {"lefttest": name})
+    image(f"reprobuild-{name}:another-cache", {**ours, "org.reprobuild.inputs": "4" * 64}, here=False)
+    for n, checkout in enumerate(others, start=5):
+        image(f"reprobuild-{name}:{checkout}-checkout", {**ours, "org.reprobuild.inputs": str(n) * 64})
+        store.record_use(others[checkout], name, str(n) * 64)
+    others["gone"].unlink()
+    others["changed"].write_text("lock_version: 1\n# updated\n")
     user = client.containers.create(used, ["true"], name=f"{name}-user")
+    env = {"TMPDIR": str(tmp_path), "REPROBUILD_CACHE": str(cache)}
     try:
-        done = run_cli("doctor", "--fix", "--json", "--lock", str(lock), env={"TMPDIR": str(tmp_path)}, timeout=300)
+        done = run_cli("doctor", "--fix", "--json", "--lock", str(lock), env=env, timeout=300)
         removed = json.loads(done.stdout)["removed"]
-        assert [(r["kind"], r["name"]) for r in removed] == [("image", f"reprobuild-{name}:stale")]
+        assert sorted((r["kind"], r["name"]) for r in removed) == [
+            ("image", f"reprobuild-{name}:changed-checkout"), ("image", f"reprobuild-{name}:gone-checkout"),
+            ("image", f"reprobuild-{name}:stale")]
         left = {t for i in client.images.list(filters={"label": "org.reprobuild.image"}) for t in i.tags
                 if name in t} | {t for i in client.images.list(name=f"{name}-not-reprobuild") for t in i.tags}
         assert left == {f"reprobuild-{name}:expected", f"reprobuild-{name}:stale-in-use",
-                        f"reprobuild-{name}other:stale", f"{name}-not-reprobuild:latest"}
-        text = run_cli("doctor", "--fix", "--lock", str(lock), env={"TMPDIR": str(tmp_path)}, timeout=300).stdout
+                        f"reprobuild-{name}other:stale", f"{name}-not-reprobuild:latest",
+                        f"reprobuild-{name}:another-cache", f"reprobuild-{name}:kept-checkout"}
+        text = run_cli("doctor", "--fix", "--lock", str(lock), env=env, timeout=300).stdout
         assert "doctor --fix: removed 0 item(s)" in text
     finally:
         user.remove(force=True)
         for tag in made:
-            with contextlib.suppress(Exception):  # the stale one was removed by the test itself
+            with contextlib.suppress(Exception):  # the stale ones were removed by the test itself
                 client.images.remove(tag, force=True)
         client.close()

@@ -142,8 +142,9 @@ class DockerBackend:
         self.client = client or Engine()
         self.product = "container"  # "Docker" or "Podman" once connected (see `connect`)
         self.lock = lock
+        lock_path = Path(lock.path) if lock is not None else None
         self.store = ImageStore(DockerEngine(self.client), cache_root or default_cache_root(),
-                                builders_dir or default_builders_dir(Path(lock.path) if lock is not None else None))
+                                builders_dir or default_builders_dir(lock_path), lock_path)
         self._ids: dict[ImageRef, str] = {}
         self._specs: dict[str, ImageSpec] = {}  # descriptions read from builders_dir, once (steps ask on every run)
         self._images_guard = threading.Lock()  # parallel steps asking for one image build it once

@@ -24,7 +24,7 @@ import re
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,17 +281,21 @@ def sweep(engine: Engine | None = None, temp_root: Path | None = None) -> list[L
 
 # --- reprobuild's own stale builder images -------------------------------------------------------------
 
-def stale_images(engine: Engine, expected: Mapping[str, frozenset[str] | None]) -> list[Leftover]:
+def stale_images(engine: Engine, expected: Mapping[str, frozenset[str] | None], made_here: Set[str],
+                 keep: Set[tuple[str, str]] = frozenset()) -> list[Leftover]:
     """reprobuild's builder images (its label, a `reprobuild-NAME:` name) of the images `expected` describes whose
     inputs are none of the expected ones and that no container (of anyone) uses; one entry per name to remove.
-    A name whose expected inputs could not be computed (None) is left alone, as are names `expected` lacks."""
+    Only images this cache made (`made_here`: IDs) are candidates, and none whose (name, inputs) another checkout's
+    lock still uses (`keep`): on an engine shared by users or checkouts, theirs stay. A name whose expected inputs
+    could not be computed (None) is left alone, as are names `expected` lacks."""
     used = {str(c.get("ImageID", "")).removeprefix("sha256:") for c in engine.container_records(None)}
     found = []
     for image in engine.image_records(IMAGE_LABEL):
         labels = image.get("Labels") or {}
         name, inputs, image_id = labels.get(IMAGE_LABEL, ""), labels.get(PREFIX + "inputs", ""), str(image["Id"])
         keys = expected.get(name)
-        if keys is None or inputs in keys or image_id.removeprefix("sha256:") in used:
+        bare_id = image_id.removeprefix("sha256:")
+        if keys is None or inputs in keys or bare_id in used or bare_id not in made_here or (name, inputs) in keep:
             continue
         # (Podman names an unqualified image `localhost/NAME:TAG`)
         tags = image.get("RepoTags") or []
@@ -307,8 +311,9 @@ def stale_images(engine: Engine, expected: Mapping[str, frozenset[str] | None]) 
 
 def fix(lock_path: Path, cache: ToolchainCache, builders_dir: Path | None = None) -> tuple[Leftover, ...]:
     """Remove what builds killed outright left behind (containers and private directories whose owner is dead on
-    this host) and reprobuild's own builder images that the lock and builders/ no longer expect and no container
-    uses; what was removed. Nothing else: never a running build's, another host's, or any other image."""
+    this host) and the builder images this cache made that the lock and builders/ no longer expect, no container
+    uses and no other checkout's lock still uses; what was removed. Nothing else: never a running build's, another
+    host's or another cache's, or any other image."""
     from reprobuild.backends import engine as engines
     from reprobuild.backends.images.spec import default_builders_dir
 
@@ -322,8 +327,14 @@ def fix(lock_path: Path, cache: ToolchainCache, builders_dir: Path | None = None
     try:
         removed = sweep(client)
         if client is not None:
-            expected = expected_images(_lock_or_none(lock_path), cache, builders_dir or default_builders_dir(lock_path))
-            removed += remove(stale_images(client, expected), client)
+            from reprobuild.backends.docker import DockerEngine
+            from reprobuild.backends.images.store import ImageStore
+
+            builders = builders_dir or default_builders_dir(lock_path)
+            store = ImageStore(DockerEngine(), cache.root, builders)  # reads records and computes keys only
+            expected = expected_images(_lock_or_none(lock_path), cache, builders)
+            stale = stale_images(client, expected, store.made_here(), store.used_by_other_locks(lock_path))
+            removed += remove(stale, client)
     finally:
         if client is not None:
             client.close()
