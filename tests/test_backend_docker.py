@@ -458,6 +458,7 @@ def test_go_service_sha256sums_are_the_same_from_docker_and_local(docker_backend
                            "go-service.yaml",), backend="local" if backend is None else None,
                            overrides=(("go", "go-registry"),), offline=True), backend=backend)
         sums[name] = (out / "SHA256SUMS").read_text()
+    from reprobuild.backends.images import uses
     from reprobuild.backends.images.spec import load_spec
     from reprobuild.backends.images.store import ImageStore
     from reprobuild.config.lock import load_lock
@@ -465,8 +466,7 @@ def test_go_service_sha256sums_are_the_same_from_docker_and_local(docker_backend
     # The images the Docker build used are recorded for its lock: `doctor --fix` for another checkout keeps them.
     spec = load_spec(REPO / "builders", "debian")
     debian_key = ImageStore.debian_key(spec, ImageStore.locked_entry(spec, load_lock(debian_lock)))
-    records = ImageStore(None, shared_cache_root)  # type: ignore[arg-type]  # records only
-    kept = records.used_by_other_locks(tmp_path / "elsewhere" / "toolchains.lock")
+    kept = uses.used_by_other_locks(shared_cache_root, tmp_path / "elsewhere" / "toolchains.lock")
     assert ("debian", debian_key) in kept and any(name == "go" for name, _ in kept), kept
     names = {line.split("  ", 1)[1] for line in sums["docker"].splitlines()}
     assert {f"go-service/{n}" for n in ("hello_linux_amd64", "hello_linux_arm64", "hello_linux_amd64.tar.gz",

@@ -302,6 +302,7 @@ def test_doctor_fix_removes_only_reprobuilds_stale_images(tmp_path: Path, docker
     container uses, one of a name builders/ lacks, one another cache made (another user on a shared engine), one
     another checkout's lock still uses, and any image without reprobuild's label. An image used by a checkout
     that is gone, or whose lock has changed since, is removed."""
+    from reprobuild.backends.images import uses
     from reprobuild.backends.images.spec import ImageLock, load_spec
     from reprobuild.backends.images.store import ImageStore
     from reprobuild.fsutil import atomic_write_text
@@ -316,7 +317,6 @@ def test_doctor_fix_removes_only_reprobuilds_stale_images(tmp_path: Path, docker
     lock.write_text(yaml.safe_dump({"lock_version": 1, "images": {name: entry.to_data()}}))
     expected_key = ImageStore.debian_key(spec, entry)
     cache = tmp_path / "cache"
-    store = ImageStore(None, cache)  # type: ignore[arg-type]  # records only
     others = {checkout: tmp_path / checkout / "toolchains.lock" for checkout in ("kept", "gone", "changed")}
     for other in others.values():
         other.parent.mkdir()
@@ -343,7 +343,7 @@ def test_doctor_fix_removes_only_reprobuilds_stale_images(tmp_path: Path, docker
     image(f"reprobuild-{name}:another-cache", {**ours, "org.reprobuild.inputs": "4" * 64}, here=False)
     for n, checkout in enumerate(others, start=5):
         image(f"reprobuild-{name}:{checkout}-checkout", {**ours, "org.reprobuild.inputs": str(n) * 64})
-        store.record_use(others[checkout], name, str(n) * 64)
+        uses.record_use(cache, others[checkout], name, str(n) * 64)
     others["gone"].unlink()
     others["changed"].write_text("lock_version: 1\n# updated\n")
     user = client.containers.create(used, ["true"], name=f"{name}-user")

@@ -327,13 +327,12 @@ def fix(lock_path: Path, cache: ToolchainCache, builders_dir: Path | None = None
     try:
         removed = sweep(client)
         if client is not None:
-            from reprobuild.backends.docker import DockerEngine
-            from reprobuild.backends.images.store import ImageStore
+            from reprobuild.backends.images import uses
 
             builders = builders_dir or default_builders_dir(lock_path)
-            store = ImageStore(DockerEngine(), cache.root, builders)  # reads records and computes keys only
             expected = expected_images(_lock_or_none(lock_path), cache, builders)
-            stale = stale_images(client, expected, store.made_here(), store.used_by_other_locks(lock_path))
+            stale = stale_images(client, expected, uses.made_here(cache.root),
+                                 uses.used_by_other_locks(cache.root, lock_path))
             removed += remove(stale, client)
     finally:
         if client is not None:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from filelock import FileLock
 
 from reprobuild.backends import CACHE, HOME, OUT, SRC, TMP, TOOLCHAIN
+from reprobuild.backends.images import uses
 from reprobuild.backends.images.debian import debootstrap, installed_versions, mirror_state, unmount_under
 from reprobuild.backends.images.spec import (
     FORMAT,
@@ -119,7 +120,7 @@ class ImageStore:
     def __init__(self, engine: Engine, cache_root: Path, builders_dir: Path | None = None,
                  lock_path: Path | None = None) -> None:
         """`lock_path`: the lock whose builds use these images; each image used is recorded for it (see
-        `record_use`), so that `doctor --fix` run for another checkout's lock keeps it."""
+        `uses`), so that `doctor --fix` run for another checkout's lock keeps it."""
         self.engine = engine
         self.cache_root = cache_root
         self.builders_dir = builders_dir or REPO_BUILDERS
@@ -278,7 +279,7 @@ class ImageStore:
     def _ensure(self, spec: ImageSpec, key: str, make_layer: Any) -> Built:
         repo, tag = self.reference(spec, key)
         if self.lock_path is not None:
-            self.record_use(self.lock_path, spec.name, key)
+            uses.record_use(self.cache_root, self.lock_path, spec.name, key)
         expected = self.expected(spec, key)
         if expected is not None and self.engine.has_image(expected):
             return Built(expected, f"{repo}:{tag}", reused=True)
@@ -305,83 +306,11 @@ class ImageStore:
                               json.dumps({"id": image_id, "reference": f"{repo}:{tag}"}, sort_keys=True) + "\n")
         return Built(image_id, f"{repo}:{tag}", reused=False)
 
-    # --- which locks use which images (for `doctor --fix` on an engine other checkouts share) ----------
-    def _uses_record(self, lock_path: Path) -> Path:
-        where = os.path.abspath(lock_path)
-        return self.dir / "uses" / f"{hashlib.sha256(where.encode()).hexdigest()[:32]}.json"
-
-    def record_use(self, lock_path: Path, name: str, key: str) -> None:
-        """Record that builds with the lock at `lock_path`, as it reads now, use image `name` made from `key`.
-        A change of the lock's content starts its record afresh; the record is written only when it changes."""
-        where = os.path.abspath(lock_path)
-        try:
-            digest = hashlib.sha256(Path(where).read_bytes()).hexdigest()
-        except OSError:
-            return
-        record = self._uses_record(lock_path)
-        current = _read_uses(record)
-        if current is not None and current["lock"] == where and current["lock_sha256"] == digest \
-                and key in current["images"].get(name, []):
-            return
-        with self._lock("uses"):
-            current = _read_uses(record)
-            images: dict[str, list[str]] = {}
-            if current is not None and current["lock"] == where and current["lock_sha256"] == digest:
-                images = current["images"]
-            images[name] = sorted({*images.get(name, []), key})
-            atomic_write_text(record, json.dumps({"lock": where, "lock_sha256": digest, "images": images},
-                                                 sort_keys=True) + "\n")
-
-    def made_here(self) -> set[str]:
-        """The IDs of the images made or loaded through this cache (its `ids` records)."""
-        found: set[str] = set()
-        for record in sorted((self.dir / "ids").glob("*.json")) if (self.dir / "ids").is_dir() else []:
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                if not record.is_symlink():
-                    found.add(str(json.loads(record.read_text())["id"]).removeprefix("sha256:"))
-        return found
-
-    def used_by_other_locks(self, lock_path: Path) -> set[tuple[str, str]]:
-        """(image name, inputs key) pairs recorded for locks other than `lock_path` that still exist and still
-        read as they did when they used them: another checkout's images, which `doctor --fix` must keep."""
-        mine = os.path.abspath(lock_path)
-        kept: set[tuple[str, str]] = set()
-        try:
-            records = sorted((self.dir / "uses").glob("*.json"))
-        except OSError:
-            return kept
-        for record in records:
-            current = _read_uses(record)
-            if current is None or current["lock"] == mine:
-                continue
-            try:
-                if hashlib.sha256(Path(current["lock"]).read_bytes()).hexdigest() != current["lock_sha256"]:
-                    continue  # that lock changed since: its next build records what it uses now
-            except OSError:
-                continue  # that checkout is gone
-            kept |= {(name, key) for name, keys in current["images"].items() for key in keys}
-        return kept
-
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:
         (self.dir / "locks").mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.dir / "locks" / f"{name}.lock")):
             yield
-
-
-def _read_uses(record: Path) -> dict[str, Any] | None:
-    """A uses record (`ImageStore.record_use`), or None when it is missing, a link, or not one."""
-    try:
-        fd = os.open(record, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as fh:
-            data = json.loads(fh.read(1 << 20))
-        images = data["images"]
-        if isinstance(data["lock"], str) and isinstance(data["lock_sha256"], str) and isinstance(images, dict) \
-                and all(isinstance(v, list) and all(isinstance(k, str) for k in v) for v in images.values()):
-            return dict(data)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
 
 
 def _skeleton(with_tmp: bool = True) -> list[TarEntry]:
