@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import posixpath
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 CHUNK = 1 << 20
 
@@ -73,6 +74,18 @@ def temp_dir_in(parent: Path, prefix: str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             remove_tree(tmp)
+
+
+def read_json_object(path: Path, limit: int) -> dict[str, Any] | None:
+    """A small JSON object reprobuild wrote (a record in a cache or a temp dir), read without following a link
+    and at most `limit` bytes of it; None when it is missing, a link, or not a JSON object."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            data = json.loads(fh.read(limit))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def link_tree(source: Path, dest: Path) -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from reprobuild import proc
 from reprobuild.errors import ReprobuildError
-from reprobuild.fsutil import remove_tree
+from reprobuild.fsutil import read_json_object, remove_tree
 
 if TYPE_CHECKING:
     from reprobuild.backends.engine import Engine
@@ -148,13 +148,7 @@ def private_dir(prefix: str, *, in_container: bool = False) -> Path:
 
 
 def _marker(path: Path) -> dict[str, Any] | None:
-    try:
-        fd = os.open(path / MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as fh:
-            data = json.loads(fh.read(4096))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(path / MARKER, 4096)
 
 
 def _mounts_under(path: Path) -> list[str]:

@@ -10,7 +10,6 @@ ever candidates, so another user's (another cache's) images stay too.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +18,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from reprobuild.fsutil import atomic_write_text
+from reprobuild.fsutil import atomic_write_text, read_json_object
 
 
 def record_use(cache_root: Path, lock_path: Path, name: str, key: str) -> None:
@@ -69,7 +68,7 @@ def made_here(cache_root: Path) -> set[str]:
     found: set[str] = set()
     folder = cache_root / "images" / "ids"
     for record in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        data = _load(record)
+        data = read_json_object(record, 1 << 20)
         if data is not None and isinstance(data.get("id"), str):
             found.add(data["id"].removeprefix("sha256:"))
     return found
@@ -79,19 +78,9 @@ def _record_of(cache_root: Path, lock: str) -> Path:
     return cache_root / "images" / "uses" / f"{hashlib.sha256(lock.encode()).hexdigest()[:32]}.json"
 
 
-def _load(record: Path) -> dict[str, Any] | None:
-    """A small JSON object from the cache, never through a link; None when missing or not one."""
-    with contextlib.suppress(OSError, ValueError):
-        fd = os.open(record, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as fh:
-            data = json.loads(fh.read(1 << 20))
-        return data if isinstance(data, dict) else None
-    return None
-
-
 def _read(record: Path) -> dict[str, Any] | None:
     """A uses record, or None when it is missing, a link, or not one."""
-    data = _load(record)
+    data = read_json_object(record, 1 << 20)
     if data is None:
         return None
     images = data.get("images")
